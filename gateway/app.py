@@ -1,0 +1,123 @@
+"""Wiring: the only module that builds WsgiDAV's configuration.
+
+:func:`build_services` turns validated settings into the running parts
+(database, policy, authenticator, shares) and performs every start-up check
+that must fail closed: the master key, the backing folders, the database.
+:func:`build_app` generates the WsgiDAV config from ours: Basic auth only (our
+middleware; digest cannot work with directory binds), no directory browser,
+locks in memory or Redis, dead properties in our database, our provider per
+share and a read-only virtual root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from gateway.auth import LocalAuthenticator
+from gateway.db import make_engine, make_sessions, migrate
+from gateway.errors import ConfigError, ConfigProblem
+from gateway.keys import MasterKeys, key_source
+from gateway.middleware import GatewayMiddleware
+from gateway.pipeline import StageRegistry
+from gateway.policy import Policy, load_policy
+from gateway.props import DatabasePropertyManager
+from gateway.provider import ShareProvider
+from gateway.root import RootProvider
+from gateway.services import PlainContent, Services, ShareRuntime
+from gateway.settings import Settings
+from gateway.storage import BackingStore, PlainNames
+from plugins.audit import AuditLog
+
+log = logging.getLogger("clindav")
+
+
+def load_checked_policy(settings: Settings) -> Policy:
+    return load_policy(settings.resolve(settings.policy), StageRegistry.default(), list(settings.shares))
+
+
+def check_backing_folders(settings: Settings) -> None:
+    problems = []
+    for name, share in settings.shares.items():
+        folder = settings.resolve(share.path)
+        if not folder.is_dir():
+            problems.append(ConfigProblem("settings", f"shares.{name}.path", f"{folder} is not a folder"))
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(ConfigProblem("settings", f"shares.{name}.path", f"{folder} is not writable"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def load_master_keys(settings: Settings) -> MasterKeys:
+    return key_source(settings).load()
+
+
+def build_services(settings: Settings) -> Services:
+    load_master_keys(settings)
+    check_backing_folders(settings)
+    policy = load_checked_policy(settings)
+    url = settings.sqlalchemy_url()
+    migrate(url)
+    sessions = make_sessions(make_engine(url))
+    shares = {
+        name: ShareRuntime(
+            name=name,
+            url=conf.url,
+            store=BackingStore(settings.resolve(conf.path), PlainNames()),
+            content=PlainContent(),
+        )
+        for name, conf in settings.shares.items()
+    }
+    for share in shares.values():
+        swept = share.store.sweep_temp_files()
+        if swept:
+            log.warning("share %s: removed %d temp files left by an interrupted write", share.name, swept)
+    return Services(
+        settings=settings,
+        sessions=sessions,
+        policy=policy,
+        audit=AuditLog(sessions),
+        authenticator=LocalAuthenticator(sessions),
+        shares=shares,
+    )
+
+
+def wsgidav_config(services: Services) -> dict[str, Any]:
+    settings = services.settings
+    mapping: dict[str, Any] = {"/": RootProvider(services)}
+    for share in services.shares.values():
+        mapping[share.url] = ShareProvider(services, share)
+    return {
+        "provider_mapping": mapping,
+        "middleware_stack": [GatewayMiddleware, RequestResolver],
+        "http_authenticator": {"accept_basic": True, "accept_digest": False},
+        "dir_browser": {"enable": False},
+        "lock_storage": _lock_storage(settings.locks.storage),
+        "property_manager": DatabasePropertyManager(services.sessions),
+        "block_size": settings.server.block_size,
+        "add_header_MS_Author_Via": True,
+        "suppress_version_info": True,
+        "verbose": 1,
+        "logging": {"enable": False},
+        "clindav": {"services": services},
+    }
+
+
+def _lock_storage(storage: str) -> Any:
+    if storage == "memory":
+        return True
+    from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
+
+    url = urlparse(storage)
+    db = int(url.path.strip("/") or 0)
+    return LockStorageRedis(host=url.hostname or "127.0.0.1", port=url.port or 6379, db=db,
+                            password=url.password)
+
+
+def build_app(services: Services) -> WsgiDAVApp:
+    return WsgiDAVApp(wsgidav_config(services))

@@ -1,0 +1,141 @@
+"""Database models and session handling (SQLAlchemy 2).
+
+Tables: the registry of stored objects, audit events, local users and dead
+properties.  The schema is created only by Alembic migrations
+(:func:`migrate`), never by ``create_all``, so SQLite and PostgreSQL
+instances evolve the same way.  SQLite runs in WAL mode with
+``secure_delete`` on (a deleted row must not linger in free pages) and foreign
+keys enforced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StoredObject(Base):
+    """One stored file version that clindav wrote, by share and logical path."""
+
+    __tablename__ = "stored_object"
+    __table_args__ = (UniqueConstraint("share", "logical_path", name="uq_stored_object_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    share: Mapped[str] = mapped_column(String(64))
+    logical_path: Mapped[str] = mapped_column(Text)
+    file_id: Mapped[str] = mapped_column(String(36), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(127))
+    uploader: Mapped[str] = mapped_column(String(255))
+    # A 0-byte file (Explorer's placeholder before the real PUT) is not a
+    # finished image: it needs no consent and other users do not see it.
+    placeholder: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    modified_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEvent(Base):
+    """One outcome of one request or admin action; never a secret, never content."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_time", "occurred_at"),
+        Index("ix_audit_event_actor", "actor"),
+        Index("ix_audit_event_path", "share", "logical_path"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    request_id: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255))
+    client: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    share: Mapped[str | None] = mapped_column(String(64))
+    logical_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LocalUser(Base):
+    """An account of the local user store (for practices without LDAP)."""
+
+    __tablename__ = "local_user"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeadProperty(Base):
+    """A client-set WebDAV property (PROPPATCH), keyed by resource URL and name."""
+
+    __tablename__ = "dead_property"
+    __table_args__ = (UniqueConstraint("url", "name", name="uq_dead_property"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text, index=True)
+    name: Mapped[str] = mapped_column(Text)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the connection settings clindav relies on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA secure_delete=ON")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_sessions(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema with Alembic."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")

@@ -1,0 +1,65 @@
+"""``clindav init``: a complete, working instance in one folder.
+
+Layout written into DIR::
+
+    clindav.yaml        settings (every path in it relative to DIR)
+    policy.yaml         a copy of the shipped default policy, to adapt
+    keys/master.key     the master key, mode 0600
+    tls/cert.pem, tls/key.pem   a self-signed certificate
+    clindav.db          the SQLite database, created by the migrations
+    shares/<name>/      backing folders of the practice's usual shares
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from gateway.db import migrate
+from gateway.errors import ConfigError
+from gateway.keys import write_new_key_file
+from gateway.settings import dump_settings, load_settings
+from gateway.tls import write_self_signed
+from policies import shipped_policy
+
+CONFIG_NAME = "clindav.yaml"
+DEFAULT_SHARES = ("clinical", "referrals", "teaching", "documents")
+
+
+def init_instance(folder: Path) -> Path:
+    """Create an instance in ``folder`` (new or empty); returns the settings file."""
+    folder = folder.resolve()
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError.single(str(folder), "(folder)", "exists and is not empty")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for sub in ("keys", "tls", "shares"):
+        (folder / sub).mkdir(mode=0o700)
+    write_new_key_file(folder / "keys" / "master.key")
+    write_self_signed(folder / "tls" / "cert.pem", folder / "tls" / "key.pem")
+    shutil.copyfile(shipped_policy(), folder / "policy.yaml")
+    for share in DEFAULT_SHARES:
+        (folder / "shares" / share).mkdir(mode=0o700)
+    settings = {
+        "server": {
+            "host": "127.0.0.1",
+            "port": 8443,
+            "tls": {"cert": "tls/cert.pem", "key": "tls/key.pem"},
+        },
+        "database_url": "sqlite:///clindav.db",
+        "keys": {"file": "keys/master.key"},
+        "policy": "policy.yaml",
+        "shares": {s: {"url": f"/{s}", "path": f"shares/{s}"} for s in DEFAULT_SHARES},
+    }
+    config = folder / CONFIG_NAME
+    config.write_text(_HEADER + dump_settings(settings), encoding="utf-8")
+    os.chmod(config, 0o600)
+    migrate(load_settings(config).sqlalchemy_url())
+    os.chmod(folder / "clindav.db", 0o600)
+    return config
+
+
+_HEADER = """\
+# clindav settings. Every key is documented in docs/CONFIGURATION.md;
+# `clindav check-config --config THIS_FILE` validates it offline.
+"""

@@ -1,0 +1,334 @@
+"""The gateway's own WSGI layer, in front of WsgiDAV's request server.
+
+For every request, in this order: a request id; removal of forwarding
+headers (no proxy is trusted unless configured); authentication (Basic only,
+401 challenge, 400 for a malformed header, 503 when the account store is
+down); the policy gate, which decides before any body byte is read, for the
+source and (COPY/MOVE) the destination; then WsgiDAV; then error translation
+and the audit event for the outcome.
+
+Error translation: a :class:`ClindavError` answers its status, code and fixed
+public message; a WsgiDAV ``DAVError`` answers its status with a generic text
+(or its precondition XML, which clients need); anything else is a 500 with a
+generic text.  Internal detail goes only to the log, tagged with the request
+id the client also receives (``X-Request-Id``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from wsgidav.dav_error import DAVError
+from wsgidav.mw.base_mw import BaseMiddleware
+
+from gateway.auth import Principal
+from gateway.errors import (
+    AuthenticationRequired,
+    BadRequest,
+    ClindavError,
+    PayloadTooLarge,
+    PolicyDenied,
+)
+from gateway.policy import ACTIONS, Check, Decision
+from gateway.provider import AUDITED, DECISION, REQUEST, ShareProvider
+from gateway.root import PRINCIPAL
+from gateway.services import Services
+from gateway.storage import split_path
+
+log = logging.getLogger("clindav.request")
+
+StartResponse = Callable[..., Any]
+_SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", "sandbox; default-src 'none'"),
+]
+
+
+class GatewayMiddleware(BaseMiddleware):
+    """Replaces WsgiDAV's authenticator and error printer (see module doc)."""
+
+    def __init__(self, wsgidav_app: Any, next_app: Any, config: dict[str, Any]) -> None:
+        super().__init__(wsgidav_app, next_app, config)
+        self.services: Services = config["clindav"]["services"]
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        request_id = uuid.uuid4().hex[:16]
+        for key in [k for k in environ if k.startswith("HTTP_X_FORWARDED") or k == "HTTP_FORWARDED"]:
+            del environ[key]
+        outcome = _Outcome(request_id)
+        try:
+            principal = self._authenticate(environ, outcome)
+            self._gate(environ, principal, outcome)
+            yield from self._run(environ, start_response, outcome)
+            return
+        except ClindavError as exc:
+            self._abort_if_started(outcome, exc)
+            outcome.fail(exc.status, exc.code, exc.detail or exc.public_message)
+            body = exc.public_message
+        except DAVError as exc:
+            self._abort_if_started(outcome, exc)
+            body = _dav_failure(exc, outcome)
+        except Exception as exc:  # the last line of defence: never a traceback to clients
+            self._abort_if_started(outcome, exc)
+            log.exception("request %s failed", request_id)
+            outcome.fail(500, "internal-error", type(exc).__name__)
+            body = "The gateway could not complete the request."
+        yield from self._respond_error(environ, start_response, outcome, body)
+
+    @staticmethod
+    def _abort_if_started(outcome: _Outcome, exc: BaseException) -> None:
+        """Once the status line is out, the only honest signal is a cut connection."""
+        if outcome.started:
+            log.error("request %s failed mid-response: %r", outcome.request_id, exc)
+            raise exc
+
+    # --- authentication --------------------------------------------------
+
+    def _authenticate(self, environ: dict[str, Any], outcome: _Outcome) -> Principal:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        user, password = _parse_basic(header)
+        outcome.request = _request_info(environ, outcome.request_id, None)
+        if user is None:
+            outcome.challenge = True
+            raise AuthenticationRequired("no credentials")
+        principal = self.services.authenticator.login(user, password or "")
+        if principal is None:
+            outcome.challenge = True
+            outcome.action = "LOGIN"
+            raise AuthenticationRequired(f"login failed for {user!r}", public="Login failed.")
+        environ[PRINCIPAL] = principal
+        environ["wsgidav.auth.user_name"] = principal.uid
+        environ["wsgidav.auth.realm"] = self.services.settings.auth.realm
+        outcome.request = _request_info(environ, outcome.request_id, principal)
+        environ[REQUEST] = outcome.request
+        return principal
+
+    # --- policy gate -----------------------------------------------------
+
+    def _gate(self, environ: dict[str, Any], principal: Principal, outcome: _Outcome) -> None:
+        method = environ["REQUEST_METHOD"].upper()
+        provider = environ.get("wsgidav.provider")
+        outcome.action = method
+        if not isinstance(provider, ShareProvider):
+            return  # the read-only virtual root lists only readable shares
+        share = provider.share.name
+        path = environ.get("PATH_INFO", "/")
+        outcome.share, outcome.path = share, path
+        split_path(path)
+        checks = _checks(method, share, path, self._destination(environ))
+        decision: Decision | None = None
+        for check in checks:
+            verdict = self.services.policy.decide(principal, check)
+            if not verdict.allowed:
+                raise PolicyDenied(f"rule {verdict.rule} denies {check}")
+            decision = decision or verdict
+        environ[DECISION] = decision
+        self._check_length(environ)
+
+    def _destination(self, environ: dict[str, Any]) -> tuple[str, str] | None:
+        header = environ.get("HTTP_DESTINATION")
+        if not header:
+            return None
+        dest_path = unquote(urlparse(header).path)
+        for name, share in self.services.shares.items():
+            prefix = share.url.lower()
+            if dest_path.lower() == prefix or dest_path.lower().startswith(prefix + "/"):
+                rest = dest_path[len(prefix):] or "/"
+                split_path(rest)
+                return name, rest
+        raise PolicyDenied(f"destination {dest_path!r} is in no share")
+
+    def _check_length(self, environ: dict[str, Any]) -> None:
+        for key in ("CONTENT_LENGTH", "HTTP_X_EXPECTED_ENTITY_LENGTH"):
+            raw = environ.get(key) or ""
+            if raw and (not raw.isdigit() or len(raw) > 18):
+                raise BadRequest(f"bad {key}: {raw[:32]!r}")
+            if raw and int(raw) > self.services.settings.limits.max_upload_bytes:
+                raise PayloadTooLarge(f"{key} {raw}")
+
+    # --- running WsgiDAV and reporting the outcome ------------------------
+
+    def _run(self, environ: dict[str, Any], start_response: StartResponse,
+             outcome: _Outcome) -> Iterator[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        app_iter = self.next_app(environ, capture)
+        try:
+            chunks = iter(app_iter)
+            first = next(chunks, b"")
+            status = int(captured["status"].split(" ", 1)[0])
+            if status >= 400:
+                # WsgiDAV's own error pages can carry exception text: replace them.
+                raise DAVError(status)
+            if status == 207:
+                first, chunks = _sanitised_multistatus(first, chunks, captured)
+            self._start(environ, start_response, outcome, captured)
+            yield first
+            yield from chunks
+        finally:
+            if hasattr(app_iter, "close"):
+                app_iter.close()
+
+    def _start(self, environ: dict[str, Any], start_response: StartResponse,
+               outcome: _Outcome, captured: dict[str, Any]) -> None:
+        status = int(captured["status"].split(" ", 1)[0])
+        outcome.status, outcome.code = status, "ok" if status < 400 else _status_code(status)
+        # Reads are audited before the first byte leaves.
+        self._audit(environ, outcome)
+        headers = [*captured["headers"], *_SECURITY_HEADERS, ("X-Request-Id", outcome.request_id)]
+        start_response(captured["status"], headers)
+        outcome.started = True
+
+    def _respond_error(self, environ: dict[str, Any], start_response: StartResponse,
+                       outcome: _Outcome, body: str | bytes) -> Iterator[bytes]:
+        if outcome.status >= 500:
+            log.error("request %s: %s %s", outcome.request_id, outcome.code, outcome.reason)
+        try:
+            self._audit(environ, outcome)
+        except ClindavError as exc:
+            outcome.fail(exc.status, exc.code, exc.detail)
+            body = exc.public_message
+        data = body if isinstance(body, bytes) else _text_body(outcome, body)
+        ctype = "application/xml; charset=utf-8" if isinstance(body, bytes) else "text/plain; charset=utf-8"
+        headers = [
+            ("Content-Type", ctype),
+            ("Content-Length", "0" if outcome.status in (204, 304) else str(len(data))),
+            ("X-Request-Id", outcome.request_id),
+            ("X-Clindav-Error", outcome.code),
+            *_SECURITY_HEADERS,
+        ]
+        if outcome.challenge:
+            realm = self.services.settings.auth.realm.replace('"', "")
+            headers.append(("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'))
+        phrase = HTTPStatus(outcome.status).phrase if outcome.status in HTTPStatus._value2member_map_ else ""
+        start_response(f"{outcome.status} {phrase}", headers)
+        bodiless = environ["REQUEST_METHOD"] == "HEAD" or outcome.status in (204, 304)
+        yield b"" if bodiless else data
+
+    def _audit(self, environ: dict[str, Any], outcome: _Outcome) -> None:
+        if environ.get(AUDITED) or outcome.request is None:
+            return
+        if outcome.status == 401 and outcome.action != "LOGIN":
+            return  # a bare challenge (no credentials sent) is not an event
+        environ[AUDITED] = True
+        self.services.audit.record(
+            outcome.request,
+            action=outcome.action,
+            share=outcome.share,
+            path=outcome.path,
+            status=outcome.status,
+            code=outcome.code,
+            reason=outcome.reason,
+        )
+
+
+class _Outcome:
+    """What happened to one request, gathered for its audit event."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.request: Any = None
+        self.action = "-"
+        self.share: str | None = None
+        self.path: str | None = None
+        self.status = 200
+        self.code = "ok"
+        self.reason = ""
+        self.challenge = False
+        self.started = False
+
+    def fail(self, status: int, code: str, reason: str) -> None:
+        self.status, self.code, self.reason = status, code, reason
+
+
+def _request_info(environ: dict[str, Any], request_id: str, principal: Principal | None) -> Any:
+    from gateway.pipeline import RequestInfo
+
+    return RequestInfo(
+        request_id=request_id,
+        principal=principal,
+        client=environ.get("REMOTE_ADDR", "-"),
+        user_agent=environ.get("HTTP_USER_AGENT", "")[:255],
+        method=environ.get("REQUEST_METHOD", "-"),
+    )
+
+
+def _parse_basic(header: str) -> tuple[str | None, str | None]:
+    """(user, password) from a Basic header; (None, None) when absent."""
+    if not header:
+        return None, None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None  # e.g. Digest or Bearer: answer with our Basic challenge
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("malformed Basic credentials") from None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise BadRequest("Basic credentials without a colon")
+    return user, password
+
+
+def _checks(method: str, share: str, path: str, dest: tuple[str, str] | None) -> list[Check]:
+    if method in ("COPY", "MOVE"):
+        if dest is None:
+            raise BadRequest("COPY/MOVE without a Destination")
+        source_action = "delete" if method == "MOVE" else "read"
+        return [Check(share, path, method, source_action), Check(dest[0], dest[1], method, "write")]
+    action = ACTIONS.get(method)
+    if action is None:
+        return [Check(share, path, method, "write")]  # unknown methods need the most rights
+    return [Check(share, path, method, action)]
+
+
+def _dav_failure(exc: DAVError, outcome: _Outcome) -> str | bytes:
+    source = getattr(exc, "src_exception", None)
+    if isinstance(source, ClindavError):
+        outcome.fail(source.status, source.code, source.detail)
+        return source.public_message
+    status = exc.value if isinstance(exc.value, int) else 500
+    outcome.fail(status, _status_code(status), str(exc.context_info or "")[:500])
+    if status >= 500:
+        log.error("request %s: WsgiDAV error %s (%r)", outcome.request_id, status, source)
+    if exc.err_condition is not None:
+        return exc.err_condition.as_string().encode("utf-8")
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+
+
+_DESCRIPTION = re.compile(rb"<(\w+:)?responsedescription>.*?</(\w+:)?responsedescription>", re.S)
+
+
+def _sanitised_multistatus(first: bytes, rest: Iterator[bytes],
+                           captured: dict[str, Any]) -> tuple[bytes, Iterator[bytes]]:
+    """A 207 body without WsgiDAV's free-text descriptions (they can name exceptions)."""
+    body = first + b"".join(rest)
+    if b"responsedescription>" in body:
+        body = _DESCRIPTION.sub(b"", body)
+        captured["headers"] = [
+            (k, str(len(body)) if k.lower() == "content-length" else v) for k, v in captured["headers"]
+        ]
+    return body, iter(())
+
+
+def _text_body(outcome: _Outcome, public: str) -> bytes:
+    return f"{outcome.status} {outcome.code}: {public}\nrequest id: {outcome.request_id}\n".encode()
+
+
+def _status_code(status: int) -> str:
+    """A kebab-case code for a protocol-level status (``precondition-failed``)."""
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+    except ValueError:
+        return f"http-{status}"

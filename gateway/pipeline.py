@@ -1,0 +1,189 @@
+"""The pipeline contract: how stages plug into a request.
+
+A *stage* is a class with a kebab-case ``name``, a pydantic ``Options`` model
+and the hooks ``on_put``, ``on_get``, ``on_delete``, ``on_copy`` and
+``on_move``.  The policy names the stages each share runs, with options;
+:class:`StageRegistry` resolves names to classes and validates the options
+when the policy loads, so a policy that names an unknown stage or passes a bad
+option stops start-up (``clindav check-config`` reports the same).
+
+Stage instances are built once per policy and shared by all threads: they
+must keep no per-request state.  Everything about one request travels in the
+context object a hook receives.  A hook refuses by raising a
+:class:`~gateway.errors.ClindavError`; nothing is stored then, and the audit
+observer records the refusal with the error's code.
+
+Built-in stages are listed explicitly in :data:`BUILTIN_STAGES`; third-party
+stages are found through the entry-point group ``clindav.plugins`` (each entry
+point names a stage class).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gateway.auth import Principal
+
+ENTRY_POINT_GROUP = "clindav.plugins"
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Who asked for what; fixed for the life of one request."""
+
+    request_id: str
+    principal: Principal | None
+    client: str
+    user_agent: str
+    method: str
+
+
+@dataclass
+class PutContext:
+    """One upload on its way through the stages; owned by one request."""
+
+    request: RequestInfo
+    share: str
+    path: str
+    body: bytes
+    content_type: str
+    # Set by stages: the sniffed format, whether this is Explorer's 0-byte
+    # placeholder, and what they did (recorded on the audit event).
+    file_format: str | None = None
+    placeholder: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass
+class ObjectContext:
+    """A read, delete, copy or move of a stored object."""
+
+    request: RequestInfo
+    share: str
+    path: str
+    destination_share: str | None = None
+    destination_path: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    def on_put(self, ctx: PutContext) -> None: ...
+    def on_get(self, ctx: ObjectContext) -> None: ...
+    def on_delete(self, ctx: ObjectContext) -> None: ...
+    def on_copy(self, ctx: ObjectContext) -> None: ...
+    def on_move(self, ctx: ObjectContext) -> None: ...
+
+
+class BaseStage:
+    """Convenience base: every hook does nothing until a stage overrides it."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel) -> None:
+        self.options = options
+
+    def on_put(self, ctx: PutContext) -> None:
+        return None
+
+    def on_get(self, ctx: ObjectContext) -> None:
+        return None
+
+    def on_delete(self, ctx: ObjectContext) -> None:
+        return None
+
+    def on_copy(self, ctx: ObjectContext) -> None:
+        return None
+
+    def on_move(self, ctx: ObjectContext) -> None:
+        return None
+
+
+class StageOptionsError(ValueError):
+    """A stage name or its options do not validate; ``key`` locates the problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class StageRegistry:
+    """Stage classes by name: the built-ins plus entry-point plugins."""
+
+    def __init__(self, stages: Mapping[str, type[BaseStage]]) -> None:
+        self._stages = dict(stages)
+
+    @classmethod
+    def default(cls) -> StageRegistry:
+        stages: dict[str, type[BaseStage]] = dict(builtin_stages())
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            stage = ep.load()
+            if ep.name in stages:
+                raise StageOptionsError(f"entry point {ep.name}", "clashes with a built-in stage")
+            stages[ep.name] = stage
+        return cls(stages)
+
+    def names(self) -> list[str]:
+        return sorted(self._stages)
+
+    def build(self, name: str, options: Mapping[str, Any] | None) -> BaseStage:
+        """An instance of stage ``name`` with validated options."""
+        stage_class = self._stages.get(name)
+        if stage_class is None:
+            known = ", ".join(self.names())
+            raise StageOptionsError(name, f"unknown stage (known: {known})")
+        try:
+            parsed = stage_class.Options.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            message = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            raise StageOptionsError(f"{name}.{where}" if where else name, message) from None
+        return stage_class(parsed)
+
+
+def builtin_stages() -> dict[str, type[BaseStage]]:
+    """The stages shipped with clindav, listed explicitly (no discovery)."""
+    from plugins.filetype import FileTypeCheck
+
+    return {FileTypeCheck.name: FileTypeCheck}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The ordered stages one share (or rule) runs."""
+
+    stages: tuple[BaseStage, ...] = ()
+
+    def run_put(self, ctx: PutContext) -> None:
+        for stage in self.stages:
+            stage.on_put(ctx)
+
+    def run_get(self, ctx: ObjectContext) -> None:
+        for stage in self.stages:
+            stage.on_get(ctx)
+
+    def run_delete(self, ctx: ObjectContext) -> None:
+        for stage in self.stages:
+            stage.on_delete(ctx)
+
+    def run_copy(self, ctx: ObjectContext, *, is_move: bool) -> None:
+        for stage in self.stages:
+            (stage.on_move if is_move else stage.on_copy)(ctx)

@@ -1,0 +1,208 @@
+"""Policies: who may do what where, and which stages run.
+
+A policy file (YAML, schema in ``policies/schema.json``) has ``shares`` (per
+share: the pipeline of stages with their options) and ``rules``.  A request
+is reduced to one or two *checks* (share, path, method, action); the first
+rule that matches a check decides it (``effect: allow`` or ``deny``); when no
+rule matches, the answer is deny.  Actions group methods: ``read`` (GET,
+HEAD, OPTIONS, PROPFIND), ``write`` (PUT, MKCOL, PROPPATCH, LOCK, UNLOCK and
+the destination of COPY/MOVE), ``delete`` (DELETE and the source of MOVE).
+A rule's ``methods`` may name actions or HTTP methods.  ``groups: ["*"]``
+matches every authenticated user.  Paths are globs relative to the share
+root: ``*`` stays within a segment, ``**`` crosses segments.
+
+Authorization is entirely clindav's: WsgiDAV never enforces roles.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.auth import Principal
+from gateway.errors import ConfigError, ConfigProblem
+from gateway.pipeline import Pipeline, StageOptionsError, StageRegistry
+from gateway.settings import problems_from
+
+Action = Literal["read", "write", "delete"]
+ACTIONS: dict[str, Action] = {
+    "GET": "read",
+    "HEAD": "read",
+    "OPTIONS": "read",
+    "PROPFIND": "read",
+    "PUT": "write",
+    "MKCOL": "write",
+    "PROPPATCH": "write",
+    "LOCK": "write",
+    "UNLOCK": "write",
+    "DELETE": "delete",
+}
+METHOD_NAMES = frozenset(ACTIONS) | {"COPY", "MOVE"}
+StageSpec = dict[str, dict[str, Any] | None]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SharePolicy(_Strict):
+    stages: list[StageSpec | str] = Field(
+        default_factory=list, description="PUT pipeline: stage names, or {name: options}."
+    )
+
+
+class Rule(_Strict):
+    name: str = Field(description="Shown in logs and audit entries.")
+    share: str = Field("*", description="Share name, or * for every share.")
+    path: str = Field("**", description="Glob relative to the share root.")
+    groups: list[str] = Field(description="Groups the rule applies to; * for everyone signed in.")
+    methods: list[str] = Field(description="Actions (read, write, delete) and/or HTTP methods.")
+    effect: Literal["allow", "deny"] = "allow"
+    stages: list[StageSpec | str] | None = Field(
+        None, description="Overrides the share's pipeline for requests this rule allows."
+    )
+
+
+class PolicyFile(_Strict):
+    version: Literal[1] = 1
+    shares: dict[str, SharePolicy] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One question the policy answers for a request."""
+
+    share: str
+    path: str
+    method: str
+    action: Action
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str
+    pipeline: Pipeline
+
+
+_DENY = Decision(False, "default-deny", Pipeline())
+
+
+class Policy:
+    """A loaded, validated policy: rules with compiled globs and built pipelines."""
+
+    def __init__(self, doc: PolicyFile, pipelines: dict[str, Pipeline],
+                 rule_pipelines: dict[int, Pipeline]) -> None:
+        self.doc = doc
+        self._pipelines = pipelines
+        self._rule_pipelines = rule_pipelines
+
+    def decide(self, principal: Principal, check: Check) -> Decision:
+        for index, rule in enumerate(self.doc.rules):
+            if _matches(rule, principal, check):
+                if rule.effect == "deny":
+                    return Decision(False, rule.name, Pipeline())
+                pipeline = self._rule_pipelines.get(index) or self.pipeline(check.share)
+                return Decision(True, rule.name, pipeline)
+        return _DENY
+
+    def pipeline(self, share: str) -> Pipeline:
+        return self._pipelines.get(share, Pipeline())
+
+    def readable_shares(self, principal: Principal, shares: list[str]) -> list[str]:
+        """Shares whose root this principal may list (for the virtual root)."""
+        return [s for s in shares if self.decide(principal, Check(s, "/", "PROPFIND", "read")).allowed]
+
+
+def _matches(rule: Rule, principal: Principal, check: Check) -> bool:
+    if rule.share not in ("*", check.share):
+        return False
+    if check.action not in rule.methods and check.method not in rule.methods:
+        return False
+    if "*" not in rule.groups and not principal.groups.intersection(rule.groups):
+        return False
+    return _glob(rule.path).fullmatch(check.path.strip("/")) is not None
+
+
+@lru_cache(maxsize=512)
+def _glob(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for token in re.split(r"(\*\*/?|\*|\?)", pattern.strip("/")):
+        if token in ("**", "**/"):
+            parts.append(".*" if token == "**" else "(?:.*/)?")
+        elif token == "*":
+            parts.append("[^/]*")
+        elif token == "?":
+            parts.append("[^/]")
+        else:
+            parts.append(re.escape(token))
+    return re.compile("".join(parts))
+
+
+def load_policy(path: Path, registry: StageRegistry, share_names: list[str]) -> Policy:
+    """Read, validate and build a policy; ConfigError names the file and key."""
+    name = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError.single(name, "(file)", "not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError.single(name, "(file)", f"cannot be read as YAML: {exc}") from None
+    try:
+        doc = PolicyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(problems_from(name, exc)) from None
+    problems: list[ConfigProblem] = []
+    pipelines = {}
+    for share, conf in doc.shares.items():
+        if share not in share_names:
+            problems.append(ConfigProblem(name, f"shares.{share}", "no such share in the settings"))
+        pipelines[share] = _build(name, f"shares.{share}.stages", conf.stages, registry, problems)
+    rule_pipelines = {}
+    for index, rule in enumerate(doc.rules):
+        problems.extend(_rule_problems(name, index, rule, share_names))
+        if rule.stages is not None:
+            key = f"rules.{index}.stages"
+            rule_pipelines[index] = _build(name, key, rule.stages, registry, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Policy(doc, pipelines, rule_pipelines)
+
+
+def _rule_problems(file: str, index: int, rule: Rule, share_names: list[str]) -> list[ConfigProblem]:
+    problems = []
+    if rule.share != "*" and rule.share not in share_names:
+        problems.append(ConfigProblem(file, f"rules.{index}.share", f"no share {rule.share!r}"))
+    for method in rule.methods:
+        if method not in METHOD_NAMES and method not in ("read", "write", "delete"):
+            problems.append(ConfigProblem(file, f"rules.{index}.methods", f"unknown {method!r}"))
+    return problems
+
+
+def _build(file: str, key: str, specs: list[StageSpec | str], registry: StageRegistry,
+           problems: list[ConfigProblem]) -> Pipeline:
+    stages = []
+    for position, spec in enumerate(specs):
+        if isinstance(spec, str):
+            spec = {spec: None}
+        if len(spec) != 1:
+            problems.append(ConfigProblem(file, f"{key}.{position}", "one stage name per entry"))
+            continue
+        ((stage_name, options),) = spec.items()
+        try:
+            stages.append(registry.build(stage_name, options))
+        except StageOptionsError as exc:
+            problems.append(ConfigProblem(file, f"{key}.{position}.{exc.key}", exc.problem))
+    return Pipeline(tuple(stages))
+
+
+def policy_schema() -> dict[str, Any]:
+    """JSON schema of policy files (shipped as policies/schema.json)."""
+    return PolicyFile.model_json_schema()

@@ -1,0 +1,78 @@
+"""Dead properties (PROPPATCH) kept in clindav's database.
+
+Implements the interface WsgiDAV expects of a property manager.  WsgiDAV
+hands values over as serialised XML (bytes) and parses what it gets back.  Keys are resource URLs (share URL
+plus logical path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import sessionmaker
+
+from gateway.db import DeadProperty
+
+
+class DatabasePropertyManager:
+    def __init__(self, sessions: sessionmaker) -> None:
+        self._sessions = sessions
+
+    def __repr__(self) -> str:
+        return "DatabasePropertyManager()"
+
+    def get_properties(self, norm_url: str, environ: Any = None) -> list[str]:
+        with self._sessions() as session:
+            return list(session.scalars(select(DeadProperty.name).where(DeadProperty.url == norm_url)))
+
+    def get_property(self, norm_url: str, name: str, environ: Any = None) -> bytes | None:
+        with self._sessions() as session:
+            return session.scalar(
+                select(DeadProperty.value).where(DeadProperty.url == norm_url, DeadProperty.name == name)
+            )
+
+    def write_property(self, norm_url: str, name: str, value: bytes,
+                       dry_run: bool = False, environ: Any = None) -> None:
+        if dry_run:
+            return
+        with self._sessions.begin() as session:
+            row = session.scalar(
+                select(DeadProperty).where(DeadProperty.url == norm_url, DeadProperty.name == name)
+            )
+            if row is None:
+                session.add(DeadProperty(url=norm_url, name=name, value=value))
+            else:
+                row.value = value
+
+    def remove_property(self, norm_url: str, name: str, dry_run: bool = False,
+                        environ: Any = None) -> None:
+        if dry_run:
+            return
+        with self._sessions.begin() as session:
+            session.execute(
+                delete(DeadProperty).where(DeadProperty.url == norm_url, DeadProperty.name == name)
+            )
+
+    def remove_properties(self, norm_url: str, environ: Any = None) -> None:
+        with self._sessions.begin() as session:
+            session.execute(delete(DeadProperty).where(_url_or_child(norm_url)))
+
+    def copy_properties(self, src_url: str, dest_url: str, environ: Any = None) -> None:
+        with self._sessions.begin() as session:
+            rows = session.scalars(select(DeadProperty).where(DeadProperty.url == src_url)).all()
+            session.execute(delete(DeadProperty).where(DeadProperty.url == dest_url))
+            for row in rows:
+                session.add(DeadProperty(url=dest_url, name=row.name, value=row.value))
+
+    def move_properties(self, src_url: str, dest_url: str, with_children: bool,
+                        environ: Any = None) -> None:
+        with self._sessions.begin() as session:
+            where = _url_or_child(src_url) if with_children else DeadProperty.url == src_url
+            for row in session.scalars(select(DeadProperty).where(where)).all():
+                row.url = dest_url + row.url[len(src_url):]
+
+
+def _url_or_child(url: str) -> Any:
+    base = url.rstrip("/")
+    return (DeadProperty.url == url) | DeadProperty.url.startswith(base + "/", autoescape=True)

@@ -1,0 +1,388 @@
+"""clindav's DAV provider: one per share, over its backing folder.
+
+Unlike WsgiDAV's filesystem provider, nothing touches the target before the
+body is complete and has passed the pipeline:
+
+* ``create_empty_resource`` returns a resource that exists only in memory
+  (PUT and LOCK on an unmapped URL create nothing on disk);
+* ``begin_write`` returns a bounded in-memory :class:`Spool` (never
+  plaintext on disk) that checks the declared length;
+* ``end_write`` runs the share's pipeline, writes the stored form to a temp
+  file, fsyncs it, and under the path's lock renames it into place inside the
+  database transaction that records the object and its audit event.
+
+A cut-off body, a refusal or a crash therefore leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import delete, select, update
+from wsgidav import util
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+
+from gateway.db import StoredObject, utcnow
+from gateway.errors import IncompleteBody, NotFound, PayloadTooLarge
+from gateway.pipeline import Pipeline, PutContext, RequestInfo
+from gateway.services import Services, ShareRuntime
+from gateway.storage import fsync_dir, replace_into, split_path, write_temp
+
+REQUEST = "clindav.request"
+DECISION = "clindav.decision"
+AUDITED = "clindav.audited"
+
+
+class ShareProvider(DAVProvider):
+    def __init__(self, services: Services, share: ShareRuntime) -> None:
+        super().__init__()
+        self.services = services
+        self.share = share
+
+    def __repr__(self) -> str:
+        return f"ShareProvider({self.share.name})"
+
+    def is_readonly(self) -> bool:
+        return False
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
+        segments = split_path(path)
+        target = self.share.store.locate(segments)
+        st = self.share.store.lstat(target)
+        if st is None:
+            return None
+        logical = "/" + "/".join(segments)
+        if stat.S_ISDIR(st.st_mode):
+            return Folder(logical, environ, self, target, st)
+        if stat.S_ISREG(st.st_mode):
+            return StoredFile(logical, environ, self, target, st)
+        return None
+
+
+def _registry_path(path: str) -> str:
+    return "/" + path.strip("/")
+
+
+class Folder(DAVCollection):
+    def __init__(self, path: str, environ: dict[str, Any], provider: ShareProvider,
+                 target: Path, st: os.stat_result) -> None:
+        super().__init__(path, environ)
+        self.provider: ShareProvider = provider
+        self.target = target
+        self.st = st
+
+    def get_creation_date(self) -> float:
+        return self.st.st_ctime
+
+    def get_last_modified(self) -> float:
+        return self.st.st_mtime
+
+    def get_display_name(self) -> str:
+        return self.name
+
+    def get_member_names(self) -> list[str]:
+        return sorted(self.provider.share.store.list_names(self.target))
+
+    def get_member(self, name: str) -> Any:
+        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+
+    def create_empty_resource(self, name: str) -> StoredFile:
+        """For PUT, a resource that exists only in memory until its body commits.
+
+        For LOCK on an unmapped URL (RFC 4918 9.10.4), a 0-byte placeholder
+        committed through the pipeline like any upload, so the lock has a
+        resource to hang on.
+        """
+        path = util.join_uri(self.path, name)
+        segments = split_path(path)
+        target = self.provider.share.store.locate(segments)
+        resource = StoredFile(path, self.environ, self.provider, target, None)
+        if self.environ.get("REQUEST_METHOD") == "LOCK":
+            resource.store_body(b"")
+        return resource
+
+    def create_collection(self, name: str) -> None:
+        segments = split_path(util.join_uri(self.path, name))
+        os.mkdir(self.provider.share.store.locate(segments), 0o700)
+        fsync_dir(self.target)
+
+    def delete(self) -> None:
+        shutil.rmtree(self.target)
+        fsync_dir(self.target.parent)
+        _forget_tree(self.provider, self.path)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        dest = self.provider.share.store.locate(split_path(dest_path))
+        if not dest.exists():
+            os.mkdir(dest, 0o700)
+        props = self.provider.prop_manager
+        dest_url = self.provider.share.url + _registry_path(dest_path)
+        if props and is_move:
+            props.move_properties(self.get_ref_url(), dest_url, with_children=False)
+        elif props:
+            props.copy_properties(self.get_ref_url(), dest_url)
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def move_recursive(self, dest_path: str) -> None:
+        dest = self.provider.share.store.locate(split_path(dest_path))
+        src_prefix, dest_prefix = _registry_path(self.path), _registry_path(dest_path)
+        with self.provider.services.sessions.begin() as session:
+            rows = session.scalars(
+                select(StoredObject).where(
+                    StoredObject.share == self.provider.share.name,
+                    StoredObject.logical_path.startswith(src_prefix + "/", autoescape=True),
+                )
+            )
+            for row in rows:
+                row.logical_path = dest_prefix + row.logical_path[len(src_prefix):]
+            session.flush()
+            os.rename(self.target, dest)
+        fsync_dir(dest.parent)
+        if self.provider.prop_manager:
+            self.provider.prop_manager.move_properties(
+                self.get_ref_url(), self.provider.share.url + dest_prefix, with_children=True
+            )
+
+
+def _forget_tree(provider: ShareProvider, path: str) -> None:
+    prefix = _registry_path(path)
+    with provider.services.sessions.begin() as session:
+        session.execute(
+            delete(StoredObject).where(
+                StoredObject.share == provider.share.name,
+                (StoredObject.logical_path == prefix)
+                | StoredObject.logical_path.startswith(prefix + "/", autoescape=True),
+            )
+        )
+
+
+class StoredFile(DAVNonCollection):
+    """A stored file, or (``st is None``) one that a PUT or LOCK is creating."""
+
+    def __init__(self, path: str, environ: dict[str, Any], provider: ShareProvider,
+                 target: Path, st: os.stat_result | None) -> None:
+        super().__init__(path, environ)
+        self.provider: ShareProvider = provider
+        self.target = target
+        self.st = st
+        self._spool: Spool | None = None
+        self._etag_withheld = False
+        self._moved_away = False
+
+    # --- live properties -------------------------------------------------
+
+    def get_content_length(self) -> int:
+        if self.st is None:
+            return 0
+        return self.provider.share.content.plaintext_size(self.target, self.st.st_size)
+
+    def get_content_type(self) -> str:
+        return mimetypes.guess_type(self.name)[0] or "application/octet-stream"
+
+    def get_creation_date(self) -> float | None:
+        return self.st.st_ctime if self.st else None
+
+    def get_last_modified(self) -> float | None:
+        return self.st.st_mtime if self.st else None
+
+    def get_display_name(self) -> str:
+        return self.name
+
+    def get_etag(self) -> str | None:
+        if self.st is None or self._etag_withheld:
+            return None
+        raw = f"{self.st.st_ino}:{self.st.st_mtime_ns}:{self.st.st_size}"
+        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    # --- content ---------------------------------------------------------
+
+    def get_content(self) -> BinaryIO:
+        if self.st is None:
+            raise NotFound("no content yet")
+        return self.provider.share.content.open(self.target)
+
+    def begin_write(self, *, content_type: str | None = None) -> Spool:
+        limit = self.provider.services.settings.limits.max_upload_bytes
+        self._spool = Spool(limit, _declared_length(self.environ))
+        return self._spool
+
+    def end_write(self, *, with_errors: bool) -> None:
+        spool, self._spool = self._spool, None
+        if with_errors or spool is None:
+            return
+        self.store_body(spool.getvalue())
+
+    def store_body(self, body: bytes) -> None:
+        """Run the pipeline on a complete body and commit what it yields."""
+        ctx = PutContext(
+            request=self.environ[REQUEST],
+            share=self.provider.share.name,
+            path=self.path,
+            body=body,
+            content_type=self.get_content_type(),
+        )
+        pipeline: Pipeline = self.environ[DECISION].pipeline
+        pipeline.run_put(ctx)
+        self._etag_withheld = ctx.body != body
+        self._commit(ctx)
+
+    def _commit(self, ctx: PutContext) -> None:
+        """Store the pipeline's result atomically, with its registry row and audit event."""
+        share = self.provider.share
+        file_id = uuid.uuid4()
+        temp = write_temp(self.target.parent, share.content.seal(file_id, ctx.body))
+        try:
+            with share.store.path_lock(self.target), \
+                    self.provider.services.sessions.begin() as session:
+                _upsert(session, ctx, file_id)
+                session.add(_audit_put(self.provider, ctx, created=self.st is None))
+                session.flush()
+                replace_into(temp, self.target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        self.environ[AUDITED] = True
+        self.st = os.lstat(self.target)
+
+    # --- namespace operations -------------------------------------------
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return False
+
+    def delete(self) -> None:
+        if self._moved_away:
+            # WsgiDAV deletes the source after copy_move_single(is_move=True);
+            # our move was a rename, so only the locks are left to drop.
+            self.remove_all_locks(recursive=True)
+            return
+        self.target.unlink()
+        fsync_dir(self.target.parent)
+        _forget_tree(self.provider, self.path)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        share = self.provider.share
+        dest = share.store.locate(split_path(dest_path))
+        src_key, dest_key = _registry_path(self.path), _registry_path(dest_path)
+        props = self.provider.prop_manager
+        if is_move:
+            with share.store.path_lock(dest), self.provider.services.sessions.begin() as session:
+                session.execute(_delete_row(share.name, dest_key))
+                session.execute(
+                    update(StoredObject)
+                    .where(StoredObject.share == share.name, StoredObject.logical_path == src_key)
+                    .values(logical_path=dest_key)
+                )
+                session.flush()
+                replace_into(self.target, dest)
+            self._moved_away = True
+            if props:
+                props.move_properties(self.get_ref_url(), share.url + dest_key, with_children=False)
+            return
+        self._copy_to(dest, dest_key)
+        if props:
+            props.copy_properties(self.get_ref_url(), share.url + dest_key)
+
+    def _copy_to(self, dest: Path, dest_key: str) -> None:
+        """A copy is a new object with its own file id (and, encrypted, its own key)."""
+        share = self.provider.share
+        with share.content.open(self.target) as src:
+            body = src.read()
+        ctx = PutContext(
+            request=self.environ[REQUEST], share=share.name, path=dest_key, body=body,
+            content_type=self.get_content_type(),
+        )
+        file_id = uuid.uuid4()
+        temp = write_temp(dest.parent, share.content.seal(file_id, body))
+        try:
+            with share.store.path_lock(dest), self.provider.services.sessions.begin() as session:
+                _upsert(session, ctx, file_id)
+                session.flush()
+                replace_into(temp, dest)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+
+def _delete_row(share: str, logical_path: str) -> Any:
+    return delete(StoredObject).where(
+        StoredObject.share == share, StoredObject.logical_path == logical_path
+    )
+
+
+def _upsert(session: Any, ctx: PutContext, file_id: uuid.UUID) -> None:
+    key = _registry_path(ctx.path)
+    session.execute(_delete_row(ctx.share, key))
+    uploader = ctx.request.principal.uid if ctx.request.principal else "-"
+    session.add(
+        StoredObject(
+            share=ctx.share,
+            logical_path=key,
+            file_id=str(file_id),
+            size=len(ctx.body),
+            sha256=ctx.sha256(),
+            content_type=ctx.content_type,
+            uploader=uploader,
+            placeholder=ctx.placeholder,
+            modified_at=utcnow(),
+        )
+    )
+
+
+def _audit_put(provider: ShareProvider, ctx: PutContext, *, created: bool) -> Any:
+    status = 201 if created else 204
+    request: RequestInfo = ctx.request
+    return provider.services.audit.event(
+        request, action=request.method, share=ctx.share, path=_registry_path(ctx.path),
+        status=status, code="stored", details=ctx.details,
+    )
+
+
+def _declared_length(environ: dict[str, Any]) -> int | None:
+    """The body length the client announced (Content-Length, or Finder's header)."""
+    for key in ("CONTENT_LENGTH", "HTTP_X_EXPECTED_ENTITY_LENGTH"):
+        value = environ.get(key, "")
+        if value:
+            return int(value)
+    return None
+
+
+class Spool:
+    """An in-memory, bounded write target for one request body."""
+
+    def __init__(self, limit: int, declared: int | None) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+        self._declared = declared
+
+    def write(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            raise PayloadTooLarge(f"body over {self._limit} bytes")
+        self._parts.append(data)
+
+    def close(self) -> None:
+        if self._declared is not None and self._size != self._declared:
+            raise IncompleteBody(f"got {self._size} of {self._declared} bytes")
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)

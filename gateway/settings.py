@@ -1,0 +1,181 @@
+"""The settings schema of a clindav instance (``clindav.yaml``).
+
+One typed schema (pydantic) drives validation: unknown keys are errors, and
+every error names the file and the dotted key.  Relative paths in the file are
+resolved against the folder that holds it, so an instance folder can be moved
+as a whole.  Users never write WsgiDAV configuration: :mod:`gateway.app`
+derives it from these settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import ConfigError, ConfigProblem
+
+MiB = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Strict):
+    cert: Path = Field(description="PEM certificate chain served to clients.")
+    key: Path = Field(description="PEM private key of that certificate.")
+
+
+class ServerSettings(_Strict):
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(8443, description="TCP port (0: any free).")
+    tls: TlsSettings | None = Field(
+        None, description="Certificate for HTTPS; without it only loopback addresses may serve."
+    )
+    threads: Annotated[int, Field(ge=2, le=256)] = Field(
+        32, description="Worker threads; Explorer opens several connections per drive."
+    )
+    block_size: Annotated[int, Field(ge=4096, le=16 * MiB)] = Field(
+        256 * 1024,
+        description="Bytes per read/write when moving bodies (chosen by measurement, bench/).",
+    )
+    socket_timeout: Annotated[int, Field(ge=1, le=3600)] = Field(
+        60, description="Seconds a client may stay silent mid-request."
+    )
+
+
+class ShareSettings(_Strict):
+    url: str = Field(description="URL prefix of the share, e.g. /clinical.")
+    path: Path = Field(description="Backing folder (the practice's share as mounted here).")
+
+    @field_validator("url")
+    @classmethod
+    def _one_segment(cls, value: str) -> str:
+        inner = value.strip("/")
+        if not inner or "/" in inner or inner in (".", ".."):
+            raise ValueError("must be one path segment such as /clinical")
+        return "/" + inner
+
+
+class KeySettings(_Strict):
+    file: Path | None = Field(
+        Path("keys/master.key"), description="Master key file (mode 0600, 32 random bytes, hex)."
+    )
+    env: str | None = Field(
+        None, description="Name of an environment variable holding the master key (hex) instead."
+    )
+
+
+class AuthSettings(_Strict):
+    backend: Literal["local"] = Field("local", description="Where accounts live.")
+    realm: str = Field("clindav", description="Basic-auth realm shown by clients.")
+
+
+class LockSettings(_Strict):
+    storage: str = Field(
+        "memory",
+        description="'memory' (one process) or a redis:// URL (several gateway processes).",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be 'memory' or a redis:// URL")
+        return value
+
+
+class LimitSettings(_Strict):
+    max_upload_bytes: Annotated[int, Field(ge=0)] = Field(
+        128 * MiB,
+        description="Largest PUT body; bodies are held in memory, never as plaintext on disk.",
+    )
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    database_url: str = Field(
+        "sqlite:///clindav.db", description="SQLAlchemy URL; relative SQLite paths are per instance."
+    )
+    keys: KeySettings = KeySettings()
+    auth: AuthSettings = AuthSettings()
+    locks: LockSettings = LockSettings()
+    limits: LimitSettings = LimitSettings()
+    policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
+    shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Folder the settings file lives in; set by load_settings, not by users.
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    def resolve(self, path: Path) -> Path:
+        """An instance path made absolute against the settings file's folder."""
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def sqlalchemy_url(self) -> str:
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and not self.database_url.startswith(prefix + "/"):
+            return prefix + str(self.resolve(Path(self.database_url[len(prefix):])))
+        return self.database_url
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate a settings file; raises ConfigError naming file and keys."""
+    name = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError.single(name, "(file)", "not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError.single(name, "(file)", f"cannot be read as YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError.single(name, "(top level)", "must be a mapping of settings")
+    raw.pop("base_dir", None)
+    try:
+        settings = Settings.model_validate({**raw, "base_dir": path.parent.resolve()})
+    except ValidationError as exc:
+        raise ConfigError(problems_from(name, exc)) from None
+    _check_shares(name, settings)
+    return settings
+
+
+def _check_shares(name: str, settings: Settings) -> None:
+    seen: dict[str, str] = {}
+    problems = []
+    for share, conf in settings.shares.items():
+        if conf.url.lower() in seen:
+            problems.append(
+                ConfigProblem(name, f"shares.{share}.url", f"same URL as share {seen[conf.url.lower()]}")
+            )
+        seen[conf.url.lower()] = share
+    if problems:
+        raise ConfigError(problems)
+
+
+def problems_from(file: str, exc: ValidationError) -> list[ConfigProblem]:
+    """Turn pydantic's errors into file/key/problem triples people can act on."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(ConfigProblem(file, key, message))
+    return problems
+
+
+def dump_settings(data: dict[str, Any]) -> str:
+    """YAML text of a settings mapping, as `clindav init` writes it."""
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Built-in pipeline stages of clindav; one module per stage."""

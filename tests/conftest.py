@@ -1,0 +1,217 @@
+"""Fixtures that run the real gateway on loopback and talk to it for real.
+
+``instance`` makes a fresh instance with ``clindav init`` (SQLite, or a fresh
+PostgreSQL database for the ``postgres`` parameter) and local users;
+``gateway`` starts ``clindav serve --port 0`` as a subprocess and reads the
+URL it prints.  Nothing is mocked: HTTP goes over a socket, the database is
+real, the backing folder is a real folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import urllib3
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CLINDAV = [sys.executable, "-m", "gateway.cli"]
+PASSWORD = "correct horse battery staple"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+# Users every instance gets: name -> groups.
+USERS = {
+    "alice": ["clinicians"],
+    "root-admin": ["admins"],
+    "audrey": ["auditors"],
+    "ivy": ["clinicians", "intimate-access"],
+}
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def run_cli(*args: str, config: Path | None = None, stdin: str = "", cwd: Path | None = None,
+            check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    cmd = [*CLINDAV, *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    proc = subprocess.run(
+        cmd, input=stdin, capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class Instance:
+    folder: Path
+    config: Path
+    database: str
+
+    def settings(self) -> dict:
+        return yaml.safe_load(self.config.read_text())
+
+    def write_settings(self, data: dict) -> None:
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def share_dir(self, share: str) -> Path:
+        return self.folder / "shares" / share
+
+    def add_user(self, name: str, *groups: str) -> None:
+        # In-process for speed; the CLI path has its own tests (test_cli.py).
+        from gateway.db import make_engine, make_sessions
+        from gateway.settings import load_settings
+        from gateway.users import UserStore
+
+        engine = make_engine(load_settings(self.config).sqlalchemy_url())
+        try:
+            UserStore(make_sessions(engine)).add(name, PASSWORD, list(groups))
+        finally:
+            engine.dispose()
+
+
+def _postgres_database() -> str:
+    import sqlalchemy
+
+    name = f"clindav_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required for these tests: {exc}")
+    finally:
+        engine.dispose()
+    return name
+
+
+def _drop_postgres_database(name: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    engine.dispose()
+
+
+def make_instance(root: Path, database: str = "sqlite") -> Instance:
+    from gateway.db import migrate
+    from gateway.instance import init_instance
+    from gateway.settings import load_settings
+
+    folder = root / "instance"
+    inst = Instance(folder, init_instance(folder), database)
+    if database == "postgres":
+        name = _postgres_database()
+        data = inst.settings()
+        data["database_url"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        inst.write_settings(data)
+        migrate(load_settings(inst.config).sqlalchemy_url())
+    for user, groups in USERS.items():
+        inst.add_user(user, *groups)
+    return inst
+
+
+@pytest.fixture(params=["sqlite"])
+def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Instance]:
+    inst = make_instance(tmp_path, request.param)
+    yield inst
+    if inst.database == "postgres":
+        _drop_postgres_database(inst.settings()["database_url"].rsplit("/", 1)[1])
+
+
+@dataclass
+class Gateway:
+    """A running ``clindav serve`` process."""
+
+    instance: Instance
+    process: subprocess.Popen[str]
+    url: str
+    log_path: Path
+    sessions: list[requests.Session] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].strip("/"))
+
+    def session(self, user: str | None = "alice", password: str = PASSWORD) -> requests.Session:
+        s = requests.Session()
+        s.verify = False if self.url.startswith("https") else True
+        if user is not None:
+            s.auth = (user, password)
+        self.sessions.append(s)
+        return s
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for s in self.sessions:
+            s.close()
+
+
+def start_gateway(inst: Instance, *, tls: bool = False, cwd: Path | None = None,
+                  extra: tuple[str, ...] = ()) -> Gateway:
+    log_path = inst.folder.parent / f"gateway-{uuid.uuid4().hex[:6]}.log"
+    cmd = [*CLINDAV, "serve", "--config", str(inst.config), "--port", "0", *extra]
+    if not tls:
+        cmd.append("--no-tls")
+    log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, cwd=cwd or inst.folder,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    url = _read_url(process, log_path)
+    return Gateway(inst, process, url, log_path)
+
+
+def _read_url(process: subprocess.Popen[str], log_path: Path) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("clindav serving "):
+            return line.split()[-1].rstrip("/")
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"gateway did not start:\n{log_path.read_text()}")
+
+
+@pytest.fixture
+def gateway(instance: Instance) -> Iterator[Gateway]:
+    gw = start_gateway(instance)
+    yield gw
+    gw.stop()
+
+
+def require_tool(name: str) -> str:
+    """Path of a client program the suite needs; its absence is a failure, not a skip."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run the README's test command, which installs it")
+    return path
