@@ -12,7 +12,7 @@ share and a read-only virtual root.
 from __future__ import annotations
 
 import logging
-import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -31,7 +31,7 @@ from gateway.provider import ShareProvider
 from gateway.root import RootProvider
 from gateway.services import PlainContent, Services, ShareRuntime
 from gateway.settings import Settings
-from gateway.storage import BackingStore, PlainNames
+from gateway.storage import BackingStore, PlainNames, write_temp
 from plugins.audit import AuditLog
 
 log = logging.getLogger("clindav")
@@ -45,12 +45,23 @@ def check_backing_folders(settings: Settings) -> None:
     problems = []
     for name, share in settings.shares.items():
         folder = settings.resolve(share.path)
-        if not folder.is_dir():
-            problems.append(ConfigProblem("settings", f"shares.{name}.path", f"{folder} is not a folder"))
-        elif not os.access(folder, os.W_OK | os.X_OK):
-            problems.append(ConfigProblem("settings", f"shares.{name}.path", f"{folder} is not writable"))
+        problem = _folder_problem(folder)
+        if problem:
+            problems.append(ConfigProblem("settings", f"shares.{name}.path", problem))
     if problems:
         raise ConfigError(problems)
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why the gateway cannot store into ``folder``, found by trying (root ignores modes)."""
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        temp = write_temp(folder, [b""])
+        temp.unlink()
+    except OSError as exc:
+        return f"{folder} is not writable ({exc.strerror})"
+    return None
 
 
 def load_master_keys(settings: Settings) -> MasterKeys:
