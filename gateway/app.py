@@ -20,25 +20,30 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.auth import LocalAuthenticator
+from gateway.content import EncryptedContent, EncryptedNames
+from gateway.crypto.names import NameCipher
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.keys import MasterKeys, key_source
+from gateway.keystore import KeyStore
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import StageRegistry
 from gateway.policy import Policy, load_policy
 from gateway.props import DatabasePropertyManager
 from gateway.provider import ShareProvider
 from gateway.root import RootProvider
-from gateway.services import PlainContent, Services, ShareRuntime
+from gateway.services import Services, ShareRuntime
 from gateway.settings import Settings
-from gateway.storage import BackingStore, PlainNames, write_temp
+from gateway.storage import BackingStore, NameCodec, PlainNames, write_temp
 from plugins.audit import AuditLog
 
 log = logging.getLogger("clindav")
 
 
 def load_checked_policy(settings: Settings) -> Policy:
-    return load_policy(settings.resolve(settings.policy), StageRegistry.default(), list(settings.shares))
+    return load_policy(
+        settings.resolve(settings.policy), StageRegistry.default(), list(settings.shares)
+    )
 
 
 def check_backing_folders(settings: Settings) -> None:
@@ -69,33 +74,44 @@ def load_master_keys(settings: Settings) -> MasterKeys:
 
 
 def build_services(settings: Settings) -> Services:
-    load_master_keys(settings)
+    masters = load_master_keys(settings)
     check_backing_folders(settings)
     policy = load_checked_policy(settings)
     url = settings.sqlalchemy_url()
     migrate(url)
     sessions = make_sessions(make_engine(url))
+    keys = KeyStore(sessions, masters)
+    content = EncryptedContent(keys)
     shares = {
         name: ShareRuntime(
             name=name,
             url=conf.url,
-            store=BackingStore(settings.resolve(conf.path), PlainNames()),
-            content=PlainContent(),
+            store=BackingStore(settings.resolve(conf.path), _names(policy, keys, name)),
+            content=content,
         )
         for name, conf in settings.shares.items()
     }
     for share in shares.values():
         swept = share.store.sweep_temp_files()
         if swept:
-            log.warning("share %s: removed %d temp files left by an interrupted write", share.name, swept)
+            log.warning(
+                "share %s: removed %d temp files left by an interrupted write", share.name, swept
+            )
     return Services(
         settings=settings,
         sessions=sessions,
         policy=policy,
         audit=AuditLog(sessions),
         authenticator=LocalAuthenticator(sessions),
+        keys=keys,
         shares=shares,
     )
+
+
+def _names(policy: Policy, keys: KeyStore, share: str) -> NameCodec:
+    if policy.share(share).names == "plain":
+        return PlainNames()
+    return EncryptedNames(NameCipher.for_share(keys.share_seed(share), share))
 
 
 def wsgidav_config(services: Services) -> dict[str, Any]:
@@ -126,8 +142,9 @@ def _lock_storage(storage: str) -> Any:
 
     url = urlparse(storage)
     db = int(url.path.strip("/") or 0)
-    return LockStorageRedis(host=url.hostname or "127.0.0.1", port=url.port or 6379, db=db,
-                            password=url.password)
+    return LockStorageRedis(
+        host=url.hostname or "127.0.0.1", port=url.port or 6379, db=db, password=url.password
+    )
 
 
 def build_app(services: Services) -> WsgiDAVApp:

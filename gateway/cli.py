@@ -25,7 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -46,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clindav",
-        description="WebDAV gateway that consent-checks, scrubs, encrypts and audits clinical images.",
+        description=(
+            "WebDAV gateway that consent-checks, scrubs, encrypts and audits clinical images."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"clindav {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -58,15 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway. Without --config, uses ./clindav-data (created on first run).",
+        description=(
+            "Run the gateway. Without --config, uses ./clindav-data (created on first run)."
+        ),
     )
     _config_arg(serve)
     serve.add_argument("--host", help="listen address (default: from settings)")
-    serve.add_argument("--port", type=int, help="TCP port, 0 for any free one (default: from settings)")
+    serve.add_argument(
+        "--port", type=int, help="TCP port, 0 for any free one (default: from settings)"
+    )
     serve.add_argument("--no-tls", action="store_true", help="plain HTTP; allowed on loopback only")
     serve.set_defaults(handler=_cmd_serve)
 
-    check = sub.add_parser("check-config", help="validate settings, policy and stage options offline")
+    check = sub.add_parser(
+        "check-config", help="validate settings, policy and stage options offline"
+    )
     _config_arg(check)
     check.set_defaults(handler=_cmd_check)
 
@@ -76,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=None,
+        "--config",
+        type=Path,
+        default=None,
         help=f"settings file (default: {DEFAULT_CONFIG})",
     )
 
@@ -86,10 +98,19 @@ def _add_user_commands(sub: argparse._SubParsersAction) -> None:
     users = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = users.add_parser("add", help="add a user (password read from standard input)")
     add.add_argument("name")
-    add.add_argument("--group", action="append", default=[], required=True,
-                     help="policy group, e.g. clinicians (repeat for several)")
-    add.add_argument("--password-stdin", action="store_true", required=True,
-                     help="read the password from the first line of standard input")
+    add.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        required=True,
+        help="policy group, e.g. clinicians (repeat for several)",
+    )
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from the first line of standard input",
+    )
     _config_arg(add)
     add.set_defaults(handler=_cmd_user_add)
     listing = users.add_parser("list", help="list users and their groups")
@@ -121,7 +142,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
     config = init_instance(args.folder)
     print(f"created instance: {config}")
-    print(f"add a user:  clindav user add NAME --group clinicians --password-stdin --config {config}")
+    print(
+        f"add a user:  clindav user add NAME --group clinicians --password-stdin --config {config}"
+    )
     print(f"serve it:    clindav serve --config {config}")
     return 0
 
@@ -146,8 +169,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = (args.config or DEFAULT_CONFIG).resolve()
     print(f"clindav serving {scheme}://{shown}:{bound_port}/", flush=True)
     print(f"shares: {', '.join(s.url + '/' for s in services.shares.values())}", flush=True)
-    print(f"add a user: clindav user add NAME --group clinicians --password-stdin --config {config}",
-          flush=True)
+    print(
+        f"add a user: clindav user add NAME --group clinicians --password-stdin --config {config}",
+        flush=True,
+    )
     run_until_signalled(server)
     return 0
 

@@ -108,6 +108,36 @@ class DeadProperty(Base):
     value: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class DataKey(Base):
+    """A per-file data key, wrapped by a master key (crypto-shred: delete the row).
+
+    ``key_id`` is what the file header names; ``file_id`` is bound into the
+    wrapping as associated data, so a row cannot serve another file.
+    """
+
+    __tablename__ = "data_key"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(36), index=True)
+    master_key_id: Mapped[str] = mapped_column(String(32), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ShareKey(Base):
+    """A share's random name-key seed, wrapped by a master key.
+
+    Kept apart from the master key so that rotating the master key re-wraps
+    this row and no stored name changes.
+    """
+
+    __tablename__ = "share_key"
+
+    share: Mapped[str] = mapped_column(String(64), primary_key=True)
+    master_key_id: Mapped[str] = mapped_column(String(32), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the connection settings clindav relies on."""
     if url.startswith("sqlite"):

@@ -51,7 +51,9 @@ def parse_keys(text: str, origin: str) -> MasterKeys:
             continue
         match = _LINE.match(line)
         if not match:
-            raise ConfigError.single(origin, f"line {number}", "expected '<key-id> <64 hex digits>'")
+            raise ConfigError.single(
+                origin, f"line {number}", "expected '<key-id> <64 hex digits>'"
+            )
         keys[match.group(1)] = bytes.fromhex(match.group(2))
         active = match.group(1)
     if active is None:
@@ -71,7 +73,8 @@ class FileKeySource:
             raise ConfigError.single(origin, "keys.file", "key file not found") from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError.single(
-                origin, "keys.file",
+                origin,
+                "keys.file",
                 f"key file is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
                 "run: chmod 600 " + origin,
             )

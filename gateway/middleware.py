@@ -61,7 +61,9 @@ class GatewayMiddleware(BaseMiddleware):
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         request_id = uuid.uuid4().hex[:16]
-        for key in [k for k in environ if k.startswith("HTTP_X_FORWARDED") or k == "HTTP_FORWARDED"]:
+        for key in [
+            k for k in environ if k.startswith("HTTP_X_FORWARDED") or k == "HTTP_FORWARDED"
+        ]:
             del environ[key]
         outcome = _Outcome(request_id)
         try:
@@ -141,7 +143,7 @@ class GatewayMiddleware(BaseMiddleware):
         for name, share in self.services.shares.items():
             prefix = share.url.lower()
             if dest_path.lower() == prefix or dest_path.lower().startswith(prefix + "/"):
-                rest = dest_path[len(prefix):] or "/"
+                rest = dest_path[len(prefix) :] or "/"
                 split_path(rest)
                 return name, rest
         raise PolicyDenied(f"destination {dest_path!r} is in no share")
@@ -156,8 +158,9 @@ class GatewayMiddleware(BaseMiddleware):
 
     # --- running WsgiDAV and reporting the outcome ------------------------
 
-    def _run(self, environ: dict[str, Any], start_response: StartResponse,
-             outcome: _Outcome) -> Iterator[bytes]:
+    def _run(
+        self, environ: dict[str, Any], start_response: StartResponse, outcome: _Outcome
+    ) -> Iterator[bytes]:
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
@@ -180,8 +183,13 @@ class GatewayMiddleware(BaseMiddleware):
             if hasattr(app_iter, "close"):
                 app_iter.close()
 
-    def _start(self, environ: dict[str, Any], start_response: StartResponse,
-               outcome: _Outcome, captured: dict[str, Any]) -> None:
+    def _start(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        outcome: _Outcome,
+        captured: dict[str, Any],
+    ) -> None:
         status = int(captured["status"].split(" ", 1)[0])
         outcome.status, outcome.code = status, "ok" if status < 400 else _status_code(status)
         # Reads are audited before the first byte leaves.
@@ -190,8 +198,13 @@ class GatewayMiddleware(BaseMiddleware):
         start_response(captured["status"], headers)
         outcome.started = True
 
-    def _respond_error(self, environ: dict[str, Any], start_response: StartResponse,
-                       outcome: _Outcome, body: str | bytes) -> Iterator[bytes]:
+    def _respond_error(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        outcome: _Outcome,
+        body: str | bytes,
+    ) -> Iterator[bytes]:
         if outcome.status >= 500:
             log.error("request %s: %s %s", outcome.request_id, outcome.code, outcome.reason)
         try:
@@ -200,7 +213,11 @@ class GatewayMiddleware(BaseMiddleware):
             outcome.fail(exc.status, exc.code, exc.detail)
             body = exc.public_message
         data = body if isinstance(body, bytes) else _text_body(outcome, body)
-        ctype = "application/xml; charset=utf-8" if isinstance(body, bytes) else "text/plain; charset=utf-8"
+        ctype = (
+            "application/xml; charset=utf-8"
+            if isinstance(body, bytes)
+            else "text/plain; charset=utf-8"
+        )
         headers = [
             ("Content-Type", ctype),
             ("Content-Length", "0" if outcome.status in (204, 304) else str(len(data))),
@@ -211,7 +228,11 @@ class GatewayMiddleware(BaseMiddleware):
         if outcome.challenge:
             realm = self.services.settings.auth.realm.replace('"', "")
             headers.append(("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'))
-        phrase = HTTPStatus(outcome.status).phrase if outcome.status in HTTPStatus._value2member_map_ else ""
+        phrase = (
+            HTTPStatus(outcome.status).phrase
+            if outcome.status in HTTPStatus._value2member_map_
+            else ""
+        )
         start_response(f"{outcome.status} {phrase}", headers)
         bodiless = environ["REQUEST_METHOD"] == "HEAD" or outcome.status in (204, 304)
         yield b"" if bodiless else data
@@ -310,14 +331,16 @@ def _dav_failure(exc: DAVError, outcome: _Outcome) -> str | bytes:
 _DESCRIPTION = re.compile(rb"<(\w+:)?responsedescription>.*?</(\w+:)?responsedescription>", re.S)
 
 
-def _sanitised_multistatus(first: bytes, rest: Iterator[bytes],
-                           captured: dict[str, Any]) -> tuple[bytes, Iterator[bytes]]:
+def _sanitised_multistatus(
+    first: bytes, rest: Iterator[bytes], captured: dict[str, Any]
+) -> tuple[bytes, Iterator[bytes]]:
     """A 207 body without WsgiDAV's free-text descriptions (they can name exceptions)."""
     body = first + b"".join(rest)
     if b"responsedescription>" in body:
         body = _DESCRIPTION.sub(b"", body)
         captured["headers"] = [
-            (k, str(len(body)) if k.lower() == "content-length" else v) for k, v in captured["headers"]
+            (k, str(len(body)) if k.lower() == "content-length" else v)
+            for k, v in captured["headers"]
         ]
     return body, iter(())
 

@@ -55,6 +55,9 @@ class SharePolicy(_Strict):
     stages: list[StageSpec | str] = Field(
         default_factory=list, description="PUT pipeline: stage names, or {name: options}."
     )
+    names: Literal["encrypted", "plain"] = Field(
+        "encrypted", description="How names are stored on the backing share."
+    )
 
 
 class Rule(_Strict):
@@ -98,8 +101,9 @@ _DENY = Decision(False, "default-deny", Pipeline())
 class Policy:
     """A loaded, validated policy: rules with compiled globs and built pipelines."""
 
-    def __init__(self, doc: PolicyFile, pipelines: dict[str, Pipeline],
-                 rule_pipelines: dict[int, Pipeline]) -> None:
+    def __init__(
+        self, doc: PolicyFile, pipelines: dict[str, Pipeline], rule_pipelines: dict[int, Pipeline]
+    ) -> None:
         self.doc = doc
         self._pipelines = pipelines
         self._rule_pipelines = rule_pipelines
@@ -116,9 +120,14 @@ class Policy:
     def pipeline(self, share: str) -> Pipeline:
         return self._pipelines.get(share, Pipeline())
 
+    def share(self, share: str) -> SharePolicy:
+        return self.doc.shares.get(share) or SharePolicy()
+
     def readable_shares(self, principal: Principal, shares: list[str]) -> list[str]:
         """Shares whose root this principal may list (for the virtual root)."""
-        return [s for s in shares if self.decide(principal, Check(s, "/", "PROPFIND", "read")).allowed]
+        return [
+            s for s in shares if self.decide(principal, Check(s, "/", "PROPFIND", "read")).allowed
+        ]
 
 
 def _matches(rule: Rule, principal: Principal, check: Check) -> bool:
@@ -176,7 +185,9 @@ def load_policy(path: Path, registry: StageRegistry, share_names: list[str]) -> 
     return Policy(doc, pipelines, rule_pipelines)
 
 
-def _rule_problems(file: str, index: int, rule: Rule, share_names: list[str]) -> list[ConfigProblem]:
+def _rule_problems(
+    file: str, index: int, rule: Rule, share_names: list[str]
+) -> list[ConfigProblem]:
     problems = []
     if rule.share != "*" and rule.share not in share_names:
         problems.append(ConfigProblem(file, f"rules.{index}.share", f"no share {rule.share!r}"))
@@ -186,8 +197,13 @@ def _rule_problems(file: str, index: int, rule: Rule, share_names: list[str]) ->
     return problems
 
 
-def _build(file: str, key: str, specs: list[StageSpec | str], registry: StageRegistry,
-           problems: list[ConfigProblem]) -> Pipeline:
+def _build(
+    file: str,
+    key: str,
+    specs: list[StageSpec | str],
+    registry: StageRegistry,
+    problems: list[ConfigProblem],
+) -> Pipeline:
     stages = []
     for position, spec in enumerate(specs):
         if isinstance(spec, str):

@@ -1,8 +1,8 @@
 """Dead properties (PROPPATCH) kept in clindav's database.
 
 Implements the interface WsgiDAV expects of a property manager.  WsgiDAV
-hands values over as serialised XML (bytes) and parses what it gets back.  Keys are resource URLs (share URL
-plus logical path).
+hands values over as serialised XML (bytes) and parses what it gets back.
+Keys are resource URLs (share URL plus logical path).
 """
 
 from __future__ import annotations
@@ -24,16 +24,21 @@ class DatabasePropertyManager:
 
     def get_properties(self, norm_url: str, environ: Any = None) -> list[str]:
         with self._sessions() as session:
-            return list(session.scalars(select(DeadProperty.name).where(DeadProperty.url == norm_url)))
+            return list(
+                session.scalars(select(DeadProperty.name).where(DeadProperty.url == norm_url))
+            )
 
     def get_property(self, norm_url: str, name: str, environ: Any = None) -> bytes | None:
         with self._sessions() as session:
             return session.scalar(
-                select(DeadProperty.value).where(DeadProperty.url == norm_url, DeadProperty.name == name)
+                select(DeadProperty.value).where(
+                    DeadProperty.url == norm_url, DeadProperty.name == name
+                )
             )
 
-    def write_property(self, norm_url: str, name: str, value: bytes,
-                       dry_run: bool = False, environ: Any = None) -> None:
+    def write_property(
+        self, norm_url: str, name: str, value: bytes, dry_run: bool = False, environ: Any = None
+    ) -> None:
         if dry_run:
             return
         with self._sessions.begin() as session:
@@ -45,8 +50,9 @@ class DatabasePropertyManager:
             else:
                 row.value = value
 
-    def remove_property(self, norm_url: str, name: str, dry_run: bool = False,
-                        environ: Any = None) -> None:
+    def remove_property(
+        self, norm_url: str, name: str, dry_run: bool = False, environ: Any = None
+    ) -> None:
         if dry_run:
             return
         with self._sessions.begin() as session:
@@ -65,12 +71,13 @@ class DatabasePropertyManager:
             for row in rows:
                 session.add(DeadProperty(url=dest_url, name=row.name, value=row.value))
 
-    def move_properties(self, src_url: str, dest_url: str, with_children: bool,
-                        environ: Any = None) -> None:
+    def move_properties(
+        self, src_url: str, dest_url: str, with_children: bool, environ: Any = None
+    ) -> None:
         with self._sessions.begin() as session:
             where = _url_or_child(src_url) if with_children else DeadProperty.url == src_url
             for row in session.scalars(select(DeadProperty).where(where)).all():
-                row.url = dest_url + row.url[len(src_url):]
+                row.url = dest_url + row.url[len(src_url) :]
 
 
 def _url_or_child(url: str) -> Any:

@@ -29,7 +29,7 @@ from sqlalchemy import delete, select, update
 from wsgidav import util
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
-from gateway.db import StoredObject, utcnow
+from gateway.db import DataKey, StoredObject, utcnow
 from gateway.errors import IncompleteBody, NotFound, PayloadTooLarge
 from gateway.pipeline import Pipeline, PutContext, RequestInfo
 from gateway.services import Services, ShareRuntime
@@ -52,6 +52,37 @@ class ShareProvider(DAVProvider):
     def is_readonly(self) -> bool:
         return False
 
+    def commit_object(self, ctx: PutContext, target: Path, *, audit: Any) -> None:
+        """Seal ``ctx.body`` and make it the version at ``target``, atomically.
+
+        Order (see docs/ARCHITECTURE.md): ciphertext to a temp file and fsync;
+        commit its key row; then, holding the path's lock, one transaction
+        records the object (and its audit event) and renames the temp file
+        into place before committing.  A crash before the rename leaves the
+        old version; after it, the new file is readable (its key row is
+        committed) and ``clindav fsck`` reconciles a stale registry row.
+        """
+        share = self.share
+        file_id = uuid.uuid4()
+        sealed = share.content.seal(file_id, ctx.body)
+        temp = write_temp(target.parent, sealed.chunks)
+        sessions = self.services.sessions
+        try:
+            with sessions.begin() as session:
+                session.add(sealed.key_row)
+            with share.store.path_lock(target), sessions.begin() as session:
+                old_file_id = _upsert(session, ctx, file_id)
+                if old_file_id:
+                    session.execute(delete(DataKey).where(DataKey.file_id == old_file_id))
+                if audit is not None:
+                    session.add(audit)
+                session.flush()
+                replace_into(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            _discard_key(sessions, sealed.key_row.key_id)
+            raise
+
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
         segments = split_path(path)
         target = self.share.store.locate(segments)
@@ -71,8 +102,14 @@ def _registry_path(path: str) -> str:
 
 
 class Folder(DAVCollection):
-    def __init__(self, path: str, environ: dict[str, Any], provider: ShareProvider,
-                 target: Path, st: os.stat_result) -> None:
+    def __init__(
+        self,
+        path: str,
+        environ: dict[str, Any],
+        provider: ShareProvider,
+        target: Path,
+        st: os.stat_result,
+    ) -> None:
         super().__init__(path, environ)
         self.provider: ShareProvider = provider
         self.target = target
@@ -145,7 +182,7 @@ class Folder(DAVCollection):
                 )
             )
             for row in rows:
-                row.logical_path = dest_prefix + row.logical_path[len(src_prefix):]
+                row.logical_path = dest_prefix + row.logical_path[len(src_prefix) :]
             session.flush()
             os.rename(self.target, dest)
         fsync_dir(dest.parent)
@@ -156,22 +193,29 @@ class Folder(DAVCollection):
 
 
 def _forget_tree(provider: ShareProvider, path: str) -> None:
+    """Drop the registry rows and data keys of everything at or below ``path``."""
     prefix = _registry_path(path)
+    at_or_below = (StoredObject.share == provider.share.name) & (
+        (StoredObject.logical_path == prefix)
+        | StoredObject.logical_path.startswith(prefix + "/", autoescape=True)
+    )
     with provider.services.sessions.begin() as session:
-        session.execute(
-            delete(StoredObject).where(
-                StoredObject.share == provider.share.name,
-                (StoredObject.logical_path == prefix)
-                | StoredObject.logical_path.startswith(prefix + "/", autoescape=True),
-            )
-        )
+        file_ids = select(StoredObject.file_id).where(at_or_below).scalar_subquery()
+        session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
+        session.execute(delete(StoredObject).where(at_or_below))
 
 
 class StoredFile(DAVNonCollection):
     """A stored file, or (``st is None``) one that a PUT or LOCK is creating."""
 
-    def __init__(self, path: str, environ: dict[str, Any], provider: ShareProvider,
-                 target: Path, st: os.stat_result | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        environ: dict[str, Any],
+        provider: ShareProvider,
+        target: Path,
+        st: os.stat_result | None,
+    ) -> None:
         super().__init__(path, environ)
         self.provider: ShareProvider = provider
         self.target = target
@@ -185,7 +229,7 @@ class StoredFile(DAVNonCollection):
     def get_content_length(self) -> int:
         if self.st is None:
             return 0
-        return self.provider.share.content.plaintext_size(self.target, self.st.st_size)
+        return self.provider.share.content.plaintext_size(self.st.st_size)
 
     def get_content_type(self) -> str:
         return mimetypes.guess_type(self.name)[0] or "application/octet-stream"
@@ -245,19 +289,9 @@ class StoredFile(DAVNonCollection):
 
     def _commit(self, ctx: PutContext) -> None:
         """Store the pipeline's result atomically, with its registry row and audit event."""
-        share = self.provider.share
-        file_id = uuid.uuid4()
-        temp = write_temp(self.target.parent, share.content.seal(file_id, ctx.body))
-        try:
-            with share.store.path_lock(self.target), \
-                    self.provider.services.sessions.begin() as session:
-                _upsert(session, ctx, file_id)
-                session.add(_audit_put(self.provider, ctx, created=self.st is None))
-                session.flush()
-                replace_into(temp, self.target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        self.provider.commit_object(
+            ctx, self.target, audit=_audit_put(self.provider, ctx, created=self.st is None)
+        )
         self.environ[AUDITED] = True
         self.st = os.lstat(self.target)
 
@@ -302,24 +336,18 @@ class StoredFile(DAVNonCollection):
             props.copy_properties(self.get_ref_url(), share.url + dest_key)
 
     def _copy_to(self, dest: Path, dest_key: str) -> None:
-        """A copy is a new object with its own file id (and, encrypted, its own key)."""
+        """A copy is a new object with its own file id and its own data key."""
         share = self.provider.share
         with share.content.open(self.target) as src:
             body = src.read()
         ctx = PutContext(
-            request=self.environ[REQUEST], share=share.name, path=dest_key, body=body,
+            request=self.environ[REQUEST],
+            share=share.name,
+            path=dest_key,
+            body=body,
             content_type=self.get_content_type(),
         )
-        file_id = uuid.uuid4()
-        temp = write_temp(dest.parent, share.content.seal(file_id, body))
-        try:
-            with share.store.path_lock(dest), self.provider.services.sessions.begin() as session:
-                _upsert(session, ctx, file_id)
-                session.flush()
-                replace_into(temp, dest)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        self.provider.commit_object(ctx, dest, audit=None)
 
 
 def _delete_row(share: str, logical_path: str) -> Any:
@@ -328,8 +356,23 @@ def _delete_row(share: str, logical_path: str) -> Any:
     )
 
 
-def _upsert(session: Any, ctx: PutContext, file_id: uuid.UUID) -> None:
+def _discard_key(sessions: Any, key_id: str) -> None:
+    """Best effort: a key row whose file never became visible (fsck finds leftovers)."""
+    try:
+        with sessions.begin() as session:
+            session.execute(delete(DataKey).where(DataKey.key_id == key_id))
+    except Exception:  # the original error matters more than this clean-up
+        pass
+
+
+def _upsert(session: Any, ctx: PutContext, file_id: uuid.UUID) -> str | None:
+    """Record ``ctx`` as the object at its path; returns the replaced version's file id."""
     key = _registry_path(ctx.path)
+    old = session.scalar(
+        select(StoredObject.file_id).where(
+            StoredObject.share == ctx.share, StoredObject.logical_path == key
+        )
+    )
     session.execute(_delete_row(ctx.share, key))
     uploader = ctx.request.principal.uid if ctx.request.principal else "-"
     session.add(
@@ -345,14 +388,20 @@ def _upsert(session: Any, ctx: PutContext, file_id: uuid.UUID) -> None:
             modified_at=utcnow(),
         )
     )
+    return old
 
 
 def _audit_put(provider: ShareProvider, ctx: PutContext, *, created: bool) -> Any:
     status = 201 if created else 204
     request: RequestInfo = ctx.request
     return provider.services.audit.event(
-        request, action=request.method, share=ctx.share, path=_registry_path(ctx.path),
-        status=status, code="stored", details=ctx.details,
+        request,
+        action=request.method,
+        share=ctx.share,
+        path=_registry_path(ctx.path),
+        status=status,
+        code="stored",
+        details=ctx.details,
     )
 
 

@@ -18,7 +18,9 @@ log = logging.getLogger("clindav")
 
 def make_server(settings: Settings, app: Any, *, host: str, port: int, tls: bool) -> wsgi.Server:
     if not tls and not is_loopback(host):
-        raise ConfigError.single("settings", "server.tls", "--no-tls is allowed only on loopback addresses")
+        raise ConfigError.single(
+            "settings", "server.tls", "--no-tls is allowed only on loopback addresses"
+        )
     if tls and settings.server.tls is None:
         raise ConfigError.single("settings", "server.tls", "no certificate configured")
     server = wsgi.Server(

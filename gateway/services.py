@@ -2,15 +2,13 @@
 
 :class:`Services` is shared by all request threads and holds no per-request
 state.  :class:`ContentCodec` is the seam between the DAV provider and the
-at-rest format: the provider hands it plaintext and gets back what to store,
-and asks it for a reader of a stored file.
+at-rest format (:mod:`gateway.content`): the provider hands it plaintext and
+gets back what to store, and asks it for a reader of a stored file.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -18,6 +16,8 @@ from typing import BinaryIO, Protocol
 from sqlalchemy.orm import sessionmaker
 
 from gateway.auth import Authenticator
+from gateway.content import Sealed
+from gateway.keystore import KeyStore
 from gateway.policy import Policy
 from gateway.settings import Settings
 from gateway.storage import BackingStore
@@ -25,29 +25,15 @@ from plugins.audit import AuditLog
 
 
 class ContentCodec(Protocol):
-    def seal(self, file_id: uuid.UUID, body: bytes) -> Iterable[bytes]:
-        """The bytes to store for ``body`` (ciphertext when encryption is on)."""
+    def seal(self, file_id: uuid.UUID, body: bytes) -> Sealed:
+        """The ciphertext to store for ``body`` and its key row."""
         ...
 
-    def plaintext_size(self, path: Path, stored_size: int) -> int: ...
+    def plaintext_size(self, stored_size: int) -> int: ...
 
     def open(self, path: Path) -> BinaryIO:
-        """A seekable reader of the plaintext of a stored file."""
+        """A seekable reader of the verified plaintext of a stored file."""
         ...
-
-
-class PlainContent:
-    """Content stored as it is (only for shares whose policy allows it)."""
-
-    def seal(self, file_id: uuid.UUID, body: bytes) -> Iterable[bytes]:
-        return (body,)
-
-    def plaintext_size(self, path: Path, stored_size: int) -> int:
-        return stored_size
-
-    def open(self, path: Path) -> BinaryIO:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        return os.fdopen(fd, "rb")
 
 
 @dataclass(frozen=True)
@@ -65,4 +51,5 @@ class Services:
     policy: Policy
     audit: AuditLog
     authenticator: Authenticator
+    keys: KeyStore
     shares: dict[str, ShareRuntime]

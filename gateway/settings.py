@@ -99,7 +99,8 @@ class LimitSettings(_Strict):
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     database_url: str = Field(
-        "sqlite:///clindav.db", description="SQLAlchemy URL; relative SQLite paths are per instance."
+        "sqlite:///clindav.db",
+        description="SQLAlchemy URL; relative SQLite paths are per instance.",
     )
     keys: KeySettings = KeySettings()
     auth: AuthSettings = AuthSettings()
@@ -119,7 +120,7 @@ class Settings(_Strict):
     def sqlalchemy_url(self) -> str:
         prefix = "sqlite:///"
         if self.database_url.startswith(prefix) and not self.database_url.startswith(prefix + "/"):
-            return prefix + str(self.resolve(Path(self.database_url[len(prefix):])))
+            return prefix + str(self.resolve(Path(self.database_url[len(prefix) :])))
         return self.database_url
 
 
@@ -159,7 +160,9 @@ def _check_shares(name: str, settings: Settings) -> None:
     for share, conf in settings.shares.items():
         if conf.url.lower() in seen:
             problems.append(
-                ConfigProblem(name, f"shares.{share}.url", f"same URL as share {seen[conf.url.lower()]}")
+                ConfigProblem(
+                    name, f"shares.{share}.url", f"same URL as share {seen[conf.url.lower()]}"
+                )
             )
         seen[conf.url.lower()] = share
     if problems:

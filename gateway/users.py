@@ -31,7 +31,9 @@ class UserStore:
             )
         for group in groups:
             if not _GROUP.match(group):
-                raise BadRequest(f"invalid group {group!r}", public=f"Invalid group name {group!r}.")
+                raise BadRequest(
+                    f"invalid group {group!r}", public=f"Invalid group name {group!r}."
+                )
         if len(password) < 12:
             raise BadRequest("short password", public="Passwords need at least 12 characters.")
         with self._sessions.begin() as session:

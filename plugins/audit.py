@@ -66,8 +66,12 @@ class AuditLog:
             # Explorer and Finder show only generic errors: the reason lives here too.
             log.warning(
                 "refused %s %s/%s for %s: %s %s",
-                event.action, share_or_dash(event.share), event.logical_path or "",
-                event.actor, event.code, event.reason,
+                event.action,
+                share_or_dash(event.share),
+                event.logical_path or "",
+                event.actor,
+                event.code,
+                event.reason,
             )
 
 

@@ -64,7 +64,9 @@ def format_of_name(name: str) -> str | None:
 
 class FileTypeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    allow: Literal["any"] | list[Literal["jpeg", "png", "gif", "webp", "tiff", "heif", "mp4", "pdf"]]
+    allow: (
+        Literal["any"] | list[Literal["jpeg", "png", "gif", "webp", "tiff", "heif", "mp4", "pdf"]]
+    )
 
 
 class FileTypeCheck(BaseStage):

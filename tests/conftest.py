@@ -41,13 +41,24 @@ USERS = {
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
-def run_cli(*args: str, config: Path | None = None, stdin: str = "", cwd: Path | None = None,
-            check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    config: Path | None = None,
+    stdin: str = "",
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     cmd = [*CLINDAV, *args]
     if config is not None:
         cmd += ["--config", str(config)]
     proc = subprocess.run(
-        cmd, input=stdin, capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout,
+        cmd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     if check and proc.returncode != 0:
@@ -149,7 +160,7 @@ class Gateway:
 
     def session(self, user: str | None = "alice", password: str = PASSWORD) -> requests.Session:
         s = requests.Session()
-        s.verify = False if self.url.startswith("https") else True
+        s.verify = not self.url.startswith("https")
         if user is not None:
             s.auth = (user, password)
         self.sessions.append(s)
@@ -174,15 +185,20 @@ class Gateway:
             s.close()
 
 
-def start_gateway(inst: Instance, *, tls: bool = False, cwd: Path | None = None,
-                  extra: tuple[str, ...] = ()) -> Gateway:
+def start_gateway(
+    inst: Instance, *, tls: bool = False, cwd: Path | None = None, extra: tuple[str, ...] = ()
+) -> Gateway:
     log_path = inst.folder.parent / f"gateway-{uuid.uuid4().hex[:6]}.log"
     cmd = [*CLINDAV, "serve", "--config", str(inst.config), "--port", "0", *extra]
     if not tls:
         cmd.append("--no-tls")
     log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, cwd=cwd or inst.folder,
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=log_file,
+        text=True,
+        cwd=cwd or inst.folder,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     url = _read_url(process, log_path)

@@ -23,7 +23,9 @@ def test_every_method_round_trips(gateway: Gateway) -> None:
     listing = s.request("PROPFIND", f"{base}/folder", headers={"Depth": "1"})
     assert listing.status_code == 207
     assert b"/documents/folder/a.txt" in listing.content
-    copy = s.request("COPY", f"{base}/folder/a.txt", headers={"Destination": f"{base}/folder/b.txt"})
+    copy = s.request(
+        "COPY", f"{base}/folder/a.txt", headers={"Destination": f"{base}/folder/b.txt"}
+    )
     assert copy.status_code == 201
     assert s.get(f"{base}/folder/b.txt").content == b"first version"
     move = s.request("MOVE", f"{base}/folder/b.txt", headers={"Destination": f"{base}/c.txt"})
@@ -79,7 +81,12 @@ def test_root_answers_explorer_probes(gateway: Gateway) -> None:
     share = s.request("PROPFIND", f"{gateway.url}/clinical", headers={"Depth": "0"})
     assert share.status_code == 207
     for probe in ("desktop.ini", "folder.jpg", "AutoRun.inf"):
-        assert s.request("PROPFIND", f"{gateway.url}/clinical/{probe}", headers={"Depth": "0"}).status_code == 404
+        assert (
+            s.request(
+                "PROPFIND", f"{gateway.url}/clinical/{probe}", headers={"Depth": "0"}
+            ).status_code
+            == 404
+        )
 
 
 def test_root_lists_only_readable_shares(gateway: Gateway) -> None:
@@ -91,8 +98,11 @@ def test_root_lists_only_readable_shares(gateway: Gateway) -> None:
 
 def test_errors_carry_request_id_and_no_internals(gateway: Gateway) -> None:
     s = gateway.session()
-    r = s.request("MOVE", f"{gateway.url}/documents/missing.txt",
-                  headers={"Destination": f"{gateway.url}/documents/x.txt"})
+    r = s.request(
+        "MOVE",
+        f"{gateway.url}/documents/missing.txt",
+        headers={"Destination": f"{gateway.url}/documents/x.txt"},
+    )
     assert r.status_code == 404
     assert r.headers["X-Request-Id"]
     assert "Traceback" not in r.text and "Exception" not in r.text
@@ -130,9 +140,12 @@ def test_finder_chunked_put(gateway: Gateway) -> None:
 
     def chunks():
         for i in range(0, len(body), 7000):
-            yield body[i:i + 7000]
+            yield body[i : i + 7000]
 
-    r = s.put(f"{gateway.url}/documents/finder.txt", data=chunks(),
-              headers={"X-Expected-Entity-Length": str(len(body)), "User-Agent": "WebDAVFS/3.0.0"})
+    r = s.put(
+        f"{gateway.url}/documents/finder.txt",
+        data=chunks(),
+        headers={"X-Expected-Entity-Length": str(len(body)), "User-Agent": "WebDAVFS/3.0.0"},
+    )
     assert r.status_code == 201
     assert s.get(f"{gateway.url}/documents/finder.txt").content == body

@@ -1,0 +1,130 @@
+"""Encrypted content and names on the backing share (the at-rest side of a share).
+
+:class:`EncryptedContent` seals a body into the CLDV format
+(:mod:`gateway.crypto.fileformat`) under a fresh data key and opens stored
+files for reading: small files (up to :data:`VERIFY_WHOLE_LIMIT`) are
+decrypted and verified completely before the first byte is served; larger
+ones stream chunk by chunk, each chunk verified before release, and a failing
+chunk aborts the response.  :class:`EncryptedNames` stores every path
+segment under the share's deterministic name cipher.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from gateway.crypto.fileformat import (
+    DEFAULT_CHUNK_SIZE,
+    EncryptedFileReader,
+    FileEncryptor,
+    FileHeader,
+    plaintext_size_for,
+    read_header,
+)
+from gateway.crypto.names import NameCipher, NameDecryptError
+from gateway.db import DataKey
+from gateway.keystore import KEY_ID_LENGTH, KeyStore
+from gateway.storage import INTERNAL_PREFIX
+
+VERIFY_WHOLE_LIMIT = 16 * 1024 * 1024
+# Every file clindav writes has this header layout (see KEY_ID_LENGTH).
+_STANDARD_HEADER = FileHeader.create(uuid.UUID(int=0), "x" * KEY_ID_LENGTH, DEFAULT_CHUNK_SIZE)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What to write for one body, and the key row to commit before it is visible."""
+
+    chunks: Iterable[bytes]
+    key_row: DataKey
+
+
+class EncryptedContent:
+    def __init__(self, keys: KeyStore) -> None:
+        self._keys = keys
+
+    def seal(self, file_id: uuid.UUID, body: bytes) -> Sealed:
+        data_key, row = self._keys.new_file_key(file_id)
+        encryptor = FileEncryptor(data_key, file_id, row.key_id)
+        return Sealed((encryptor.header(), encryptor.update(body), encryptor.finalize()), row)
+
+    def plaintext_size(self, stored_size: int) -> int:
+        return plaintext_size_for(stored_size, _STANDARD_HEADER)
+
+    def open(self, path: Path) -> BinaryIO:
+        """A seekable plaintext reader (see the module docstring for verification)."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        stored = os.fdopen(fd, "rb")
+        try:
+            header = read_header(stored)
+            data_key = self._keys.data_key(header.key_id, header.file_id)
+            reader = EncryptedFileReader(stored, data_key, header, os.fstat(fd).st_size)
+            if reader.plaintext_size <= VERIFY_WHOLE_LIMIT:
+                body = b"".join(reader.iter_plaintext())
+                stored.close()
+                return io.BytesIO(body)
+        except BaseException:
+            stored.close()
+            raise
+        return _StreamingPlaintext(reader, stored)
+
+    def file_id_of(self, path: Path) -> uuid.UUID:
+        with open(path, "rb") as stored:
+            return read_header(stored).file_id
+
+
+class _StreamingPlaintext(io.RawIOBase):
+    """Seekable plaintext view of a large stored file; decrypts only what is read."""
+
+    def __init__(self, reader: EncryptedFileReader, stored: BinaryIO) -> None:
+        self._reader = reader
+        self._stored = stored
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._reader.plaintext_size}
+        self._pos = max(0, base[whence] + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._reader.plaintext_size if size < 0 else self._pos + size
+        data = b"".join(self._reader.iter_plaintext(self._pos, end))
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self._stored.close()
+        super().close()
+
+
+class EncryptedNames:
+    """Path segments stored as lower-case base32 AES-SIV ciphertext."""
+
+    def __init__(self, cipher: NameCipher) -> None:
+        self._cipher = cipher
+
+    def encode(self, segment: str) -> str:
+        return self._cipher.encrypt(segment)
+
+    def decode(self, stored: str) -> str | None:
+        if stored.startswith(INTERNAL_PREFIX):
+            return None
+        try:
+            return self._cipher.decrypt(stored)
+        except NameDecryptError:
+            return None

@@ -1,0 +1,94 @@
+"""The key table: per-file data keys and per-share name seeds, wrapped by master keys.
+
+Contract: :meth:`KeyStore.new_file_key` makes a fresh data key and the row to
+commit for it; :meth:`KeyStore.data_key` unwraps the key a file header names,
+raising :class:`KeyMissing` (410) when the row is gone (the file was purged:
+crypto-shredded) and :class:`~gateway.crypto.keywrap.KeyUnwrapError` when it
+does not authenticate.  A database failure raises
+:class:`~gateway.errors.ServiceUnavailable`: clindav never serves or stores
+without its keys.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+
+from gateway.crypto.keywrap import new_data_key, unwrap_data_key, wrap_data_key
+from gateway.db import DataKey, ShareKey
+from gateway.errors import ClindavError, ServiceUnavailable
+from gateway.keys import MasterKeys
+
+# Fixed-length data-key ids keep every header the same size, so a listing can
+# compute plaintext sizes from file sizes without opening files.
+KEY_ID_PREFIX = "dk-"
+KEY_ID_LENGTH = len(KEY_ID_PREFIX) + 24
+_SHARE_NAMESPACE = uuid.UUID("6f1c2f4e-8a51-4c59-9d3e-6b1f0c8e2a77")
+
+
+class KeyMissing(ClindavError):
+    status = 410
+    code = "content-key-purged"
+    message = "This file was purged; its key no longer exists."
+
+
+def share_binding(share: str) -> uuid.UUID:
+    """The id a share's name seed is bound to when wrapped."""
+    return uuid.uuid5(_SHARE_NAMESPACE, share)
+
+
+class KeyStore:
+    def __init__(self, sessions: sessionmaker, masters: MasterKeys) -> None:
+        self._sessions = sessions
+        self.masters = masters
+
+    def new_file_key(self, file_id: uuid.UUID) -> tuple[bytes, DataKey]:
+        """A fresh data key for ``file_id`` and its wrapped row (not yet committed)."""
+        data_key = new_data_key()
+        key_id = KEY_ID_PREFIX + secrets.token_hex(12)
+        wrapped = wrap_data_key(self.masters.active, self.masters.active_id, file_id, data_key)
+        row = DataKey(
+            key_id=key_id,
+            file_id=str(file_id),
+            master_key_id=self.masters.active_id,
+            wrapped=wrapped,
+        )
+        return data_key, row
+
+    def data_key(self, key_id: str, file_id: uuid.UUID) -> bytes:
+        try:
+            with self._sessions() as session:
+                row = session.get(DataKey, key_id)
+        except SQLAlchemyError as exc:
+            raise ServiceUnavailable(f"key table unreachable: {exc}") from None
+        if row is None or row.file_id != str(file_id):
+            raise KeyMissing(f"no key row {key_id} for file {file_id}")
+        return self._unwrap(row.master_key_id, file_id, row.wrapped)
+
+    def _unwrap(self, master_key_id: str, bound: uuid.UUID, wrapped: bytes) -> bytes:
+        master = self.masters.keys.get(master_key_id)
+        if master is None:
+            raise ServiceUnavailable(f"master key {master_key_id} is not loaded")
+        return unwrap_data_key(master, master_key_id, bound, wrapped)
+
+    def share_seed(self, share: str) -> bytes:
+        """The share's name seed, created on first use."""
+        binding = share_binding(share)
+        with self._sessions() as session:
+            row = session.scalar(select(ShareKey).where(ShareKey.share == share))
+        if row is not None:
+            return self._unwrap(row.master_key_id, binding, row.wrapped)
+        seed = new_data_key()
+        wrapped = wrap_data_key(self.masters.active, self.masters.active_id, binding, seed)
+        try:
+            with self._sessions.begin() as session:
+                session.add(
+                    ShareKey(share=share, master_key_id=self.masters.active_id, wrapped=wrapped)
+                )
+        except IntegrityError:
+            return self.share_seed(share)  # another gateway process created it first
+        return seed
