@@ -152,10 +152,11 @@ class StageRegistry:
         try:
             parsed = stage_class.Options.model_validate(dict(options or {}))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            message = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            raise StageOptionsError(f"{name}.{where}" if where else name, message) from None
+            from gateway.settings import problems_from
+
+            problem = problems_from("", exc, prefix=name)[0]
+            message = "unknown option" if problem.problem == "unknown key" else problem.problem
+            raise StageOptionsError(problem.key, message) from None
         return stage_class(parsed)
 
 

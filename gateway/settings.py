@@ -10,6 +10,7 @@ derives it from these settings.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -169,14 +170,30 @@ def _check_shares(name: str, settings: Settings) -> None:
         raise ConfigError(problems)
 
 
-def problems_from(file: str, exc: ValidationError) -> list[ConfigProblem]:
-    """Turn pydantic's errors into file/key/problem triples people can act on."""
-    problems = []
+def problems_from(file: str, exc: ValidationError, prefix: str = "") -> list[ConfigProblem]:
+    """Turn pydantic's errors into file/key/problem triples people can act on.
+
+    For a value that may take several forms (a union), pydantic reports one
+    error per form; the one that got furthest into the value is kept.
+    """
+    best: dict[str, tuple[int, str]] = {}
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        parts = [str(p) for p in err["loc"] if not _is_type_tag(p)]
+        key = ".".join([prefix, *parts] if prefix else parts) or "(top level)"
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(ConfigProblem(file, key, message))
-    return problems
+        # Errors of one union share the location up to the first type tag.
+        root = ".".join(
+            str(p) for p in itertools.takewhile(lambda p: not _is_type_tag(p), err["loc"])
+        )
+        depth = len(err["loc"])
+        if root not in best or depth > best[root][0]:
+            best[root] = (depth, key + "\0" + message)
+    return [ConfigProblem(file, *entry.split("\0", 1)) for _depth, entry in best.values()]
+
+
+def _is_type_tag(part: object) -> bool:
+    """Union members appear in error locations as tags like ``literal['any']``."""
+    return isinstance(part, str) and ("[" in part or "'" in part)
 
 
 def dump_settings(data: dict[str, Any]) -> str:
