@@ -116,12 +116,11 @@ class BaseStage:
 
 
 class StageOptionsError(ValueError):
-    """A stage name or its options do not validate; ``key`` locates the problem."""
+    """A stage name or its options do not validate; each problem is (key, text)."""
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {text}" for key, text in problems))
+        self.problems = problems
 
 
 class StageRegistry:
@@ -136,7 +135,9 @@ class StageRegistry:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             stage = ep.load()
             if ep.name in stages:
-                raise StageOptionsError(f"entry point {ep.name}", "clashes with a built-in stage")
+                raise StageOptionsError(
+                    [(f"entry point {ep.name}", "clashes with a built-in stage")]
+                )
             stages[ep.name] = stage
         return cls(stages)
 
@@ -148,15 +149,17 @@ class StageRegistry:
         stage_class = self._stages.get(name)
         if stage_class is None:
             known = ", ".join(self.names())
-            raise StageOptionsError(name, f"unknown stage (known: {known})")
+            raise StageOptionsError([(name, f"unknown stage (known: {known})")])
         try:
             parsed = stage_class.Options.model_validate(dict(options or {}))
         except ValidationError as exc:
             from gateway.settings import problems_from
 
-            problem = problems_from("", exc, prefix=name)[0]
-            message = "unknown option" if problem.problem == "unknown key" else problem.problem
-            raise StageOptionsError(problem.key, message) from None
+            problems = [
+                (p.key, "unknown option" if p.problem == "unknown key" else p.problem)
+                for p in problems_from("", exc, prefix=name)
+            ]
+            raise StageOptionsError(problems) from None
         return stage_class(parsed)
 
 

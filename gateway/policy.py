@@ -215,7 +215,10 @@ def _build(
         try:
             stages.append(registry.build(stage_name, options))
         except StageOptionsError as exc:
-            problems.append(ConfigProblem(file, f"{key}.{position}.{exc.key}", exc.problem))
+            problems.extend(
+                ConfigProblem(file, f"{key}.{position}.{where}", text)
+                for where, text in exc.problems
+            )
     return Pipeline(tuple(stages))
 
 

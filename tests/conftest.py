@@ -59,11 +59,17 @@ def run_cli(
         text=True,
         cwd=cwd or REPO,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=_env(),
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _env() -> dict[str, str]:
+    """The environment for clindav subprocesses: this checkout first on the path."""
+    extra = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{extra}" if extra else str(REPO)}
 
 
 @dataclass
@@ -199,7 +205,7 @@ def start_gateway(
         stderr=log_file,
         text=True,
         cwd=cwd or inst.folder,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=_env(),
     )
     url = _read_url(process, log_path)
     return Gateway(inst, process, url, log_path)
