@@ -29,7 +29,7 @@ from gateway.keystore import KeyStore
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import StageRegistry
 from gateway.policy import Policy, load_policy
-from gateway.props import DatabasePropertyManager
+from gateway.props import PROPERTY_SEED, DatabasePropertyManager, PropertyCipher
 from gateway.provider import ShareProvider
 from gateway.root import RootProvider
 from gateway.services import Services, ShareRuntime
@@ -111,7 +111,7 @@ def build_services(settings: Settings) -> Services:
 def _names(policy: Policy, keys: KeyStore, share: str) -> NameCodec:
     if policy.share(share).names == "plain":
         return PlainNames()
-    return EncryptedNames(NameCipher.for_share(keys.share_seed(share), share))
+    return EncryptedNames(NameCipher.for_share(keys.seed(share), share))
 
 
 def wsgidav_config(services: Services) -> dict[str, Any]:
@@ -125,7 +125,9 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
         "http_authenticator": {"accept_basic": True, "accept_digest": False},
         "dir_browser": {"enable": False},
         "lock_storage": _lock_storage(settings.locks.storage),
-        "property_manager": DatabasePropertyManager(services.sessions),
+        "property_manager": DatabasePropertyManager(
+            services.sessions, PropertyCipher(services.keys.seed(PROPERTY_SEED))
+        ),
         "block_size": settings.server.block_size,
         "add_header_MS_Author_Via": True,
         "suppress_version_info": True,

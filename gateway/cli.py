@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_cmd_check)
 
     _add_user_commands(sub)
+    _add_key_commands(sub)
+
+    fsck = sub.add_parser(
+        "fsck",
+        help="check that the backing shares, registry and key table agree",
+        description="Report orphan or missing ciphertext, purged or orphan keys and files "
+        "that fail their integrity check. --repair quarantines problem files (never deletes).",
+    )
+    fsck.add_argument("--repair", action="store_true", help="quarantine problem files")
+    fsck.add_argument("--json", action="store_true", help="machine-readable output")
+    _config_arg(fsck)
+    fsck.set_defaults(handler=_cmd_fsck)
     return parser
 
 
@@ -120,6 +132,23 @@ def _add_user_commands(sub: argparse._SubParsersAction) -> None:
     remove.add_argument("name")
     _config_arg(remove)
     remove.set_defaults(handler=_cmd_user_remove)
+
+
+def _add_key_commands(sub: argparse._SubParsersAction) -> None:
+    keys = sub.add_parser("keys", help="master keys: status and rotation")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="which master key ids are loaded and in use")
+    _config_arg(status)
+    status.set_defaults(handler=_cmd_keys_status)
+    rotate = actions.add_parser(
+        "rotate",
+        help="add a new master key and re-wrap every key row (no file is rewritten)",
+        description="Resumable: run it again after an interruption and it finishes the "
+        "re-wrapping. Keys no row uses any more are retired from the key file. "
+        "Restart running gateways afterwards so they wrap new keys with the new master key.",
+    )
+    _config_arg(rotate)
+    rotate.set_defaults(handler=_cmd_keys_rotate)
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -185,6 +214,61 @@ def _cmd_check(args: argparse.Namespace) -> int:
     load_master_keys(settings)
     print(f"{(args.config or DEFAULT_CONFIG)}: settings, policy and stage options are valid")
     return 0
+
+
+def _cmd_keys_status(args: argparse.Namespace) -> int:
+    from gateway.app import load_master_keys
+    from gateway.rotation import key_usage
+
+    masters = load_master_keys(_settings(args))
+    usage = key_usage(_sessions(args))
+    print("key id\tstate\trows")
+    for key_id in sorted(set(masters.keys) | set(usage)):
+        state = "active" if key_id == masters.active_id else "loaded"
+        if key_id not in masters.keys:
+            state = "MISSING"
+        print(f"{key_id}\t{state}\t{usage[key_id]}")
+    return 0 if all(k in masters.keys for k in usage) else 1
+
+
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from gateway.keys import FileKeySource, key_source
+    from gateway.rotation import rotate
+
+    settings = _settings(args)
+    source = key_source(settings)
+    if not isinstance(source, FileKeySource):
+        raise ConfigError.single(
+            "settings",
+            "keys.env",
+            "rotation writes the key file; keys from the environment "
+            "are rotated by whoever sets the variable",
+        )
+    report = rotate(source, _sessions(args))
+    if report.new_key_id:
+        print(f"new master key {report.new_key_id} added to {source.path}")
+    print(f"re-wrapped {report.rewrapped} key rows; no stored file was rewritten")
+    if report.retired:
+        print(f"retired unused master keys: {', '.join(report.retired)}")
+    return 0
+
+
+def _cmd_fsck(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from gateway.app import build_services
+    from gateway.fsck import fsck
+
+    findings = fsck(build_services(_settings(args)), repair=args.repair)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(f) for f in findings], indent=1))
+    else:
+        for f in findings:
+            where = f"{f.share}:{f.logical_path}" if f.logical_path else f"{f.share}:{f.location}"
+            print(f"{f.kind}\t{where}\t{f.detail}".rstrip())
+        print(f"{len(findings)} findings" + (" (problem files quarantined)" if args.repair else ""))
+    return 1 if findings else 0
 
 
 def _cmd_user_add(args: argparse.Namespace) -> int:

@@ -125,10 +125,11 @@ class DataKey(Base):
 
 
 class ShareKey(Base):
-    """A share's random name-key seed, wrapped by a master key.
+    """A named random seed (a share's name key, the dead-property key), wrapped.
 
     Kept apart from the master key so that rotating the master key re-wraps
-    this row and no stored name changes.
+    this row and no stored name changes.  ``share`` is the seed's name: a
+    share name, or ``@``-prefixed for seeds that belong to no share.
     """
 
     __tablename__ = "share_key"

@@ -75,20 +75,22 @@ class KeyStore:
             raise ServiceUnavailable(f"master key {master_key_id} is not loaded")
         return unwrap_data_key(master, master_key_id, bound, wrapped)
 
-    def share_seed(self, share: str) -> bytes:
-        """The share's name seed, created on first use."""
-        binding = share_binding(share)
+    def seed(self, name: str) -> bytes:
+        """The random 32-byte seed called ``name`` (a share's names, dead properties).
+
+        Created on first use; kept wrapped by the master key in the key table.
+        """
+        binding = share_binding(name)
         with self._sessions() as session:
-            row = session.scalar(select(ShareKey).where(ShareKey.share == share))
+            row = session.scalar(select(ShareKey).where(ShareKey.share == name))
         if row is not None:
             return self._unwrap(row.master_key_id, binding, row.wrapped)
         seed = new_data_key()
         wrapped = wrap_data_key(self.masters.active, self.masters.active_id, binding, seed)
         try:
             with self._sessions.begin() as session:
-                session.add(
-                    ShareKey(share=share, master_key_id=self.masters.active_id, wrapped=wrapped)
-                )
+                row = ShareKey(share=name, master_key_id=self.masters.active_id, wrapped=wrapped)
+                session.add(row)
         except IntegrityError:
-            return self.share_seed(share)  # another gateway process created it first
+            return self.seed(name)  # another gateway process created it first
         return seed

@@ -2,22 +2,50 @@
 
 Implements the interface WsgiDAV expects of a property manager.  WsgiDAV
 hands values over as serialised XML (bytes) and parses what it gets back.
-Keys are resource URLs (share URL plus logical path).
+Keys are resource URLs (share URL plus logical path).  Values can carry
+patient data, so they are stored encrypted (:class:`PropertyCipher`,
+AES-256-GCM under a key from the ``@dead-properties`` seed, the property name
+bound as associated data so a value cannot be moved onto another property).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
+from gateway.crypto.fileformat import TamperedContent
 from gateway.db import DeadProperty
+
+PROPERTY_SEED = "@dead-properties"
+
+
+class PropertyCipher:
+    def __init__(self, seed: bytes) -> None:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"clindav-props-v1")
+        self._aead = AESGCM(key.derive(seed))
+
+    def seal(self, name: str, value: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, value, name.encode("utf-8"))
+
+    def open(self, name: str, stored: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(stored[:12], stored[12:], name.encode("utf-8"))
+        except InvalidTag:
+            raise TamperedContent(f"dead property {name!r} failed authentication") from None
 
 
 class DatabasePropertyManager:
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: sessionmaker, cipher: PropertyCipher) -> None:
         self._sessions = sessions
+        self._cipher = cipher
 
     def __repr__(self) -> str:
         return "DatabasePropertyManager()"
@@ -30,17 +58,19 @@ class DatabasePropertyManager:
 
     def get_property(self, norm_url: str, name: str, environ: Any = None) -> bytes | None:
         with self._sessions() as session:
-            return session.scalar(
+            stored = session.scalar(
                 select(DeadProperty.value).where(
                     DeadProperty.url == norm_url, DeadProperty.name == name
                 )
             )
+        return None if stored is None else self._cipher.open(name, stored)
 
     def write_property(
         self, norm_url: str, name: str, value: bytes, dry_run: bool = False, environ: Any = None
     ) -> None:
         if dry_run:
             return
+        value = self._cipher.seal(name, value)
         with self._sessions.begin() as session:
             row = session.scalar(
                 select(DeadProperty).where(DeadProperty.url == norm_url, DeadProperty.name == name)

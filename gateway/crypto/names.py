@@ -3,9 +3,11 @@
 Each path segment is encrypted on its own (the backing tree mirrors the logical
 tree), so renaming or moving a folder re-encrypts only the moved segment.
 
-- Key: a 64-byte AES-SIV key per share, HKDF-SHA256 of the 32-byte master key,
-  no salt, ``info = b"clindav-names-v1:" + share name (UTF-8)``; different
-  shares thus store the same name differently.
+- Key: a 64-byte AES-SIV key per share, HKDF-SHA256 of the share's random
+  32-byte name seed (kept wrapped by the master key in the key table, so a
+  master-key rotation re-wraps the seed and renames nothing), no salt,
+  ``info = b"clindav-names-v1:" + share name (UTF-8)``; different shares thus
+  store the same name differently.
 - Plaintext: the segment in Unicode NFC, UTF-8 encoded (so an NFD name from a
   Mac and the NFC name from Windows are the same file); no associated data
   (binding the parent path would force re-encrypting a whole subtree on MOVE).
@@ -93,7 +95,7 @@ class NameCipher:
     """Encrypts and decrypts the path segments of one share (see module docstring).
 
     ``name_key`` is the 64-byte AES-SIV key (``ValueError`` otherwise); use
-    :meth:`for_share` to derive it from a master key.
+    :meth:`for_share` to derive it from the share's name seed.
     """
 
     max_plain_length: ClassVar[int] = MAX_PLAIN_LENGTH
@@ -106,17 +108,17 @@ class NameCipher:
         self._lookup = functools.lru_cache(maxsize=cache_size)(self._decrypt_uncached)
 
     @classmethod
-    def for_share(cls, master_key: bytes, share: str) -> NameCipher:
-        """The name cipher of ``share`` under ``master_key`` (32 bytes, else ``ValueError``)."""
-        if len(master_key) != MASTER_KEY_SIZE:
-            raise ValueError(f"master key must be {MASTER_KEY_SIZE} bytes, not {len(master_key)}")
+    def for_share(cls, seed: bytes, share: str) -> NameCipher:
+        """The name cipher of ``share`` from its 32-byte name seed (else ``ValueError``)."""
+        if len(seed) != MASTER_KEY_SIZE:
+            raise ValueError(f"name seed must be {MASTER_KEY_SIZE} bytes, not {len(seed)}")
         hkdf = HKDF(
             algorithm=hashes.SHA256(),
             length=NAME_KEY_SIZE,
             salt=None,
             info=_INFO_PREFIX + share.encode("utf-8"),
         )
-        return cls(hkdf.derive(master_key))
+        return cls(hkdf.derive(seed))
 
     def encrypt(self, segment: str) -> str:
         """Stored name of ``segment``; the same segment always gives the same name.
