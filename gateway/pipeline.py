@@ -166,8 +166,9 @@ class StageRegistry:
 def builtin_stages() -> dict[str, type[BaseStage]]:
     """The stages shipped with clindav, listed explicitly (no discovery)."""
     from plugins.filetype import FileTypeCheck
+    from plugins.scrub.stage import ScrubStage
 
-    return {FileTypeCheck.name: FileTypeCheck}
+    return {FileTypeCheck.name: FileTypeCheck, ScrubStage.name: ScrubStage}
 
 
 @dataclass(frozen=True)

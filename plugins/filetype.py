@@ -7,15 +7,25 @@ format than the content is refused too (``extension-mismatch``), because a
 JPEG named ``.png`` is how polyglots and mistakes slip through.  A 0-byte body
 is Explorer's placeholder (it PUTs 0 bytes, LOCKs, then PUTs the content): it
 is accepted and flagged, never treated as a finished image.
+
+With ``decode: true`` (the default) an image is decoded completely before it
+is accepted (``verify()`` alone passes truncated JPEGs), by Pillow restricted
+to the one format the content claims, so none of Pillow's other
+auto-detected decoders ever runs on uploaded bytes.  Too many pixels
+(``max_pixels``) is refused before decoding.  Failures answer 422
+``undecodable-image``.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import io
+import warnings
+from typing import ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.errors import UnsupportedMediaType
+from gateway.errors import UnprocessableContent, UnsupportedMediaType
 from gateway.pipeline import BaseStage, PutContext
 
 # Format name -> (content type, file extensions). Image formats first.
@@ -29,7 +39,15 @@ FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mp4": ("video/mp4", (".mp4", ".m4v", ".mov")),
     "pdf": ("application/pdf", (".pdf",)),
 }
-IMAGE_FORMATS = frozenset({"jpeg", "png", "gif", "webp", "tiff", "heif"})
+# filetype's names -> the one Pillow plugin allowed to decode them
+PILLOW_FORMATS = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "gif": "GIF",
+    "webp": "WEBP",
+    "tiff": "TIFF",
+    "heif": "HEIF",
+}
 
 
 def sniff(head: bytes) -> str | None:
@@ -67,6 +85,8 @@ class FileTypeOptions(BaseModel):
     allow: (
         Literal["any"] | list[Literal["jpeg", "png", "gif", "webp", "tiff", "heif", "mp4", "pdf"]]
     )
+    decode: bool = True
+    max_pixels: int = Field(100_000_000, ge=1)
 
 
 class FileTypeCheck(BaseStage):
@@ -81,7 +101,8 @@ class FileTypeCheck(BaseStage):
         claimed = format_of_name(ctx.path.rsplit("/", 1)[-1])
         ctx.file_format = fmt
         ctx.details["format"] = fmt or "unknown"
-        allow = self.options.allow  # type: ignore[attr-defined]
+        options = cast(FileTypeOptions, self.options)
+        allow = options.allow
         if allow != "any" and fmt not in allow:
             raise FileTypeNotAllowed(f"sniffed {fmt} not in {allow}")
         if claimed is not None and fmt is not None and claimed != fmt:
@@ -90,11 +111,49 @@ class FileTypeCheck(BaseStage):
             raise ExtensionMismatch(f"name says {claimed}, content unrecognised")
         if fmt is not None:
             ctx.content_type = FORMATS[fmt][0]
+        if fmt in PILLOW_FORMATS and options.decode:
+            decode_fully(ctx.body, fmt, options.max_pixels)
+
+
+def decode_fully(body: bytes, fmt: str, max_pixels: int) -> None:
+    """Decode every pixel with only the claimed format's decoder; refuse on any failure."""
+    if fmt == "heif":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(body), formats=[PILLOW_FORMATS[fmt]]) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
+                if fmt == "jpeg":
+                    # Decoding at 1/8 scale still reads every entropy-coded byte.
+                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+                img.load()
+    except UndecodableImage:
+        raise
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        MemoryError,
+        Warning,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise UndecodableImage(f"{fmt}: {type(exc).__name__}: {exc}") from None
 
 
 class FileTypeNotAllowed(UnsupportedMediaType):
     code = "file-type-not-allowed"
     message = "This share does not accept this kind of file."
+
+
+class UndecodableImage(UnprocessableContent):
+    code = "undecodable-image"
+    message = "The image could not be decoded completely; it was not stored."
 
 
 class ExtensionMismatch(UnsupportedMediaType):
