@@ -37,6 +37,7 @@ from gateway.errors import (
     PayloadTooLarge,
     PolicyDenied,
 )
+from gateway.junk import PhantomStore, answer_junk, is_junk
 from gateway.policy import ACTIONS, Check, Decision
 from gateway.provider import AUDITED, DECISION, REQUEST, ShareProvider
 from gateway.root import PRINCIPAL
@@ -58,6 +59,7 @@ class GatewayMiddleware(BaseMiddleware):
     def __init__(self, wsgidav_app: Any, next_app: Any, config: dict[str, Any]) -> None:
         super().__init__(wsgidav_app, next_app, config)
         self.services: Services = config["clindav"]["services"]
+        self.phantoms = PhantomStore()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         request_id = uuid.uuid4().hex[:16]
@@ -69,6 +71,9 @@ class GatewayMiddleware(BaseMiddleware):
         try:
             principal = self._authenticate(environ, outcome)
             self._gate(environ, principal, outcome)
+            if outcome.share is not None and is_junk(outcome.path or ""):
+                yield from self._junk(environ, start_response, outcome, principal)
+                return
             yield from self._run(environ, start_response, outcome)
             return
         except ClindavError as exc:
@@ -183,15 +188,34 @@ class GatewayMiddleware(BaseMiddleware):
             if hasattr(app_iter, "close"):
                 app_iter.close()
 
+    def _junk(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        outcome: _Outcome,
+        principal: Principal,
+    ) -> Iterator[bytes]:
+        """Client junk: answered so the copy goes on, and never stored (gateway/junk.py)."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        body = answer_junk(environ, capture, principal.uid, self.phantoms)
+        self._start(environ, start_response, outcome, captured, code="junk-not-stored")
+        yield from body
+
     def _start(
         self,
         environ: dict[str, Any],
         start_response: StartResponse,
         outcome: _Outcome,
         captured: dict[str, Any],
+        code: str | None = None,
     ) -> None:
         status = int(captured["status"].split(" ", 1)[0])
-        outcome.status, outcome.code = status, "ok" if status < 400 else _status_code(status)
+        outcome.status = status
+        outcome.code = code or ("ok" if status < 400 else _status_code(status))
         # Reads are audited before the first byte leaves.
         self._audit(environ, outcome)
         headers = [*captured["headers"], *_SECURITY_HEADERS, ("X-Request-Id", outcome.request_id)]
