@@ -4,6 +4,7 @@ stored, while the request sequences Explorer and Finder send still succeed."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_finder_copy_with_appledouble_and_ds_store(gateway: Gateway) -> None:
     assert s.delete(f"{folder}/._lesion.jpg").status_code == 204
     stored = files_under(gateway.instance.share_dir("clinical"))
     assert len(stored) == 1
-    assert b"appledouble" not in open(stored[0], "rb").read()
+    assert b"appledouble" not in Path(stored[0]).read_bytes()
 
 
 @pytest.mark.parametrize("name", ["~$report.docx", ".~lock.report.odt#", "THUMBS.DB"])
