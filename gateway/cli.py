@@ -13,9 +13,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.errors import ClindavError, ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from gateway.settings import Settings
 
 DEFAULT_INSTANCE = Path("clindav-data")
 DEFAULT_CONFIG = DEFAULT_INSTANCE / "clindav.yaml"
@@ -151,13 +157,13 @@ def _add_key_commands(sub: argparse._SubParsersAction) -> None:
     rotate.set_defaults(handler=_cmd_keys_rotate)
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> Settings:
     from gateway.settings import load_settings
 
     return load_settings(args.config or DEFAULT_CONFIG)
 
 
-def _sessions(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _sessions(args: argparse.Namespace) -> sessionmaker:
     from gateway.db import make_engine, make_sessions, migrate
 
     settings = _settings(args)

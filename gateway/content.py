@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from gateway.crypto.fileformat import (
     DEFAULT_CHUNK_SIZE,
@@ -72,7 +72,7 @@ class EncryptedContent:
         except BaseException:
             stored.close()
             raise
-        return _StreamingPlaintext(reader, stored)
+        return cast(BinaryIO, _StreamingPlaintext(reader, stored))
 
     def file_id_of(self, path: Path) -> uuid.UUID:
         with open(path, "rb") as stored:

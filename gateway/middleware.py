@@ -38,7 +38,7 @@ from gateway.errors import (
     PolicyDenied,
 )
 from gateway.junk import PhantomStore, answer_junk, is_junk
-from gateway.policy import ACTIONS, Check, Decision
+from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.provider import AUDITED, DECISION, REQUEST, ShareProvider
 from gateway.root import PRINCIPAL
 from gateway.services import Services
@@ -68,6 +68,7 @@ class GatewayMiddleware(BaseMiddleware):
         ]:
             del environ[key]
         outcome = _Outcome(request_id)
+        body: str | bytes
         try:
             principal = self._authenticate(environ, outcome)
             self._gate(environ, principal, outcome)
@@ -330,7 +331,7 @@ def _checks(method: str, share: str, path: str, dest: tuple[str, str] | None) ->
     if method in ("COPY", "MOVE"):
         if dest is None:
             raise BadRequest("COPY/MOVE without a Destination")
-        source_action = "delete" if method == "MOVE" else "read"
+        source_action: Action = "delete" if method == "MOVE" else "read"
         return [Check(share, path, method, source_action), Check(dest[0], dest[1], method, "write")]
     action = ACTIONS.get(method)
     if action is None:

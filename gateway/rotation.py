@@ -76,7 +76,10 @@ def _next_key_id(masters: MasterKeys) -> str:
 
 
 def _rewrap_table(
-    sessions: sessionmaker, masters: MasterKeys, table: type, progress: Progress
+    sessions: sessionmaker,
+    masters: MasterKeys,
+    table: type[DataKey] | type[ShareKey],
+    progress: Progress,
 ) -> int:
     done = 0
     while True:
@@ -85,7 +88,9 @@ def _rewrap_table(
                 select(table).where(table.master_key_id != masters.active_id).limit(BATCH)
             ).all()
             for row in rows:
-                bound = uuid.UUID(row.file_id) if table is DataKey else share_binding(row.share)
+                bound = (
+                    uuid.UUID(row.file_id) if isinstance(row, DataKey) else share_binding(row.share)
+                )
                 old = masters.keys.get(row.master_key_id)
                 if old is None:
                     raise ConfigError.single(
