@@ -35,7 +35,7 @@ from gateway.root import RootProvider
 from gateway.services import Services, ShareRuntime
 from gateway.settings import Settings
 from gateway.storage import BackingStore, NameCodec, PlainNames, write_temp
-from plugins.audit import AuditLog
+from plugins.audit import AUDIT_SEED, AuditLog
 
 log = logging.getLogger("clindav")
 
@@ -101,7 +101,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         sessions=sessions,
         policy=policy,
-        audit=AuditLog(sessions),
+        audit=AuditLog(sessions, keys.seed(AUDIT_SEED)),
         authenticator=LocalAuthenticator(sessions),
         keys=keys,
         shares=shares,

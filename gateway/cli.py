@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import __version__
+from gateway.auditcli import add_audit_commands
 from gateway.errors import ClindavError, ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
     from gateway.settings import Settings
+    from plugins.audit import AuditLog
 
 DEFAULT_INSTANCE = Path("clindav-data")
 DEFAULT_CONFIG = DEFAULT_INSTANCE / "clindav.yaml"
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_user_commands(sub)
     _add_key_commands(sub)
+    add_audit_commands(sub, _config_arg, _open_audit)
 
     fsck = sub.add_parser(
         "fsck",
@@ -155,6 +158,17 @@ def _add_key_commands(sub: argparse._SubParsersAction) -> None:
     )
     _config_arg(rotate)
     rotate.set_defaults(handler=_cmd_keys_rotate)
+
+
+def _open_audit(args: argparse.Namespace) -> tuple[AuditLog, sessionmaker]:
+    from gateway.app import load_master_keys
+    from gateway.keystore import KeyStore
+    from plugins.audit import AUDIT_SEED, AuditLog
+
+    settings = _settings(args)
+    sessions = _sessions(args)
+    keys = KeyStore(sessions, load_master_keys(settings))
+    return AuditLog(sessions, keys.seed(AUDIT_SEED)), sessions
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -61,16 +61,25 @@ class StoredObject(Base):
 
 
 class AuditEvent(Base):
-    """One outcome of one request or admin action; never a secret, never content."""
+    """One outcome of one request or admin action; never a secret, never content.
+
+    Events form a chain: ``seq`` numbers them without gaps, each carries the
+    ``prev_mac`` of its predecessor and its own ``mac`` over its canonical
+    encoding (see plugins/audit.py).
+    """
 
     __tablename__ = "audit_event"
     __table_args__ = (
         Index("ix_audit_event_time", "occurred_at"),
         Index("ix_audit_event_actor", "actor"),
         Index("ix_audit_event_path", "share", "logical_path"),
+        Index("ix_audit_event_patient", "patient_id"),
+        Index("ix_audit_event_status", "status"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     request_id: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(255))
@@ -79,10 +88,23 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     share: Mapped[str | None] = mapped_column(String(64))
     logical_path: Mapped[str | None] = mapped_column(Text)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
     code: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_mac: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The newest link of the audit chain; its row lock serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    mac: Mapped[str] = mapped_column(String(64))
 
 
 class LocalUser(Base):

@@ -98,6 +98,11 @@ class ServiceUnavailable(ClindavError):
     message = "The gateway cannot protect this request right now; nothing was changed."
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database-unavailable"
+    message = "The gateway's database is unavailable; nothing was changed."
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
     """One thing wrong in a settings or policy file, located by file and key."""

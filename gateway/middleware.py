@@ -26,6 +26,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from sqlalchemy.exc import SQLAlchemyError
 from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
@@ -34,12 +35,13 @@ from gateway.errors import (
     AuthenticationRequired,
     BadRequest,
     ClindavError,
+    DatabaseUnavailable,
     PayloadTooLarge,
     PolicyDenied,
 )
 from gateway.junk import PhantomStore, answer_junk, is_junk
 from gateway.policy import ACTIONS, Action, Check, Decision
-from gateway.provider import AUDITED, DECISION, REQUEST, ShareProvider
+from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
 from gateway.root import PRINCIPAL
 from gateway.services import Services
 from gateway.storage import split_path
@@ -84,6 +86,13 @@ class GatewayMiddleware(BaseMiddleware):
         except DAVError as exc:
             self._abort_if_started(outcome, exc)
             body = _dav_failure(exc, outcome)
+        except SQLAlchemyError as exc:
+            # No database, no registry and no audit: fail closed.
+            self._abort_if_started(outcome, exc)
+            log.error("request %s: database error: %s", request_id, exc)
+            unavailable = DatabaseUnavailable(f"database: {type(exc).__name__}")
+            outcome.fail(unavailable.status, unavailable.code, unavailable.detail)
+            body = unavailable.public_message
         except Exception as exc:  # the last line of defence: never a traceback to clients
             self._abort_if_started(outcome, exc)
             log.exception("request %s failed", request_id)
@@ -101,9 +110,8 @@ class GatewayMiddleware(BaseMiddleware):
     # --- authentication --------------------------------------------------
 
     def _authenticate(self, environ: dict[str, Any], outcome: _Outcome) -> Principal:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        user, password = _parse_basic(header)
         outcome.request = _request_info(environ, outcome.request_id, None)
+        user, password = _parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
         if user is None:
             outcome.challenge = True
             raise AuthenticationRequired("no credentials")
@@ -178,8 +186,10 @@ class GatewayMiddleware(BaseMiddleware):
             first = next(chunks, b"")
             status = int(captured["status"].split(" ", 1)[0])
             if status >= 400:
-                # WsgiDAV's own error pages can carry exception text: replace them.
-                raise DAVError(status)
+                # WsgiDAV's own error pages can carry exception text: replace them,
+                # with our own error where a provider method recorded one.
+                recorded = environ.get(ERROR)
+                raise recorded if isinstance(recorded, ClindavError) else DAVError(status)
             if status == 207:
                 first, chunks = _sanitised_multistatus(first, chunks, captured)
             self._start(environ, start_response, outcome, captured)
@@ -235,8 +245,11 @@ class GatewayMiddleware(BaseMiddleware):
         try:
             self._audit(environ, outcome)
         except ClindavError as exc:
-            outcome.fail(exc.status, exc.code, exc.detail)
-            body = exc.public_message
+            # An unrecorded refusal must not look like a plain refusal: 503,
+            # unless the request already failed for want of the database.
+            if outcome.status < 500:
+                outcome.fail(exc.status, exc.code, exc.detail)
+                body = exc.public_message
         data = body if isinstance(body, bytes) else _text_body(outcome, body)
         ctype = (
             "application/xml; charset=utf-8"
@@ -341,6 +354,8 @@ def _checks(method: str, share: str, path: str, dest: tuple[str, str] | None) ->
 
 def _dav_failure(exc: DAVError, outcome: _Outcome) -> str | bytes:
     source = getattr(exc, "src_exception", None)
+    if isinstance(source, SQLAlchemyError):
+        source = DatabaseUnavailable(f"database: {type(source).__name__}")
     if isinstance(source, ClindavError):
         outcome.fail(source.status, source.code, source.detail)
         return source.public_message

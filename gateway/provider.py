@@ -16,28 +16,62 @@ A cut-off body, a refusal or a crash therefore leaves the previous version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mimetypes
 import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar, cast
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from wsgidav import util
+from wsgidav.dav_error import DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from gateway.db import DataKey, StoredObject, utcnow
-from gateway.errors import IncompleteBody, NotFound, PayloadTooLarge
+from gateway.errors import (
+    ClindavError,
+    DatabaseUnavailable,
+    IncompleteBody,
+    NotFound,
+    PayloadTooLarge,
+)
 from gateway.pipeline import Pipeline, PutContext, RequestInfo
 from gateway.services import Services, ShareRuntime
-from gateway.storage import fsync_dir, replace_into, split_path, write_temp
+from gateway.storage import TRASH_DIR, fsync_dir, replace_into, split_path, write_temp
 
 REQUEST = "clindav.request"
 DECISION = "clindav.decision"
 AUDITED = "clindav.audited"
+ERROR = "clindav.error"
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def keeps_error(method: _Method) -> _Method:
+    """For methods WsgiDAV calls inside its own catch-all (DELETE, COPY, MOVE).
+
+    WsgiDAV turns any exception there into a bare 500; this records our error
+    in the environ, where the middleware finds it and answers its status and
+    code (a database failure becomes 503 database-unavailable).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except SQLAlchemyError as exc:
+            error: ClindavError = DatabaseUnavailable(f"database: {type(exc).__name__}: {exc}")
+        except ClindavError as exc:
+            error = exc
+        self.environ[ERROR] = error
+        raise DAVError(error.status, src_exception=error)
+
+    return cast(_Method, wrapper)
 
 
 class ShareProvider(DAVProvider):
@@ -67,20 +101,28 @@ class ShareProvider(DAVProvider):
         sealed = share.content.seal(file_id, ctx.body)
         temp = write_temp(target.parent, sealed.chunks)
         sessions = self.services.sessions
+        replaced = False
         try:
             with sessions.begin() as session:
                 session.add(sealed.key_row)
-            with share.store.path_lock(target), sessions.begin() as session:
+            with sessions.begin() as session:
+                # First statement: the audit chain's lock serialises commits,
+                # also across gateway processes sharing one database.
+                self.services.audit.lock_head(session)
                 old_file_id = _upsert(session, ctx, file_id)
                 if old_file_id:
                     session.execute(delete(DataKey).where(DataKey.file_id == old_file_id))
                 if audit is not None:
-                    session.add(audit)
+                    self.services.audit.append(session, audit)
                 session.flush()
                 replace_into(temp, target)
+                replaced = True
         except BaseException:
-            temp.unlink(missing_ok=True)
-            _discard_key(sessions, sealed.key_row.key_id)
+            if not replaced:
+                temp.unlink(missing_ok=True)
+                _discard_key(sessions, sealed.key_row.key_id)
+            # After the rename the new version is in place and its key row is
+            # committed: it stays readable; fsck --repair re-registers it.
             raise
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
@@ -150,12 +192,14 @@ class Folder(DAVCollection):
         os.mkdir(self.provider.share.store.locate(segments), 0o700)
         fsync_dir(self.target)
 
+    @keeps_error
+    def handle_delete(self) -> bool:
+        delete_tree(self, is_folder=True, audited=True)
+        return True
+
+    @keeps_error
     def delete(self) -> None:
-        shutil.rmtree(self.target)
-        fsync_dir(self.target.parent)
-        _forget_tree(self.provider, self.path)
-        self.remove_all_properties(recursive=True)
-        self.remove_all_locks(recursive=True)
+        delete_tree(self, is_folder=True, audited=False)
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         dest = self.provider.share.store.locate(split_path(dest_path))
@@ -192,17 +236,66 @@ class Folder(DAVCollection):
             )
 
 
-def _forget_tree(provider: ShareProvider, path: str) -> None:
-    """Drop the registry rows and data keys of everything at or below ``path``."""
-    prefix = _registry_path(path)
+def _check_not_locked(resource: Folder | StoredFile) -> None:
+    """Raise 423 when the resource or anything below it is locked by someone else.
+
+    WsgiDAV checks only the parent before handing DELETE to ``handle_delete``.
+    """
+    lock_manager = resource.provider.lock_manager
+    environ = resource.environ
+    if lock_manager is None:
+        return
+    if "wsgidav.conditions.if" not in environ:
+        util.parse_if_header_dict(environ)
+    lock_manager.check_write_permission(
+        url=resource.get_ref_url(),
+        depth="infinity",
+        token_list=environ["wsgidav.ifLockTokenList"],
+        principal=environ["wsgidav.user_name"],
+    )
+
+
+def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, audited: bool) -> None:
+    """DELETE of a file or folder: one transaction, its audit event included.
+
+    ``audited=False`` for the deletion WsgiDAV does before a COPY/MOVE that
+    overwrites: that request gets its own single event.
+
+    Registry rows and data keys at or below the path go (crypto-shred) and
+    the backing entry is renamed into the share's hidden trash folder before
+    the commit; it is unlinked afterwards (a crash leaves it there, swept at
+    the next start, unreadable since its keys are gone).
+    """
+    provider = resource.provider
+    _check_not_locked(resource)
+    prefix = _registry_path(resource.path)
     at_or_below = (StoredObject.share == provider.share.name) & (
         (StoredObject.logical_path == prefix)
         | StoredObject.logical_path.startswith(prefix + "/", autoescape=True)
     )
+    doomed = provider.share.store.root / TRASH_DIR / uuid.uuid4().hex
+    doomed.parent.mkdir(mode=0o700, exist_ok=True)
+    request: RequestInfo = resource.environ[REQUEST]
+    event = provider.services.audit.event(
+        request, action="DELETE", share=provider.share.name, path=prefix, status=204, code="deleted"
+    )
     with provider.services.sessions.begin() as session:
+        provider.services.audit.lock_head(session)
         file_ids = select(StoredObject.file_id).where(at_or_below).scalar_subquery()
         session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
         session.execute(delete(StoredObject).where(at_or_below))
+        if audited:
+            provider.services.audit.append(session, event)
+        session.flush()
+        os.rename(resource.target, doomed)
+    resource.environ[AUDITED] = resource.environ.get(AUDITED) or audited
+    fsync_dir(resource.target.parent)
+    if is_folder:
+        shutil.rmtree(doomed, ignore_errors=True)
+    else:
+        doomed.unlink(missing_ok=True)
+    resource.remove_all_properties(recursive=True)
+    resource.remove_all_locks(recursive=True)
 
 
 class StoredFile(DAVNonCollection):
@@ -300,25 +393,29 @@ class StoredFile(DAVNonCollection):
     def support_recursive_move(self, dest_path: str) -> bool:
         return False
 
+    @keeps_error
+    def handle_delete(self) -> bool:
+        delete_tree(self, is_folder=False, audited=True)
+        return True
+
+    @keeps_error
     def delete(self) -> None:
         if self._moved_away:
-            # WsgiDAV deletes the source after copy_move_single(is_move=True);
+            # WsgiDAV deletes a MOVE source after copy_move_single(is_move=True);
             # our move was a rename, so only the locks are left to drop.
             self.remove_all_locks(recursive=True)
             return
-        self.target.unlink()
-        fsync_dir(self.target.parent)
-        _forget_tree(self.provider, self.path)
-        self.remove_all_properties(recursive=True)
-        self.remove_all_locks(recursive=True)
+        delete_tree(self, is_folder=False, audited=False)
 
+    @keeps_error
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         share = self.provider.share
         dest = share.store.locate(split_path(dest_path))
         src_key, dest_key = _registry_path(self.path), _registry_path(dest_path)
         props = self.provider.prop_manager
         if is_move:
-            with share.store.path_lock(dest), self.provider.services.sessions.begin() as session:
+            with self.provider.services.sessions.begin() as session:
+                self.provider.services.audit.lock_head(session)
                 session.execute(_delete_row(share.name, dest_key))
                 session.execute(
                     update(StoredObject)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 import time
 import unicodedata
 import uuid
@@ -29,6 +28,7 @@ from gateway.errors import InvalidPath
 
 INTERNAL_PREFIX = ".clindav-"
 TEMP_PREFIX = INTERNAL_PREFIX + "tmp-"
+TRASH_DIR = INTERNAL_PREFIX + "deleted"
 
 
 class NameCodec(Protocol):
@@ -91,7 +91,6 @@ class BackingStore:
     def __init__(self, root: Path, names: NameCodec) -> None:
         self.root = root.resolve()
         self.names = names
-        self._locks = [threading.Lock() for _ in range(64)]
 
     def locate(self, segments: list[str]) -> Path:
         target = self.root.joinpath(*(self.names.encode(s) for s in segments))
@@ -120,10 +119,6 @@ class BackingStore:
                 if name is not None:
                     names.append(name)
         return names
-
-    def path_lock(self, target: Path) -> threading.Lock:
-        """The lock serialising commits to one backing path (in this process)."""
-        return self._locks[hash(str(target)) % len(self._locks)]
 
     def sweep_temp_files(self, older_than: float = 3600.0) -> int:
         """Remove temp files left by a crash; returns how many."""

@@ -66,6 +66,9 @@ class ScrubResult:
     data: bytes
     removed: dict[str, int]
     kept: tuple[str, ...]
+    # Bytes after the image's end, dropped from ``data``; the pipeline looks
+    # at them to tell a phone's trailer from a polyglot (never stored).
+    trailing: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,10 @@ def read_blocks(data: bytes) -> Iterator[Block]:
     raise MalformedImage("gif: no trailer (truncated)")
 
 
-def _trailing(data: bytes, blocks: list[Block]) -> bool:
+def _trailing(data: bytes, blocks: list[Block]) -> bytes:
+    """The bytes after the GIF trailer (empty when there are none)."""
     consumed = _screen_end(data) + sum(len(block.raw) for block in blocks)
-    return consumed < len(data)
+    return data[consumed:]
 
 
 def _fresh_gce(block: Block) -> bytes:
@@ -135,7 +136,7 @@ class GifScrubber(Scrubber):
                 kept.append("netscape-loop")
         if _trailing(data, blocks):
             count(removed, "trailing-data")
-        return ScrubResult(b"".join(out), removed, tuple(kept))
+        return ScrubResult(b"".join(out), removed, tuple(kept), trailing=_trailing(data, blocks))
 
     def _keep(self, block: Block, options: ScrubOptions) -> bytes | None:
         """The block to write in place of ``block``, or None to drop it."""

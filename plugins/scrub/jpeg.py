@@ -262,7 +262,7 @@ class JpegScrubber(Scrubber):
         if end < len(data):
             count(rewrite.removed, "trailing-data")
         out, kept = rewrite.output()
-        return ScrubResult(out, rewrite.removed, kept)
+        return ScrubResult(out, rewrite.removed, kept, trailing=data[end:])
 
     def residue(self, data: bytes, options: ScrubOptions) -> list[str]:
         segments, end = read_segments(data)

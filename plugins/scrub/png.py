@@ -185,7 +185,9 @@ class PngScrubber(Scrubber):
             rewrite.visit(chunk)
         if end < len(data):
             count(rewrite.removed, "trailing-data")
-        return ScrubResult(rewrite.output(), rewrite.removed, tuple(rewrite.kept))
+        return ScrubResult(
+            rewrite.output(), rewrite.removed, tuple(rewrite.kept), trailing=data[end:]
+        )
 
     def residue(self, data: bytes, options: ScrubOptions) -> list[str]:
         chunks, end = read_chunks(data)

@@ -3,9 +3,9 @@
 Runs the format's scrubber (:func:`plugins.scrub.scrubber_for`) on the body
 the ``filetype`` stage identified and replaces the body with the cleaned
 copy.  What was removed (names and counts, never values) goes on the
-request's audit event.  A file with bytes after the image's end that are not
-a known secondary image (a JPEG with an appended ZIP, script or document) is
-refused as a polyglot (415, ``polyglot-refused``).
+request's audit event.  Bytes after the image's end are dropped; when they
+carry another kind of content (an archive, a document, HTML, a script, an
+executable: a polyglot) the file is refused (415, ``polyglot-refused``).
 
 Options: ``keep_capture_date`` (DateTimeOriginal, default true: clinicians
 compare lesions over time), ``max_pixels`` (decompression-bomb limit) and
@@ -26,6 +26,34 @@ from plugins.scrub import SCRUBBERS, ScrubOptions
 # filetype's names -> scrubber format names
 _SCRUBBER_OF = {"mp4": "isobmff-video"}
 _BY_NAME = {s.format_name: s for s in SCRUBBERS}
+
+
+# Beginnings of other kinds of content; phones' own trailers (secondary JPEGs,
+# vendor blocks) carry none of these, polyglots do.
+_FOREIGN = {
+    b"PK\x03\x04": "a ZIP archive",
+    b"PK\x05\x06": "a ZIP archive",
+    b"%PDF-": "a PDF document",
+    b"<html": "HTML",
+    b"<!doctype": "HTML",
+    b"<script": "a script",
+    b"<svg": "SVG",
+    b"<?xml": "XML",
+    b"MZ\x90\x00": "a Windows executable",
+    b"\x7fELF": "an executable",
+    b"#!/": "a script",
+    b"Rar!\x1a\x07": "a RAR archive",
+    b"7z\xbc\xaf\x27\x1c": "a 7z archive",
+}
+
+
+def foreign_signature(trailing: bytes) -> str | None:
+    """What other content the bytes after an image carry, if any."""
+    lowered = trailing.lower()
+    for magic, what in _FOREIGN.items():
+        if magic.lower() in lowered:
+            return what
+    return None
 
 
 class ScrubStageOptions(BaseModel):
@@ -65,8 +93,9 @@ class ScrubStage(BaseStage):
                 keep_capture_date=options.keep_capture_date, max_pixels=options.max_pixels
             ),
         )
-        if result.removed.get("trailing-data") and not result.removed.get("APP2:MPF"):
-            raise PolyglotRefused(f"{fmt}: data after the image end without a multi-picture index")
+        foreign = foreign_signature(result.trailing)
+        if foreign:
+            raise PolyglotRefused(f"{fmt}: {foreign} after the image end")
         ctx.details["removed"] = dict(result.removed)
         ctx.details["kept"] = list(result.kept)
         ctx.body = result.data

@@ -167,7 +167,7 @@ class WebpScrubber(Scrubber):
             _check_bitstream(first, options)
             for extra in chunks[1:]:
                 count(removed, fourcc_name(extra.fourcc).strip())
-            return ScrubResult(_riff([first]), removed, ())
+            return ScrubResult(_riff([first]), removed, (), trailing=data[end:])
         if len(first.data) != 10:
             raise MalformedImage("webp: VP8X chunk is not 10 bytes")
         check_pixels(*_dimensions(first.data[4:10], "VP8X"), options, "webp")
@@ -176,7 +176,10 @@ class WebpScrubber(Scrubber):
             rewrite.visit(chunk)
         rewrite.removed.update(removed)
         return ScrubResult(
-            _riff(rewrite.chunks(first.data[4:10])), rewrite.removed, tuple(rewrite.kept)
+            _riff(rewrite.chunks(first.data[4:10])),
+            rewrite.removed,
+            tuple(rewrite.kept),
+            trailing=data[end:],
         )
 
     def residue(self, data: bytes, options: ScrubOptions) -> list[str]:

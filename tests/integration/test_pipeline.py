@@ -55,11 +55,14 @@ def install_plugin(site: Path) -> None:
     )
 
 
-def use_stage(instance: Instance, options: dict) -> None:
+def use_stage(instance: Instance, options: dict) -> int:
+    """Append the plugin stage to the documents pipeline; returns its position."""
     policy_path = instance.folder / "policy.yaml"
     policy = yaml.safe_load(policy_path.read_text())
-    policy["shares"]["documents"]["stages"].append({"word-filter": options})
+    stages = policy["shares"]["documents"]["stages"]
+    stages.append({"word-filter": options})
     policy_path.write_text(yaml.safe_dump(policy))
+    return len(stages) - 1
 
 
 def test_entry_point_stage_runs_in_the_gateway(
@@ -87,7 +90,7 @@ def test_entry_point_stage_runs_in_the_gateway(
 def test_bad_stage_options_stop_start_up(instance: Instance, tmp_path: Path) -> None:
     site = tmp_path / "site"
     install_plugin(site)
-    use_stage(instance, {"wrod": "typo"})
+    position = use_stage(instance, {"wrod": "typo"})
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{site}"}
     proc = subprocess.run(
         [*CLINDAV, "serve", "--config", str(instance.config), "--port", "0", "--no-tls"],
@@ -97,7 +100,7 @@ def test_bad_stage_options_stop_start_up(instance: Instance, tmp_path: Path) -> 
         env=env,
     )
     assert proc.returncode == 2
-    assert "policy.yaml: shares.documents.stages.1.word-filter.wrod: unknown option" in proc.stderr
+    assert f"policy.yaml: shares.documents.stages.{position}.word-filter.wrod: unknown option" in proc.stderr
 
 
 def audit_rows(instance: Instance, action: str) -> list:
@@ -109,7 +112,7 @@ def audit_rows(instance: Instance, action: str) -> list:
             rows = conn.execute(
                 sqlalchemy.select(AuditEvent)
                 .where(AuditEvent.action == action)
-                .order_by(AuditEvent.id)
+                .order_by(AuditEvent.seq)
             )
             return list(rows)
     finally:

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
+Revises: (none)
 """
 
 import sqlalchemy as sa
@@ -16,7 +16,12 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "audit_event",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=False,
+            nullable=False,
+        ),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("request_id", sa.String(length=32), nullable=False),
         sa.Column("actor", sa.String(length=255), nullable=False),
@@ -25,15 +30,40 @@ def upgrade() -> None:
         sa.Column("action", sa.String(length=32), nullable=False),
         sa.Column("share", sa.String(length=64), nullable=True),
         sa.Column("logical_path", sa.Text(), nullable=True),
+        sa.Column("patient_id", sa.String(length=64), nullable=True),
         sa.Column("status", sa.Integer(), nullable=False),
         sa.Column("code", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
+        sa.Column("prev_mac", sa.String(length=64), nullable=False),
+        sa.Column("mac", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("seq"),
     )
     op.create_index("ix_audit_event_actor", "audit_event", ["actor"], unique=False)
     op.create_index("ix_audit_event_path", "audit_event", ["share", "logical_path"], unique=False)
+    op.create_index("ix_audit_event_patient", "audit_event", ["patient_id"], unique=False)
+    op.create_index("ix_audit_event_status", "audit_event", ["status"], unique=False)
     op.create_index("ix_audit_event_time", "audit_event", ["occurred_at"], unique=False)
+    op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("mac", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    # The chain's head row exists from the start, so appends only ever update it.
+    op.execute("INSERT INTO audit_head (id, seq, mac) VALUES (1, 0, '" + "0" * 64 + "')")
+    op.create_table(
+        "data_key",
+        sa.Column("key_id", sa.String(length=32), nullable=False),
+        sa.Column("file_id", sa.String(length=36), nullable=False),
+        sa.Column("master_key_id", sa.String(length=32), nullable=False),
+        sa.Column("wrapped", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key_id"),
+    )
+    op.create_index(op.f("ix_data_key_file_id"), "data_key", ["file_id"], unique=False)
+    op.create_index(op.f("ix_data_key_master_key_id"), "data_key", ["master_key_id"], unique=False)
     op.create_table(
         "dead_property",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -51,6 +81,16 @@ def upgrade() -> None:
         sa.Column("groups", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "share_key",
+        sa.Column("share", sa.String(length=64), nullable=False),
+        sa.Column("master_key_id", sa.String(length=32), nullable=False),
+        sa.Column("wrapped", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("share"),
+    )
+    op.create_index(
+        op.f("ix_share_key_master_key_id"), "share_key", ["master_key_id"], unique=False
     )
     op.create_table(
         "stored_object",
@@ -73,10 +113,18 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("stored_object")
+    op.drop_index(op.f("ix_share_key_master_key_id"), table_name="share_key")
+    op.drop_table("share_key")
     op.drop_table("local_user")
     op.drop_index(op.f("ix_dead_property_url"), table_name="dead_property")
     op.drop_table("dead_property")
+    op.drop_index(op.f("ix_data_key_master_key_id"), table_name="data_key")
+    op.drop_index(op.f("ix_data_key_file_id"), table_name="data_key")
+    op.drop_table("data_key")
+    op.drop_table("audit_head")
     op.drop_index("ix_audit_event_time", table_name="audit_event")
+    op.drop_index("ix_audit_event_status", table_name="audit_event")
+    op.drop_index("ix_audit_event_patient", table_name="audit_event")
     op.drop_index("ix_audit_event_path", table_name="audit_event")
     op.drop_index("ix_audit_event_actor", table_name="audit_event")
     op.drop_table("audit_event")
