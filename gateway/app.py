@@ -74,13 +74,14 @@ def load_master_keys(settings: Settings) -> MasterKeys:
 
 
 def build_services(settings: Settings) -> Services:
-    masters = load_master_keys(settings)
+    source = key_source(settings)
+    masters = source.load()
     check_backing_folders(settings)
     policy = load_checked_policy(settings)
     url = settings.sqlalchemy_url()
     migrate(url)
     sessions = make_sessions(make_engine(url))
-    keys = KeyStore(sessions, masters)
+    keys = KeyStore(sessions, masters, source)
     content = EncryptedContent(keys)
     shares = {
         name: ShareRuntime(

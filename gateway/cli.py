@@ -22,6 +22,7 @@ from gateway.errors import ClindavError, ConfigError
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
+    from gateway.keys import FileKeySource
     from gateway.settings import Settings
     from plugins.audit import AuditLog
 
@@ -153,11 +154,16 @@ def _add_key_commands(sub: argparse._SubParsersAction) -> None:
         "rotate",
         help="add a new master key and re-wrap every key row (no file is rewritten)",
         description="Resumable: run it again after an interruption and it finishes the "
-        "re-wrapping. Keys no row uses any more are retired from the key file. "
-        "Restart running gateways afterwards so they wrap new keys with the new master key.",
+        "re-wrapping. Running gateways notice the new key file on their next write. "
+        "Old keys stay in the file until `clindav keys retire`.",
     )
     _config_arg(rotate)
     rotate.set_defaults(handler=_cmd_keys_rotate)
+    retire = actions.add_parser(
+        "retire", help="drop master keys that no key row uses from the key file"
+    )
+    _config_arg(retire)
+    retire.set_defaults(handler=_cmd_keys_retire)
 
 
 def _open_audit(args: argparse.Namespace) -> tuple[AuditLog, sessionmaker]:
@@ -252,10 +258,23 @@ def _cmd_keys_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from gateway.keys import FileKeySource, key_source
     from gateway.rotation import rotate
 
-    settings = _settings(args)
+    source = _file_key_source(_settings(args))
+    report = rotate(source, _sessions(args))
+    if report.new_key_id:
+        print(f"new master key {report.new_key_id} added to {source.path}")
+    print(f"re-wrapped {report.rewrapped} key rows; no stored file was rewritten")
+    print(
+        "running gateways pick up the new key on their next write; "
+        "then `clindav keys retire` drops keys no row uses"
+    )
+    return 0
+
+
+def _file_key_source(settings: Settings) -> FileKeySource:
+    from gateway.keys import FileKeySource, key_source
+
     source = key_source(settings)
     if not isinstance(source, FileKeySource):
         raise ConfigError.single(
@@ -264,12 +283,23 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
             "rotation writes the key file; keys from the environment "
             "are rotated by whoever sets the variable",
         )
-    report = rotate(source, _sessions(args))
-    if report.new_key_id:
-        print(f"new master key {report.new_key_id} added to {source.path}")
-    print(f"re-wrapped {report.rewrapped} key rows; no stored file was rewritten")
-    if report.retired:
-        print(f"retired unused master keys: {', '.join(report.retired)}")
+    return source
+
+
+def _cmd_keys_retire(args: argparse.Namespace) -> int:
+    from gateway.rotation import key_usage, retire_unused
+
+    source = _file_key_source(_settings(args))
+    retired = retire_unused(source, _sessions(args))
+    if retired:
+        print(f"retired unused master keys: {', '.join(retired)}")
+    else:
+        print("no unused master keys to retire")
+    still = sorted(
+        k for k, n in key_usage(_sessions(args)).items() if n and k != source.load().active_id
+    )
+    if still:
+        print(f"still in use, kept: {', '.join(still)} (run `clindav keys rotate` to finish)")
     return 0
 
 

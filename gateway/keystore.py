@@ -11,6 +11,7 @@ without its keys.
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 
@@ -21,7 +22,7 @@ from sqlalchemy.orm import sessionmaker
 from gateway.crypto.keywrap import new_data_key, unwrap_data_key, wrap_data_key
 from gateway.db import DataKey, ShareKey
 from gateway.errors import ClindavError, ServiceUnavailable
-from gateway.keys import MasterKeys
+from gateway.keys import FileKeySource, KeySource, MasterKeys
 
 # Fixed-length data-key ids keep every header the same size, so a listing can
 # compute plaintext sizes from file sizes without opening files.
@@ -42,12 +43,39 @@ def share_binding(share: str) -> uuid.UUID:
 
 
 class KeyStore:
-    def __init__(self, sessions: sessionmaker, masters: MasterKeys) -> None:
+    """Key rows and seeds; re-reads the master keys when their source changes.
+
+    A running gateway thus follows ``clindav keys rotate``: new data keys are
+    wrapped with the new active key from the next write on, and rows already
+    re-wrapped with a key it has not loaded yet make it reload, not fail.
+    """
+
+    def __init__(
+        self, sessions: sessionmaker, masters: MasterKeys, source: KeySource | None = None
+    ) -> None:
         self._sessions = sessions
         self.masters = masters
+        self._source = source
+        self._stamp = self._source_stamp()
+
+    def _source_stamp(self) -> float | None:
+        if isinstance(self._source, FileKeySource):
+            try:
+                return os.stat(self._source.path).st_mtime
+            except OSError:
+                return None
+        return None
+
+    def _refresh(self) -> None:
+        """Reload the master keys if the key file changed since the last load."""
+        stamp = self._source_stamp()
+        if self._source is not None and stamp != self._stamp:
+            self.masters = self._source.load()
+            self._stamp = stamp
 
     def new_file_key(self, file_id: uuid.UUID) -> tuple[bytes, DataKey]:
         """A fresh data key for ``file_id`` and its wrapped row (not yet committed)."""
+        self._refresh()
         data_key = new_data_key()
         key_id = KEY_ID_PREFIX + secrets.token_hex(12)
         wrapped = wrap_data_key(self.masters.active, self.masters.active_id, file_id, data_key)
@@ -70,6 +98,8 @@ class KeyStore:
         return self._unwrap(row.master_key_id, file_id, row.wrapped)
 
     def _unwrap(self, master_key_id: str, bound: uuid.UUID, wrapped: bytes) -> bytes:
+        if master_key_id not in self.masters.keys:
+            self._refresh()
         master = self.masters.keys.get(master_key_id)
         if master is None:
             raise ServiceUnavailable(f"master key {master_key_id} is not loaded")

@@ -140,6 +140,12 @@ class GatewayMiddleware(BaseMiddleware):
         outcome.share, outcome.path = share, path
         split_path(path)
         checks = _checks(method, share, path, self._destination(environ))
+        if method in ("DELETE", "MOVE", "COPY"):
+            # A folder operation reaches everything below it: each item must pass too.
+            checks += [
+                Check(share, sub, method, checks[0].action)
+                for sub in provider.share.store.descendants(split_path(path))
+            ]
         decision: Decision | None = None
         for check in checks:
             verdict = self.services.policy.decide(principal, check)

@@ -142,8 +142,14 @@ def _matches(rule: Rule, principal: Principal, check: Check) -> bool:
 
 @lru_cache(maxsize=512)
 def _glob(pattern: str) -> re.Pattern[str]:
+    pattern = pattern.strip("/")
+    tail = ""
+    if pattern.endswith("/**"):
+        # "x/**" covers the folder x itself too: a rule guarding a folder's
+        # contents must also guard the folder (DELETE, MOVE, PROPFIND of it).
+        pattern, tail = pattern[:-3], "(?:/.*)?"
     parts = []
-    for token in re.split(r"(\*\*/?|\*|\?)", pattern.strip("/")):
+    for token in re.split(r"(\*\*/?|\*|\?)", pattern):
         if token in ("**", "**/"):
             parts.append(".*" if token == "**" else "(?:.*/)?")
         elif token == "*":
@@ -152,7 +158,7 @@ def _glob(pattern: str) -> re.Pattern[str]:
             parts.append("[^/]")
         else:
             parts.append(re.escape(token))
-    return re.compile("".join(parts))
+    return re.compile("".join(parts) + tail)
 
 
 def load_policy(path: Path, registry: StageRegistry, share_names: list[str]) -> Policy:

@@ -42,6 +42,8 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.pipeline import Pipeline, PutContext, RequestInfo
+from gateway.policy import Check
+from gateway.root import PRINCIPAL
 from gateway.services import Services, ShareRuntime
 from gateway.storage import TRASH_DIR, fsync_dir, replace_into, split_path, write_temp
 
@@ -167,7 +169,18 @@ class Folder(DAVCollection):
         return self.name
 
     def get_member_names(self) -> list[str]:
-        return sorted(self.provider.share.store.list_names(self.target))
+        """Members this user may read: a folder the policy hides is not listed."""
+        names = self.provider.share.store.list_names(self.target)
+        principal = self.environ.get(PRINCIPAL)
+        if principal is None:
+            return sorted(names)
+        policy, share = self.provider.services.policy, self.provider.share.name
+        base = self.path.rstrip("/")
+        return sorted(
+            n
+            for n in names
+            if policy.decide(principal, Check(share, f"{base}/{n}", "PROPFIND", "read")).allowed
+        )
 
     def get_member(self, name: str) -> Any:
         return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)

@@ -1,11 +1,16 @@
 """Master-key rotation: a new master key, every key row re-wrapped, no file rewritten.
 
 ``rotate`` is resumable: when rows wrapped by older master keys remain (an
-interrupted run, or a gateway that kept wrapping with the old key until it was
-restarted), it finishes re-wrapping them under the active key instead of
-making yet another key.  Only when no row is left under an older key does it
-append a new key to the key file.  Keys that no row uses any more are then
-retired from the key file; the active key never is.
+interrupted run, or a gateway that kept wrapping with the old key before it
+noticed the new key file), it finishes re-wrapping them under the active key
+instead of making yet another key.  Only when no row is left under an older
+key does it append a new key to the key file.  Running gateways notice the
+changed key file on their next write and wrap with the new key from then on.
+
+``retire_unused`` removes keys that no row uses from the key file (never the
+active key); it is a separate step, run once every gateway uses the new key.
+Database backups taken before a rotation still need the old key: keep old
+key files with those backups.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ BATCH = 500
 class RotationReport:
     new_key_id: str | None
     rewrapped: int
-    retired: list[str]
 
 
 def key_usage(sessions: sessionmaker) -> Counter[str]:
@@ -66,8 +70,7 @@ def rotate(source: FileKeySource, sessions: sessionmaker) -> RotationReport:
     rewrapped = _rewrap_table(sessions, masters, DataKey, progress)
     rewrapped += _rewrap_table(sessions, masters, ShareKey, progress)
     progress.finish()
-    retired = _retire_unused(source, sessions)
-    return RotationReport(new_key_id, rewrapped, retired)
+    return RotationReport(new_key_id, rewrapped)
 
 
 def _next_key_id(masters: MasterKeys) -> str:
@@ -107,7 +110,8 @@ def _rewrap_table(
         progress.advance(len(rows))
 
 
-def _retire_unused(source: FileKeySource, sessions: sessionmaker) -> list[str]:
+def retire_unused(source: FileKeySource, sessions: sessionmaker) -> list[str]:
+    """Drop master keys no key row uses from the key file; returns their ids."""
     masters = source.load()
     usage = key_usage(sessions)
     retired = [k for k in masters.keys if k != masters.active_id and usage[k] == 0]

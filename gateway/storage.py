@@ -108,6 +108,21 @@ class BackingStore:
             return None
         return st
 
+    def descendants(self, segments: list[str]) -> list[str]:
+        """Logical paths of everything below a folder (empty for a file or nothing)."""
+        found: list[str] = []
+        pending = [("/" + "/".join(segments), self.locate(segments))]
+        while pending:
+            logical, folder = pending.pop()
+            st = self.lstat(folder)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            for name in self.list_names(folder):
+                child = f"{logical.rstrip('/')}/{name}"
+                found.append(child)
+                pending.append((child, folder / self.names.encode(name)))
+        return found
+
     def list_names(self, folder: Path) -> list[str]:
         """Logical names of the entries in ``folder`` (ours only, no links)."""
         names = []
