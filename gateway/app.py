@@ -27,7 +27,7 @@ from gateway.errors import ConfigError, ConfigProblem
 from gateway.keys import MasterKeys, key_source
 from gateway.keystore import KeyStore
 from gateway.middleware import GatewayMiddleware
-from gateway.pipeline import StageRegistry
+from gateway.pipeline import ENTRY_POINT_GROUP, StageOptionsError, StageRegistry
 from gateway.policy import Policy, load_policy
 from gateway.props import PROPERTY_SEED, DatabasePropertyManager, PropertyCipher
 from gateway.provider import ShareProvider
@@ -41,9 +41,12 @@ log = logging.getLogger("clindav")
 
 
 def load_checked_policy(settings: Settings) -> Policy:
-    return load_policy(
-        settings.resolve(settings.policy), StageRegistry.default(), list(settings.shares)
-    )
+    try:
+        registry = StageRegistry.default()
+    except StageOptionsError as exc:
+        problems = [ConfigProblem(ENTRY_POINT_GROUP, key, text) for key, text in exc.problems]
+        raise ConfigError(problems) from None
+    return load_policy(settings.resolve(settings.policy), registry, list(settings.shares))
 
 
 def check_backing_folders(settings: Settings) -> None:

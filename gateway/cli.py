@@ -213,6 +213,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"no instance yet: creating the embedded default in {DEFAULT_INSTANCE.resolve()}")
         init_instance(DEFAULT_INSTANCE)
     settings = _settings(args)
+    logging.getLogger().setLevel(settings.log_level.upper())
     services = build_services(settings)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port

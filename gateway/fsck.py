@@ -11,14 +11,19 @@ Findings, by kind:
 * ``orphan-key``: a key row with neither a file nor a registry row;
 * ``legacy-file``: a file clindav did not write (no CLDV header).
 
-``--repair`` never deletes a file: it moves problem files into the share's
-``.clindav-quarantine/`` folder (hidden from clients), and deletes orphan key
-rows older than an hour (younger ones may belong to a write in progress).
+``--repair`` never deletes a file.  A readable orphan (the usual trace of a
+crash between rename and commit: the new version is in place, the registry
+still names the old one) is registered again at its path; files that cannot
+be read are moved into the share's ``.clindav-quarantine/`` folder (hidden
+from clients); orphan key rows older than an hour are deleted (younger ones
+may belong to a write in progress).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import mimetypes
 import os
 import uuid
 from collections.abc import Iterator
@@ -40,7 +45,7 @@ from gateway.services import Services, ShareRuntime
 from gateway.storage import INTERNAL_PREFIX
 
 QUARANTINE = INTERNAL_PREFIX + "quarantine"
-_QUARANTINED_KINDS = {"orphan-ciphertext", "key-purged", "authentication-failed"}
+_QUARANTINED_KINDS = {"key-purged", "authentication-failed"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,41 @@ def fsck(services: Services, *, repair: bool = False) -> list[Finding]:
         for finding in findings:
             if finding.kind in _QUARANTINED_KINDS:
                 _quarantine(services.shares[finding.share], finding.location)
+            elif finding.kind == "orphan-ciphertext" and finding.logical_path:
+                _register(services, finding)
+            elif finding.kind == "orphan-ciphertext":
+                _quarantine(services.shares[finding.share], finding.location)
     return findings
+
+
+def _register(services: Services, finding: Finding) -> None:
+    """Make a readable orphan the registered version at its logical path."""
+    share = services.shares[finding.share]
+    path = share.store.root / finding.location
+    with share.content.open(path) as plain:
+        body = plain.read()
+    with open(path, "rb") as stored:
+        file_id = str(read_header(stored).file_id)
+    assert finding.logical_path is not None
+    with services.sessions.begin() as session:
+        services.audit.lock_head(session)
+        session.execute(
+            delete(StoredObject).where(
+                StoredObject.share == share.name, StoredObject.logical_path == finding.logical_path
+            )
+        )
+        session.add(
+            StoredObject(
+                share=share.name,
+                logical_path=finding.logical_path,
+                file_id=file_id,
+                size=len(body),
+                sha256=hashlib.sha256(body).hexdigest(),
+                content_type=mimetypes.guess_type(finding.logical_path)[0]
+                or "application/octet-stream",
+                uploader="fsck",
+            )
+        )
 
 
 def _check_share(services: Services, share: ShareRuntime, seen: set[str]) -> list[Finding]:

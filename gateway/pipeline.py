@@ -133,11 +133,17 @@ class StageRegistry:
     def default(cls) -> StageRegistry:
         stages: dict[str, type[BaseStage]] = dict(builtin_stages())
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            stage = ep.load()
+            where = f"entry point {ep.name} ({ep.value})"
+            try:
+                stage = ep.load()
+            except Exception as exc:  # a broken plugin stops start-up, it is never skipped
+                raise StageOptionsError([(where, f"cannot be loaded: {exc!r}")]) from None
             if ep.name in stages:
-                raise StageOptionsError(
-                    [(f"entry point {ep.name}", "clashes with a built-in stage")]
-                )
+                raise StageOptionsError([(where, "clashes with a built-in stage")])
+            if not (
+                isinstance(stage, type) and hasattr(stage, "Options") and hasattr(stage, "on_put")
+            ):
+                raise StageOptionsError([(where, "is not a stage class (see gateway/pipeline.py)")])
             stages[ep.name] = stage
         return cls(stages)
 

@@ -41,7 +41,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from gateway.pipeline import Pipeline, PutContext, RequestInfo
+from gateway.pipeline import ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.policy import Check
 from gateway.root import PRINCIPAL
 from gateway.services import Services, ShareRuntime
@@ -426,6 +426,15 @@ class StoredFile(DAVNonCollection):
         dest = share.store.locate(split_path(dest_path))
         src_key, dest_key = _registry_path(self.path), _registry_path(dest_path)
         props = self.provider.prop_manager
+        # The destination's stages see every copy and move (consent scope, ...).
+        hooks = ObjectContext(
+            request=self.environ[REQUEST],
+            share=share.name,
+            path=src_key,
+            destination_share=share.name,
+            destination_path=dest_key,
+        )
+        self.provider.services.policy.pipeline(share.name).run_copy(hooks, is_move=is_move)
         if is_move:
             with self.provider.services.sessions.begin() as session:
                 self.provider.services.audit.lock_head(session)

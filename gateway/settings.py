@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -85,8 +86,9 @@ class LockSettings(_Strict):
     @field_validator("storage")
     @classmethod
     def _known_storage(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(("redis://", "rediss://")):
-            raise ValueError("must be 'memory' or a redis:// URL")
+        if value != "memory" and not value.startswith("redis://"):
+            # WsgiDAV's Redis lock store has no TLS: keep Redis on a private network.
+            raise ValueError("must be 'memory' or a redis:// URL (TLS to Redis is not supported)")
         return value
 
 
@@ -109,6 +111,15 @@ class Settings(_Strict):
     limits: LimitSettings = LimitSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
+
+    @field_validator("shares")
+    @classmethod
+    def _share_names(cls, value: dict[str, ShareSettings]) -> dict[str, ShareSettings]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+                raise ValueError(f"share name {name!r}: use lower-case letters, digits and -")
+        return value
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Folder the settings file lives in; set by load_settings, not by users.

@@ -368,3 +368,31 @@ def test_make_instance_helper_isolated(tmp_path: Path) -> None:
             gw.stop()
         names.append({p.name for p in inst.share_dir("documents").iterdir()})
     assert names[0] and names[1] and names[0] != names[1]
+
+
+def test_fsck_reregisters_a_version_renamed_before_its_commit(instance: Instance) -> None:
+    """The trace of a crash between rename and commit: registry names another file id."""
+    gw = start_gateway(instance)
+    assert gw.session().put(f"{gw.url}/documents/v.txt", data=b"new version").status_code == 201
+    gw.stop()
+    engine = engine_for(instance)
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.update(StoredObject)
+            .where(StoredObject.logical_path == "/v.txt")
+            .values(file_id="00000000-0000-4000-8000-000000000000", sha256="0" * 64)
+        )
+    engine.dispose()
+    before = run_cli("fsck", "--json", config=instance.config, check=False)
+    import json
+
+    kinds = sorted(f["kind"] for f in json.loads(before.stdout))
+    assert kinds == ["missing-ciphertext", "orphan-ciphertext"]
+    run_cli("fsck", "--repair", config=instance.config, check=False)
+    after = run_cli("fsck", config=instance.config, check=False)
+    assert after.returncode == 0, after.stdout
+    gw = start_gateway(instance)
+    try:
+        assert gw.session().get(f"{gw.url}/documents/v.txt").content == b"new version"
+    finally:
+        gw.stop()
