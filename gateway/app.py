@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sqlalchemy.orm import sessionmaker
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from gateway.auth import LocalAuthenticator
+from gateway.auth import Authenticator, LocalAuthenticator
+from gateway.clock import SystemClock
 from gateway.content import EncryptedContent, EncryptedNames
 from gateway.crypto.names import NameCipher
 from gateway.db import make_engine, make_sessions, migrate
@@ -106,10 +108,19 @@ def build_services(settings: Settings) -> Services:
         sessions=sessions,
         policy=policy,
         audit=AuditLog(sessions, keys.seed(AUDIT_SEED)),
-        authenticator=LocalAuthenticator(sessions),
+        authenticator=_authenticator(settings, sessions),
         keys=keys,
         shares=shares,
+        clock=SystemClock(),
     )
+
+
+def _authenticator(settings: Settings, sessions: sessionmaker) -> Authenticator:
+    if settings.auth.backend == "ldap" and settings.auth.ldap is not None:
+        from gateway.ldapauth import LdapAuthenticator  # ldap3 only when configured
+
+        return LdapAuthenticator(settings.auth.ldap, settings.resolve)
+    return LocalAuthenticator(sessions)
 
 
 def _names(policy: Policy, keys: KeyStore, share: str) -> NameCodec:

@@ -8,7 +8,11 @@ which returns a :class:`Principal` or ``None`` for bad credentials, and raises
 (clindav then answers 503: it never falls back to anything weaker).
 
 Nothing about one user is ever kept on the authenticator object between
-calls except the cache, which is keyed by a salted hash of the credentials.
+calls except the cache, which is keyed by a salted hash of the credentials,
+and, when a backend sets one, the :class:`LoginThrottle`: failed logins per
+user and per client address; once either is over its limit the template
+raises :class:`LoginThrottled` (429) without calling the backend.  A backend
+may refuse a cached login (e.g. during an outage) in :meth:`_on_cache_hit`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from gateway.db import LocalUser
-from gateway.errors import ServiceUnavailable
+from gateway.errors import ClindavError, ServiceUnavailable
 
 
 @dataclass(frozen=True)
@@ -36,31 +42,119 @@ class Principal:
     groups: frozenset[str]
 
 
+class LoginThrottled(ClindavError):
+    status = 429
+    code = "login-throttled"
+    message = "Too many failed logins for this account or address; try again in a few minutes."
+
+
+class LoginThrottle:
+    """Failed logins per user and per client address in a sliding window.
+
+    Per process, in memory, thread-safe.  A limit of 0 switches that key off.
+    User names are compared case-insensitively (directories do).  A success
+    clears the user's count, never the address's (one valid account must not
+    reset a guessing address).
+    """
+
+    max_keys = 100_000  # bounds memory under a flood of invented names
+
+    def __init__(
+        self,
+        per_user: int,
+        per_address: int,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = {"user": per_user, "address": per_address}
+        self._window = window
+        self._clock = clock
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user: str, client: str) -> None:
+        """Raise LoginThrottled when the user or the address is over its limit."""
+        now = self._clock()
+        with self._lock:
+            for kind, key in self._keys(user, client):
+                times = self._recent(kind, key, now)
+                if self._limits[kind] and len(times) >= self._limits[kind]:
+                    raise LoginThrottled(f"{kind} {key!r}: {len(times)} failed logins in window")
+
+    def failed(self, user: str, client: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._failures) >= self.max_keys:
+                self._sweep(now)
+            for kind, key in self._keys(user, client):
+                limit = self._limits[kind]
+                if limit:
+                    self._failures.setdefault((kind, key), deque(maxlen=limit)).append(now)
+
+    def succeeded(self, user: str) -> None:
+        with self._lock:
+            self._failures.pop(("user", _user_key(user)), None)
+
+    @staticmethod
+    def _keys(user: str, client: str) -> list[tuple[str, str]]:
+        return [("user", _user_key(user)), ("address", client)]
+
+    def _recent(self, kind: str, key: str, now: float) -> deque[float]:
+        times = self._failures.get((kind, key), deque())
+        while times and times[0] <= now - self._window:
+            times.popleft()
+        return times
+
+    def _sweep(self, now: float) -> None:
+        for entry in list(self._failures):
+            if not self._recent(*entry, now):
+                del self._failures[entry]
+        while len(self._failures) >= self.max_keys:  # still full: forget the oldest keys
+            del self._failures[next(iter(self._failures))]
+
+
+def _user_key(user: str) -> str:
+    return user.strip().casefold()
+
+
 class Authenticator(ABC):
     """Template for every account backend."""
 
     cache_ttl: float = 60.0
     failure_delay: float = 0.5
+    throttle: LoginThrottle | None = None
 
     def __init__(self) -> None:
         self._salt = os.urandom(16)
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._cache_lock = threading.Lock()
 
-    def login(self, user: str, password: str) -> Principal | None:
-        """The principal for these credentials, or None (after a fixed delay)."""
+    def login(self, user: str, password: str, client: str = "-") -> Principal | None:
+        """The principal for these credentials, or None (after a fixed delay).
+
+        ``client`` is the peer address, for the throttle.  Raises LoginThrottled
+        or ServiceUnavailable (see the module contract).
+        """
         if not user or not password or len(user) > 255 or len(password) > 1024:
             # An empty password is an anonymous bind on many directories.
             time.sleep(self.failure_delay)
             return None
+        if self.throttle is not None:
+            # Before the cache: a cache hit must not become a guessing oracle.
+            self.throttle.check(user, client)
         key = hashlib.sha256(self._salt + user.encode() + b"\0" + password.encode()).digest()
         cached = self._cached(key)
         if cached is not None:
+            self._on_cache_hit(cached)
             return cached
         principal = self._login(user, password)
         if principal is None:
+            if self.throttle is not None:
+                self.throttle.failed(user, client)
             time.sleep(self.failure_delay)
             return None
+        if self.throttle is not None:
+            self.throttle.succeeded(user)
         with self._cache_lock:
             self._cache[key] = (time.monotonic() + self.cache_ttl, principal)
         return principal
@@ -79,6 +173,10 @@ class Authenticator(ABC):
         """Drop every cached login (after an account change)."""
         with self._cache_lock:
             self._cache.clear()
+
+    def _on_cache_hit(self, principal: Principal) -> None:
+        """Hook: raise (e.g. ServiceUnavailable) to refuse a cached login. Default: accept."""
+        return None
 
     @abstractmethod
     def _login(self, user: str, password: str) -> Principal | None:

@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING
 from gateway import __version__
 from gateway.auditcli import add_audit_commands
 from gateway.errors import ClindavError, ConfigError
+from gateway.ldapcli import add_ldap_commands
+from gateway.trashcli import add_trash_commands
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
     from gateway.keys import FileKeySource
+    from gateway.services import Services
     from gateway.settings import Settings
     from plugins.audit import AuditLog
 
@@ -92,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_user_commands(sub)
     _add_key_commands(sub)
     add_audit_commands(sub, _config_arg, _open_audit)
+    add_trash_commands(sub, _config_arg, _open_services)
+    add_ldap_commands(sub, _config_arg, _settings)
 
     fsck = sub.add_parser(
         "fsck",
@@ -166,6 +171,12 @@ def _add_key_commands(sub: argparse._SubParsersAction) -> None:
     retire.set_defaults(handler=_cmd_keys_retire)
 
 
+def _open_services(args: argparse.Namespace) -> Services:
+    from gateway.app import build_services
+
+    return build_services(_settings(args))
+
+
 def _open_audit(args: argparse.Namespace) -> tuple[AuditLog, sessionmaker]:
     from gateway.app import load_master_keys
     from gateway.keystore import KeyStore
@@ -207,6 +218,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import build_app, build_services
     from gateway.instance import init_instance
+    from gateway.scheduler import TrashSweeper
     from gateway.server import make_server, run_until_signalled
 
     if args.config is None and not DEFAULT_CONFIG.exists():
@@ -229,7 +241,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"add a user: clindav user add NAME --group clinicians --password-stdin --config {config}",
         flush=True,
     )
-    run_until_signalled(server)
+    sweeper = TrashSweeper(services, settings.trash.sweep_interval)
+    sweeper.start()
+    try:
+        run_until_signalled(server)
+    finally:
+        sweeper.stop()
     return 0
 
 
@@ -239,6 +256,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     load_checked_policy(settings)
     load_master_keys(settings)
+    if settings.auth.ldap is not None:
+        from gateway.ldapauth import LdapDirectory
+
+        LdapDirectory(settings.auth.ldap, settings.resolve)  # CA file and bind password, offline
     print(f"{(args.config or DEFAULT_CONFIG)}: settings, policy and stage options are valid")
     return 0
 

@@ -161,6 +161,47 @@ class ShareKey(Base):
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class TrashItem(Base):
+    """A deleted file or folder: restorable until purged, then a tombstone.
+
+    While trashed, its registry rows live under the logical path
+    ``@trash/<id>/...`` and its ciphertext under the share's hidden trash
+    folder.  Purging deletes the data keys first (crypto-shred), then the
+    ciphertext; the row stays as the record that it happened.
+    """
+
+    __tablename__ = "trash_item"
+    __table_args__ = (Index("ix_trash_item_due", "state", "purge_after"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    share: Mapped[str] = mapped_column(String(64))
+    logical_path: Mapped[str] = mapped_column(Text)
+    is_folder: Mapped[bool] = mapped_column(default=False)
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="trashed")  # trashed|restored|purged
+    trashed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    trashed_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    purge_after: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    retained_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class LegalHold(Base):
+    """An admin's hold on a path: nothing at or below it is deleted or purged."""
+
+    __tablename__ = "legal_hold"
+    __table_args__ = (UniqueConstraint("share", "logical_path", name="uq_legal_hold"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    share: Mapped[str] = mapped_column(String(64))
+    logical_path: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    held_by: Mapped[str] = mapped_column(String(255))
+    held_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the connection settings clindav relies on."""
     if url.startswith("sqlite"):

@@ -43,6 +43,7 @@ from gateway.keystore import KeyMissing, KeyStore
 from gateway.progress import Progress
 from gateway.services import Services, ShareRuntime
 from gateway.storage import INTERNAL_PREFIX
+from gateway.trash import TRASH_FOLDER
 
 QUARANTINE = INTERNAL_PREFIX + "quarantine"
 _QUARANTINED_KINDS = {"key-purged", "authentication-failed"}
@@ -61,10 +62,12 @@ def stored_files(share: ShareRuntime) -> Iterator[tuple[Path, str | None]]:
     """Every regular file of a share with its logical path (None if a name is not ours)."""
     root = share.store.root
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(INTERNAL_PREFIX)]
+        # The trash holds registered ciphertext too; temp and quarantine do not.
+        dirs[:] = [d for d in dirs if not d.startswith(INTERNAL_PREFIX) or d == TRASH_FOLDER]
         logical_dir = _logical(share, Path(folder).relative_to(root))
+        in_trash = TRASH_FOLDER in Path(folder).relative_to(root).parts
         for name in files:
-            if name.startswith(INTERNAL_PREFIX):
+            if name.startswith(INTERNAL_PREFIX) and not in_trash:
                 continue
             leaf = share.store.names.decode(name)
             logical = None if logical_dir is None or leaf is None else f"{logical_dir}/{leaf}"

@@ -115,7 +115,9 @@ class GatewayMiddleware(BaseMiddleware):
         if user is None:
             outcome.challenge = True
             raise AuthenticationRequired("no credentials")
-        principal = self.services.authenticator.login(user, password or "")
+        principal = self.services.authenticator.login(
+            user, password or "", client=environ.get("REMOTE_ADDR", "-")
+        )
         if principal is None:
             outcome.challenge = True
             outcome.action = "LOGIN"

@@ -16,6 +16,7 @@ Authorization is entirely clindav's: WsgiDAV never enforces roles.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.auth import Principal
+from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.pipeline import Pipeline, StageOptionsError, StageRegistry
 from gateway.settings import problems_from
@@ -58,6 +60,19 @@ class SharePolicy(_Strict):
     names: Literal["encrypted", "plain"] = Field(
         "encrypted", description="How names are stored on the backing share."
     )
+    trash_window: Duration = Field(
+        dt.timedelta(days=30), description="How long deleted items stay restorable (e.g. 30d)."
+    )
+    retention: RetentionPolicy | None = Field(
+        None, description="Keep files as part of the medical record (see docs/POLICY.md)."
+    )
+
+
+class RetentionPolicy(_Strict):
+    keep_for: Duration = Field(description="From a file's creation, e.g. 8y for GP records.")
+    applies_to: Literal["images", "all"] = Field(
+        "images", description="Which files of the share the retention covers."
+    )
 
 
 class Rule(_Strict):
@@ -74,6 +89,9 @@ class Rule(_Strict):
 
 class PolicyFile(_Strict):
     version: Literal[1] = 1
+    admin_group: str = Field(
+        "admins", description="Group whose members may delete retained files, with a reason."
+    )
     shares: dict[str, SharePolicy] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
 

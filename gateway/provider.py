@@ -20,7 +20,6 @@ import functools
 import hashlib
 import mimetypes
 import os
-import shutil
 import stat
 import uuid
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from gateway.pipeline import ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.policy import Check
 from gateway.root import PRINCIPAL
 from gateway.services import Services, ShareRuntime
-from gateway.storage import TRASH_DIR, fsync_dir, replace_into, split_path, write_temp
+from gateway.storage import fsync_dir, replace_into, split_path, write_temp
 
 REQUEST = "clindav.request"
 DECISION = "clindav.decision"
@@ -269,44 +268,29 @@ def _check_not_locked(resource: Folder | StoredFile) -> None:
 
 
 def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, audited: bool) -> None:
-    """DELETE of a file or folder: one transaction, its audit event included.
+    """DELETE of a file or folder: into the share's trash (gateway/trash.py).
 
     ``audited=False`` for the deletion WsgiDAV does before a COPY/MOVE that
-    overwrites: that request gets its own single event.
-
-    Registry rows and data keys at or below the path go (crypto-shred) and
-    the backing entry is renamed into the share's hidden trash folder before
-    the commit; it is unlinked afterwards (a crash leaves it there, swept at
-    the next start, unreadable since its keys are gone).
+    overwrites: the old target goes to the trash too, and that request gets
+    its own single event.  Dead properties and locks of the path are dropped.
     """
-    provider = resource.provider
+    from gateway.trash import Actor, Trash
+
+    services = resource.provider.services
     _check_not_locked(resource)
-    prefix = _registry_path(resource.path)
-    at_or_below = (StoredObject.share == provider.share.name) & (
-        (StoredObject.logical_path == prefix)
-        | StoredObject.logical_path.startswith(prefix + "/", autoescape=True)
-    )
-    doomed = provider.share.store.root / TRASH_DIR / uuid.uuid4().hex
-    doomed.parent.mkdir(mode=0o700, exist_ok=True)
     request: RequestInfo = resource.environ[REQUEST]
-    event = provider.services.audit.event(
-        request, action="DELETE", share=provider.share.name, path=prefix, status=204, code="deleted"
+    principal = request.principal
+    admin = principal is not None and services.policy.doc.admin_group in principal.groups
+    reason = resource.environ.get("HTTP_X_CLINDAV_REASON", "")[:500]
+    Trash(services, services.clock).trash(
+        resource.provider.share,
+        _registry_path(resource.path),
+        is_folder=is_folder,
+        actor=Actor(request, admin),
+        reason=reason,
+        audited=audited,
     )
-    with provider.services.sessions.begin() as session:
-        provider.services.audit.lock_head(session)
-        file_ids = select(StoredObject.file_id).where(at_or_below).scalar_subquery()
-        session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
-        session.execute(delete(StoredObject).where(at_or_below))
-        if audited:
-            provider.services.audit.append(session, event)
-        session.flush()
-        os.rename(resource.target, doomed)
     resource.environ[AUDITED] = resource.environ.get(AUDITED) or audited
-    fsync_dir(resource.target.parent)
-    if is_folder:
-        shutil.rmtree(doomed, ignore_errors=True)
-    else:
-        doomed.unlink(missing_ok=True)
     resource.remove_all_properties(recursive=True)
     resource.remove_all_locks(recursive=True)
 

@@ -16,6 +16,7 @@ from typing import BinaryIO, Protocol
 from sqlalchemy.orm import sessionmaker
 
 from gateway.auth import Authenticator
+from gateway.clock import Clock
 from gateway.content import Sealed
 from gateway.keystore import KeyStore
 from gateway.policy import Policy
@@ -53,3 +54,4 @@ class Services:
     authenticator: Authenticator
     keys: KeyStore
     shares: dict[str, ShareRuntime]
+    clock: Clock

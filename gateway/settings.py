@@ -14,9 +14,17 @@ import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from gateway.errors import ConfigError, ConfigProblem
 
@@ -72,9 +80,152 @@ class KeySettings(_Strict):
     )
 
 
+class LdapThrottleSettings(_Strict):
+    """Failed logins allowed per window before further attempts answer 429 (0: off)."""
+
+    max_failures_per_user: Annotated[int, Field(ge=0)] = 10
+    max_failures_per_address: Annotated[int, Field(ge=0)] = 30
+    window: Annotated[int, Field(ge=1, le=86400)] = Field(300, description="Seconds.")
+
+
+class LdapSettings(_Strict):
+    """``auth.ldap``: the directory behind ``auth.backend: ldap`` (docs/LDAP.md)."""
+
+    servers: list[str] = Field(min_length=1, description="ldaps:// or ldap:// URLs, in order.")
+    pool_strategy: Literal["first", "round_robin"] = "first"
+    server_retry_after: Annotated[int, Field(ge=0, le=3600)] = 30
+    allow_plain_on_loopback: bool = False
+    tls: Literal["ldaps", "starttls", "none"] = "ldaps"
+    ca_file: Path | None = None
+    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    timeout: Annotated[int, Field(ge=1, le=300)] = 10
+    pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+    bind_dn: str | None = None
+    bind_password_file: Path | None = None
+    bind_password_env: str | None = Field(None, validate_default=True)
+    base_dn: str
+    user_attribute: str = "uid"
+    user_filter: str = "(objectClass=person)"
+    directory: Literal["openldap", "ad"] = "openldap"
+    disabled_filter: str | None = None
+    group_source: Literal["memberof", "search"] = "memberof"
+    group_base_dn: str | None = None
+    group_filter: str = (
+        "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
+    )
+    member_attribute: Literal["member", "uniqueMember", "memberUid"] = "member"
+    nested_depth: Annotated[int, Field(ge=0, le=20)] = 5
+    group_map: dict[str, list[str]] = Field(default_factory=dict)
+    cache_ttl: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    cached_logins_during_outage: bool = True
+    throttle: LdapThrottleSettings = LdapThrottleSettings()
+
+    @field_validator("servers")
+    @classmethod
+    def _server_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlparse(url)
+            if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+                raise ValueError(f"{url!r}: use ldaps://host[:port] or ldap://host[:port]")
+            if parts.path not in ("", "/") or parts.query or parts.username:
+                raise ValueError(f"{url!r}: only scheme, host and port are allowed")
+            _ = parts.port  # raises ValueError for a bad port
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_matches_servers(cls, value: str, info: ValidationInfo) -> str:
+        urls: list[str] = info.data.get("servers") or []
+        scheme = "ldaps" if value == "ldaps" else "ldap"
+        wrong = [u for u in urls if urlparse(u).scheme != scheme]
+        if wrong:
+            raise ValueError(f"{value!r} needs {scheme}:// server URLs, not {wrong[0]!r}")
+        if value == "none":
+            remote = [u for u in urls if not is_loopback(urlparse(u).hostname or "")]
+            if remote or not info.data.get("allow_plain_on_loopback"):
+                raise ValueError(
+                    "plain LDAP sends passwords in clear: 'none' is allowed only with "
+                    "allow_plain_on_loopback: true and loopback servers"
+                    + (f" ({remote[0]!r} is not loopback)" if remote else "")
+                )
+        return value
+
+    @field_validator("bind_password_env")
+    @classmethod
+    def _one_password_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        has_file = info.data.get("bind_password_file") is not None
+        if info.data.get("bind_dn") and has_file == (value is not None):
+            raise ValueError(
+                "with bind_dn, set exactly one of bind_password_file, bind_password_env"
+            )
+        if not info.data.get("bind_dn") and (has_file or value is not None):
+            raise ValueError("a bind password without bind_dn")
+        return value
+
+    @field_validator("user_attribute")
+    @classmethod
+    def _attribute_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,63}", value):
+            raise ValueError("must be an attribute name such as uid or sAMAccountName")
+        return value
+
+    @field_validator("user_filter", "group_filter", "disabled_filter")
+    @classmethod
+    def _ldap_filter(cls, value: str | None) -> str | None:
+        from ldap3.core.exceptions import LDAPException
+        from ldap3.operation.search import parse_filter
+
+        if value is not None:
+            try:
+                parse_filter(value, None, False, False, None, False)
+            except (LDAPException, ValueError, IndexError) as exc:
+                raise ValueError(f"not an LDAP filter (RFC 4515): {exc}") from None
+        return value
+
+    @field_validator("bind_dn", "base_dn", "group_base_dn")
+    @classmethod
+    def _dn(cls, value: str | None) -> str | None:
+        return value if value is None else _checked_dn(value)
+
+    @field_validator("group_map")
+    @classmethod
+    def _group_map(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for policy_group, entries in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", policy_group):
+                raise ValueError(f"{policy_group!r} is not a policy group name")
+            for entry in entries:
+                if "=" in entry:
+                    _checked_dn(entry)
+                elif not entry.strip():
+                    raise ValueError(f"{policy_group}: an empty group name")
+        return value
+
+
+def _checked_dn(value: str) -> str:
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.utils.dn import parse_dn
+
+    try:
+        if not parse_dn(value):
+            raise ValueError("empty")
+    except (LDAPException, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a DN: {exc}") from None
+    return value
+
+
 class AuthSettings(_Strict):
-    backend: Literal["local"] = Field("local", description="Where accounts live.")
+    backend: Literal["local", "ldap"] = Field("local", description="Where accounts live.")
     realm: str = Field("clindav", description="Basic-auth realm shown by clients.")
+    ldap: LdapSettings | None = Field(None, validate_default=True)
+
+    @field_validator("ldap")
+    @classmethod
+    def _ldap_for_ldap_backend(
+        cls, value: LdapSettings | None, info: ValidationInfo
+    ) -> LdapSettings | None:
+        if value is None and info.data.get("backend") == "ldap":
+            raise ValueError("backend 'ldap' needs this section (docs/LDAP.md)")
+        return value
 
 
 class LockSettings(_Strict):
@@ -99,6 +250,12 @@ class LimitSettings(_Strict):
     )
 
 
+class TrashSettings(_Strict):
+    sweep_interval: Annotated[int, Field(ge=1, le=86400)] = Field(
+        300, description="Seconds between the server's purges of trash items that are due."
+    )
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     database_url: str = Field(
@@ -109,6 +266,7 @@ class Settings(_Strict):
     auth: AuthSettings = AuthSettings()
     locks: LockSettings = LockSettings()
     limits: LimitSettings = LimitSettings()
+    trash: TrashSettings = TrashSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
 

@@ -28,7 +28,6 @@ from gateway.errors import InvalidPath
 
 INTERNAL_PREFIX = ".clindav-"
 TEMP_PREFIX = INTERNAL_PREFIX + "tmp-"
-TRASH_DIR = INTERNAL_PREFIX + "deleted"
 
 
 class NameCodec(Protocol):

@@ -74,7 +74,7 @@ def test_every_method_and_refusal_gives_exactly_one_event(gateway: Gateway) -> N
     r = s.request("UNLOCK", f"{base}/f/c.txt", headers={"Lock-Token": lock})
     seen.append((r.headers["X-Request-Id"], "UNLOCK", 204, "ok"))
     r = s.delete(f"{base}/f")
-    seen.append((r.headers["X-Request-Id"], "DELETE", 204, "deleted"))
+    seen.append((r.headers["X-Request-Id"], "DELETE", 204, "trashed"))
     # Refusals, one of each kind.
     s.request("MKCOL", folder)
     refusals = [

@@ -75,6 +75,17 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_dead_property_url"), "dead_property", ["url"], unique=False)
     op.create_table(
+        "legal_hold",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("share", sa.String(length=64), nullable=False),
+        sa.Column("logical_path", sa.Text(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("held_by", sa.String(length=255), nullable=False),
+        sa.Column("held_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("share", "logical_path", name="uq_legal_hold"),
+    )
+    op.create_table(
         "local_user",
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
@@ -109,13 +120,34 @@ def upgrade() -> None:
         sa.UniqueConstraint("file_id"),
         sa.UniqueConstraint("share", "logical_path", name="uq_stored_object_path"),
     )
+    op.create_table(
+        "trash_item",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("share", sa.String(length=64), nullable=False),
+        sa.Column("logical_path", sa.Text(), nullable=False),
+        sa.Column("is_folder", sa.Boolean(), nullable=False),
+        sa.Column("files", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("trashed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("trashed_by", sa.String(length=255), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("purge_after", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retained_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ended_by", sa.String(length=255), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_trash_item_due", "trash_item", ["state", "purge_after"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_trash_item_due", table_name="trash_item")
+    op.drop_table("trash_item")
     op.drop_table("stored_object")
     op.drop_index(op.f("ix_share_key_master_key_id"), table_name="share_key")
     op.drop_table("share_key")
     op.drop_table("local_user")
+    op.drop_table("legal_hold")
     op.drop_index(op.f("ix_dead_property_url"), table_name="dead_property")
     op.drop_table("dead_property")
     op.drop_index(op.f("ix_data_key_master_key_id"), table_name="data_key")

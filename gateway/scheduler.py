@@ -1,0 +1,50 @@
+"""The running server's own clock-driven work: purging trash that is due.
+
+A daemon thread runs :meth:`gateway.trash.Trash.purge_due` once at start (a
+server that was down catches up) and then every ``trash.sweep_interval``
+seconds.  A failing sweep is logged and retried at the next interval; it
+never stops the server.  With several gateway processes each sweeps; the
+purge itself re-checks an item's state under the audit chain's lock, so an
+item is purged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from gateway.auth import Principal
+from gateway.pipeline import RequestInfo
+from gateway.services import Services
+from gateway.trash import Actor, Trash
+
+log = logging.getLogger("clindav.scheduler")
+SCHEDULER = Principal("clindav-scheduler", frozenset())
+
+
+def system_actor(action: str) -> Actor:
+    request = RequestInfo(uuid.uuid4().hex[:16], SCHEDULER, "local", "clindav", action)
+    return Actor(request, is_admin=True)
+
+
+class TrashSweeper(threading.Thread):
+    def __init__(self, services: Services, interval: float) -> None:
+        super().__init__(name="trash-sweeper", daemon=True)
+        self._trash = Trash(services, services.clock)
+        self._interval = interval
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                purged = self._trash.purge_due(system_actor("PURGE"))
+                if purged:
+                    log.info("purged %d trash items whose window ended", len(purged))
+            except Exception:  # logged and retried: a sweep must never take the server down
+                log.exception("trash sweep failed; retrying in %ss", self._interval)
+            if self._stop.wait(self._interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()

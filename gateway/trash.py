@@ -1,0 +1,374 @@
+"""Deletion, trash, retention and purge: recoverable for a window, then gone for good.
+
+Contract:
+
+* :meth:`Trash.trash` (DELETE, and a COPY/MOVE that overwrites) moves a file
+  or folder into the share's hidden trash folder and its registry rows under
+  ``@trash/<id>/``, in one transaction with its audit event.  Retained files
+  (policy ``retention``) can be deleted only by the policy's admin group and
+  with a reason (``X-Clindav-Reason``); held paths (legal hold) not at all.
+* :meth:`Trash.restore` moves an item back (refusing to overwrite unless told).
+* :meth:`Trash.purge` first deletes the item's data keys and registry rows and
+  records the purge, in one transaction (crypto-shred: every copy of the
+  ciphertext, backups included, is unreadable from then on), then unlinks the
+  ciphertext.  A purge killed between the two is completed by the next
+  :meth:`purge_due`, which also purges every item whose window and retention
+  have ended; the running server calls it at start and on a schedule.
+
+Every refusal is a :class:`~gateway.errors.ClindavError` with a specific code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session
+
+from gateway.clock import Clock, aware
+from gateway.db import DataKey, LegalHold, StoredObject, TrashItem
+from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
+from gateway.pipeline import RequestInfo
+from gateway.services import Services, ShareRuntime
+from gateway.storage import INTERNAL_PREFIX, fsync_dir
+
+TRASH_FOLDER = INTERNAL_PREFIX + "trash"
+TRASH_PREFIX = "@trash/"
+IMAGE_TYPES = ("image/", "video/")
+
+
+class RetentionProtected(Forbidden):
+    code = "retention-protected"
+    message = "This file is part of the medical record and must be retained."
+
+
+class ReasonRequired(BadRequest):
+    code = "reason-required"
+    message = "Deleting a retained file needs a reason (X-Clindav-Reason header)."
+
+
+class LegalHoldActive(Forbidden):
+    code = "legal-hold"
+    message = "This path is under a legal hold and cannot be deleted."
+
+
+class TrashNotFound(NotFound):
+    code = "trash-item-not-found"
+    message = "No such item in the trash."
+
+
+class RestoreConflict(Conflict):
+    code = "restore-target-exists"
+    message = "Something already exists where the item would be restored."
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, for the audit trail: a signed-in user or an admin at the CLI."""
+
+    request: RequestInfo
+    is_admin: bool
+
+
+def _at_or_below(share: str, path: str) -> Any:
+    return (StoredObject.share == share) & (
+        (StoredObject.logical_path == path)
+        | StoredObject.logical_path.startswith(path.rstrip("/") + "/", autoescape=True)
+    )
+
+
+class Trash:
+    def __init__(self, services: Services, clock: Clock) -> None:
+        self.services = services
+        self.clock = clock
+
+    # --- delete ------------------------------------------------------------
+
+    def trash(
+        self,
+        share: ShareRuntime,
+        path: str,
+        *,
+        is_folder: bool,
+        actor: Actor,
+        reason: str = "",
+        audited: bool = True,
+    ) -> str:
+        """Move ``path`` into the trash; returns the trash item id."""
+        now = self.clock.now()
+        item_id = uuid.uuid4().hex
+        folder = share.store.root / TRASH_FOLDER
+        folder.mkdir(mode=0o700, exist_ok=True)
+        source = share.store.locate([s for s in path.split("/") if s])
+        with self.services.sessions.begin() as session:
+            self.services.audit.lock_head(session)
+            self._check_holds(session, share.name, path)
+            retained = self._retained_until(session, share.name, path, now)
+            if retained is not None and retained > now:
+                self._allow_retained(actor, retained, reason)
+            count = session.scalar(select(func.count()).where(_at_or_below(share.name, path))) or 0
+            window = self.services.policy.share(share.name).trash_window
+            session.add(
+                TrashItem(
+                    id=item_id,
+                    share=share.name,
+                    logical_path=path,
+                    is_folder=is_folder,
+                    files=count,
+                    trashed_at=now,
+                    trashed_by=actor.request.principal.uid if actor.request.principal else "-",
+                    reason=reason,
+                    purge_after=max(now + window, retained or now),
+                    retained_until=retained,
+                )
+            )
+            self._move_rows(session, share.name, path, TRASH_PREFIX + item_id + path)
+            if audited:
+                self._audit(
+                    session,
+                    actor,
+                    "DELETE",
+                    share.name,
+                    path,
+                    204,
+                    "trashed",
+                    reason,
+                    {"trash_id": item_id, "files": count},
+                )
+            session.flush()
+            os.rename(source, folder / item_id)
+        fsync_dir(source.parent)
+        return item_id
+
+    def _check_holds(self, session: Session, share: str, path: str) -> None:
+        holds = session.scalars(select(LegalHold).where(LegalHold.share == share)).all()
+        for hold in holds:
+            held = hold.logical_path.rstrip("/")
+            if (
+                path == held
+                or path.startswith(held + "/")
+                or held.startswith(path.rstrip("/") + "/")
+            ):
+                raise LegalHoldActive(f"legal hold on {hold.logical_path}: {hold.reason}")
+
+    def _retained_until(
+        self, session: Session, share: str, path: str, now: dt.datetime
+    ) -> dt.datetime | None:
+        retention = self.services.policy.share(share).retention
+        if retention is None:
+            return None
+        # The youngest retained file decides how long the whole item is kept.
+        query = select(func.max(StoredObject.created_at)).where(_at_or_below(share, path))
+        if retention.applies_to == "images":
+            query = query.where(
+                StoredObject.content_type.startswith(IMAGE_TYPES[0])
+                | StoredObject.content_type.startswith(IMAGE_TYPES[1])
+            )
+        youngest = session.scalar(query)
+        return None if youngest is None else aware(youngest) + retention.keep_for
+
+    def _allow_retained(self, actor: Actor, until: dt.datetime, reason: str) -> None:
+        day = until.date().isoformat()
+        if not actor.is_admin:
+            raise RetentionProtected(
+                f"retained until {day}",
+                public=f"This file is part of the medical record "
+                f"and is retained until {day}; an administrator can delete it with a reason.",
+            )
+        if not reason.strip():
+            raise ReasonRequired("admin delete of a retained file without a reason")
+
+    def _move_rows(self, session: Session, share: str, old: str, new: str) -> None:
+        rows = session.scalars(select(StoredObject).where(_at_or_below(share, old))).all()
+        for row in rows:
+            row.logical_path = new + row.logical_path[len(old) :]
+
+    def _audit(
+        self,
+        session: Session,
+        actor: Actor,
+        action: str,
+        share: str,
+        path: str,
+        status: int,
+        code: str,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        event = self.services.audit.event(
+            actor.request,
+            action=action,
+            share=share,
+            path=path,
+            status=status,
+            code=code,
+            reason=reason,
+            details=details,
+        )
+        self.services.audit.append(session, event)
+
+    # --- restore -----------------------------------------------------------
+
+    def restore(
+        self, item_id: str, actor: Actor, *, to: str | None = None, overwrite: bool = False
+    ) -> str:
+        with self.services.sessions() as session:
+            item = session.get(TrashItem, item_id)
+        if item is None or item.state != "trashed":
+            raise TrashNotFound(f"no trashed item {item_id}")
+        share = self.services.shares[item.share]
+        target_path = "/" + (to or item.logical_path).strip("/")
+        segments = [s for s in target_path.split("/") if s]
+        target = share.store.locate(segments)
+        if share.store.lstat(target) is not None:
+            if not overwrite:
+                raise RestoreConflict(f"{target_path} exists")
+            self.trash(
+                share,
+                target_path,
+                is_folder=target.is_dir(),
+                actor=actor,
+                reason=f"replaced by restore of {item_id}",
+            )
+        self._make_parents(share, segments[:-1])
+        with self.services.sessions.begin() as session:
+            self.services.audit.lock_head(session)
+            row = session.get(TrashItem, item_id, with_for_update=True)
+            if row is None or row.state != "trashed":
+                raise TrashNotFound(f"item {item_id} was purged or restored meanwhile")
+            self._move_rows(
+                session, share.name, TRASH_PREFIX + item_id + item.logical_path, target_path
+            )
+            row.state, row.ended_at, row.ended_by = "restored", self.clock.now(), _uid(actor)
+            self._audit(
+                session,
+                actor,
+                "RESTORE",
+                share.name,
+                target_path,
+                200,
+                "restored",
+                "",
+                {"trash_id": item_id, "from": item.logical_path},
+            )
+            session.flush()
+            os.rename(share.store.root / TRASH_FOLDER / item_id, target)
+        fsync_dir(target.parent)
+        return target_path
+
+    def _make_parents(self, share: ShareRuntime, segments: list[str]) -> None:
+        for depth in range(1, len(segments) + 1):
+            folder = share.store.locate(segments[:depth])
+            if share.store.lstat(folder) is None:
+                os.mkdir(folder, 0o700)
+
+    # --- purge -------------------------------------------------------------
+
+    def purge(self, item_id: str, actor: Actor, *, reason: str = "") -> None:
+        """Crypto-shred, record, then unlink one item (see the module contract)."""
+        with self.services.sessions.begin() as session:
+            self.services.audit.lock_head(session)
+            item = session.get(TrashItem, item_id, with_for_update=True)
+            if item is None or item.state == "restored":
+                raise TrashNotFound(f"no trashed item {item_id}")
+            if item.state == "trashed":
+                self._check_purgeable(session, item)
+                rows = _at_or_below(item.share, TRASH_PREFIX + item_id + item.logical_path)
+                file_ids = select(StoredObject.file_id).where(rows).scalar_subquery()
+                session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
+                session.execute(delete(StoredObject).where(rows))
+                item.state, item.ended_at, item.ended_by = "purged", self.clock.now(), _uid(actor)
+                self._audit(
+                    session,
+                    actor,
+                    "PURGE",
+                    item.share,
+                    item.logical_path,
+                    200,
+                    "purged",
+                    reason,
+                    {"trash_id": item_id, "files": item.files},
+                )
+        crash_point("purge-after-commit")
+        self._unlink(item_id, item.share)
+        self._checkpoint()
+
+    def _check_purgeable(self, session: Session, item: TrashItem) -> None:
+        self._check_holds(session, item.share, item.logical_path)
+        if item.retained_until is not None and aware(item.retained_until) > self.clock.now():
+            day = aware(item.retained_until).date().isoformat()
+            raise RetentionProtected(
+                f"retained until {day}",
+                public=f"Retained until {day}; it can be purged after that.",
+            )
+
+    def _unlink(self, item_id: str, share_name: str) -> None:
+        entry = self.services.shares[share_name].store.root / TRASH_FOLDER / item_id
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+    def _checkpoint(self) -> None:
+        """SQLite: fold the WAL into the database so deleted key rows leave no copy there."""
+        engine = self.services.sessions.kw["bind"]
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+
+    def purge_due(self, actor: Actor) -> list[str]:
+        """Purge every item whose window (and retention) ended; finish interrupted purges."""
+        now = self.clock.now()
+        with self.services.sessions() as session:
+            due = session.scalars(
+                select(TrashItem.id).where(
+                    TrashItem.state == "trashed", TrashItem.purge_after <= now
+                )
+            ).all()
+            finished = session.execute(
+                select(TrashItem.id, TrashItem.share).where(TrashItem.state == "purged")
+            ).all()
+        for item_id, share_name in finished:
+            if share_name in self.services.shares:
+                self._unlink(item_id, share_name)  # a purge killed before its unlink
+        purged = []
+        for item_id in due:
+            try:
+                self.purge(item_id, actor, reason="trash window ended")
+                purged.append(item_id)
+            except (RetentionProtected, LegalHoldActive, TrashNotFound):
+                continue
+        return purged
+
+    def items(
+        self, *, share: str | None = None, patient: str | None = None, state: str = "trashed"
+    ) -> list[TrashItem]:
+        query = select(TrashItem).where(TrashItem.state == state).order_by(TrashItem.trashed_at)
+        if share:
+            query = query.where(TrashItem.share == share)
+        if patient:
+            query = query.where(
+                TrashItem.logical_path.startswith(f"/{patient}/", autoescape=True)
+                | (TrashItem.logical_path == f"/{patient}")
+            )
+        with self.services.sessions() as session:
+            return list(session.scalars(query))
+
+
+def _uid(actor: Actor) -> str:
+    return actor.request.principal.uid if actor.request.principal else "-"
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for crash tests: ``CLINDAV_CRASH_AT=<name>`` kills the process here.
+
+    It lets the test suite kill a purge exactly between its commit and its
+    unlink (tests/integration/test_trash.py); unset, it does nothing.
+    """
+    if os.environ.get("CLINDAV_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
