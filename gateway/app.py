@@ -26,6 +26,7 @@ from gateway.content import EncryptedContent, EncryptedNames
 from gateway.crypto.names import NameCipher
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.guard import PathGuard
 from gateway.keys import MasterKeys, key_source
 from gateway.keystore import KeyStore
 from gateway.middleware import GatewayMiddleware
@@ -103,7 +104,7 @@ def build_services(settings: Settings) -> Services:
             log.warning(
                 "share %s: removed %d temp files left by an interrupted write", share.name, swept
             )
-    return Services(
+    services = Services(
         settings=settings,
         sessions=sessions,
         policy=policy,
@@ -113,6 +114,8 @@ def build_services(settings: Settings) -> Services:
         shares=shares,
         clock=SystemClock(),
     )
+    policy.attach(services)
+    return services
 
 
 def _authenticator(settings: Settings, sessions: sessionmaker) -> Authenticator:
@@ -164,5 +167,5 @@ def _lock_storage(storage: str) -> Any:
     )
 
 
-def build_app(services: Services) -> WsgiDAVApp:
-    return WsgiDAVApp(wsgidav_config(services))
+def build_app(services: Services) -> PathGuard:
+    return PathGuard(WsgiDAVApp(wsgidav_config(services)), services)

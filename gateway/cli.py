@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.auditcli import add_audit_commands
+from gateway.consentcli import add_consent_commands
 from gateway.errors import ClindavError, ConfigError
 from gateway.ldapcli import add_ldap_commands
 from gateway.trashcli import add_trash_commands
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_commands(sub)
     add_audit_commands(sub, _config_arg, _open_audit)
     add_trash_commands(sub, _config_arg, _open_services)
+    add_consent_commands(sub, _config_arg, _open_services)
     add_ldap_commands(sub, _config_arg, _settings)
 
     fsck = sub.add_parser(

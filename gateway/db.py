@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -58,6 +60,47 @@ class StoredObject(Base):
     placeholder: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     modified_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Whose image it is (also on copies whose path must not name the patient),
+    # the consent it was kept under, and whether it waits for consent (held:
+    # visible only to its uploader and admins until consent comes or it expires).
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    consent_id: Mapped[int | None] = mapped_column(Integer)
+    held_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ConsentRecord(Base):
+    """Documented consent for one patient; never deleted (withdrawal is a new row)."""
+
+    __tablename__ = "consent_record"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    given_by: Mapped[str] = mapped_column(String(32))
+    given_by_name: Mapped[str | None] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(16))
+    form_reference: Mapped[str | None] = mapped_column(Text)
+    intimate: Mapped[bool] = mapped_column(default=False)
+    date_of_birth: Mapped[dt.date | None] = mapped_column(Date)
+    recorded_by: Mapped[str] = mapped_column(String(255))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    valid_from: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    valid_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(255), default="cli")
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class ConsentWithdrawal(Base):
+    """Withdrawal of some scopes of a consent record, for future use."""
+
+    __tablename__ = "consent_withdrawal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consent_id: Mapped[int] = mapped_column(ForeignKey("consent_record.id"), index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    withdrawn_by: Mapped[str] = mapped_column(String(255))
+    withdrawn_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    note: Mapped[str] = mapped_column(Text, default="")
 
 
 class AuditEvent(Base):

@@ -151,7 +151,7 @@ class GroupTree:
         return self.direct | self.nested
 
 
-# --- servers and connections --------------------------------------------------
+# --- the login steps -----------------------------------------------------
 
 
 class LdapDirectory:

@@ -31,15 +31,18 @@ from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
 from gateway.auth import Principal
+from gateway.crossshare import copy_across
 from gateway.errors import (
     AuthenticationRequired,
     BadRequest,
     ClindavError,
     DatabaseUnavailable,
+    InvalidPath,
     PayloadTooLarge,
     PolicyDenied,
 )
 from gateway.junk import PhantomStore, answer_junk, is_junk
+from gateway.manifest import handle_manifest, is_manifest
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
 from gateway.root import PRINCIPAL
@@ -74,8 +77,14 @@ class GatewayMiddleware(BaseMiddleware):
         try:
             principal = self._authenticate(environ, outcome)
             self._gate(environ, principal, outcome)
+            if outcome.share is not None and is_manifest(outcome.action, outcome.path or ""):
+                yield from self._manifest(environ, start_response, outcome)
+                return
             if outcome.share is not None and is_junk(outcome.path or ""):
                 yield from self._junk(environ, start_response, outcome, principal)
+                return
+            if outcome.destination is not None and outcome.destination[0] != outcome.share:
+                yield from self._across(environ, start_response, outcome)
                 return
             yield from self._run(environ, start_response, outcome)
             return
@@ -141,7 +150,8 @@ class GatewayMiddleware(BaseMiddleware):
         path = environ.get("PATH_INFO", "/")
         outcome.share, outcome.path = share, path
         split_path(path)
-        checks = _checks(method, share, path, self._destination(environ))
+        outcome.destination = self._destination(environ)
+        checks = _checks(method, share, path, outcome.destination)
         if method in ("DELETE", "MOVE", "COPY"):
             # A folder operation reaches everything below it: each item must pass too.
             checks += [
@@ -161,7 +171,10 @@ class GatewayMiddleware(BaseMiddleware):
         header = environ.get("HTTP_DESTINATION")
         if not header:
             return None
-        dest_path = unquote(urlparse(header).path)
+        try:
+            dest_path = unquote(urlparse(header).path, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidPath("Destination is not valid UTF-8") from None
         for name, share in self.services.shares.items():
             prefix = share.url.lower()
             if dest_path.lower() == prefix or dest_path.lower().startswith(prefix + "/"):
@@ -206,6 +219,40 @@ class GatewayMiddleware(BaseMiddleware):
         finally:
             if hasattr(app_iter, "close"):
                 app_iter.close()
+
+    def _manifest(
+        self, environ: dict[str, Any], start_response: StartResponse, outcome: _Outcome
+    ) -> Iterator[bytes]:
+        """An EHR's consent manifest: recorded, never stored (gateway/manifest.py)."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        assert outcome.share is not None
+        body = handle_manifest(environ, capture, self.services, outcome.share, outcome.path or "/")
+        self._start(environ, start_response, outcome, captured, code="consent-manifest")
+        yield from body
+
+    def _across(
+        self, environ: dict[str, Any], start_response: StartResponse, outcome: _Outcome
+    ) -> Iterator[bytes]:
+        """COPY/MOVE into another share: clindav's own handler (gateway/crossshare.py)."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        assert outcome.share is not None and outcome.destination is not None
+        body = copy_across(
+            environ,
+            capture,
+            self.services,
+            (outcome.share, outcome.path or "/"),
+            outcome.destination,
+        )
+        self._start(environ, start_response, outcome, captured)
+        yield from body
 
     def _junk(
         self,
@@ -314,6 +361,7 @@ class _Outcome:
         self.reason = ""
         self.challenge = False
         self.started = False
+        self.destination: tuple[str, str] | None = None
 
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason

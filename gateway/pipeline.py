@@ -20,6 +20,7 @@ point names a stage class).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,13 @@ class PutContext:
     file_format: str | None = None
     placeholder: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    # Consent: whose image it is, under which record, and (held) until when it
+    # waits for consent.  ``source_patient_id`` is set on copies between shares,
+    # whose destination path may not name the patient.
+    patient_id: str | None = None
+    consent_id: int | None = None
+    held_until: dt.datetime | None = None
+    source_patient_id: str | None = None
 
     def sha256(self) -> str:
         return hashlib.sha256(self.body).hexdigest()
@@ -98,6 +106,14 @@ class BaseStage:
 
     def __init__(self, options: BaseModel) -> None:
         self.options = options
+
+    def attach(self, services: Any) -> None:
+        """Called once at start-up with the gateway's Services (database, clock, audit).
+
+        Stages that need no service ignore it; those that do keep the reference
+        (shared, thread-safe objects only).
+        """
+        return None
 
     def on_put(self, ctx: PutContext) -> None:
         return None
@@ -171,10 +187,12 @@ class StageRegistry:
 
 def builtin_stages() -> dict[str, type[BaseStage]]:
     """The stages shipped with clindav, listed explicitly (no discovery)."""
+    from plugins.consent import ConsentCheck
     from plugins.filetype import FileTypeCheck
     from plugins.scrub.stage import ScrubStage
 
-    return {FileTypeCheck.name: FileTypeCheck, ScrubStage.name: ScrubStage}
+    stages: list[type[BaseStage]] = [FileTypeCheck, ConsentCheck, ScrubStage]
+    return {stage.name: stage for stage in stages}
 
 
 @dataclass(frozen=True)
@@ -182,6 +200,13 @@ class Pipeline:
     """The ordered stages one share (or rule) runs."""
 
     stages: tuple[BaseStage, ...] = ()
+
+    def attach(self, services: Any) -> None:
+        for stage in self.stages:
+            stage.attach(services)
+
+    def find(self, name: str) -> BaseStage | None:
+        return next((s for s in self.stages if s.name == name), None)
 
     def run_put(self, ctx: PutContext) -> None:
         for stage in self.stages:

@@ -92,6 +92,10 @@ class PolicyFile(_Strict):
     admin_group: str = Field(
         "admins", description="Group whose members may delete retained files, with a reason."
     )
+    consent_recorders: list[str] = Field(
+        default_factory=lambda: ["admins", "clinicians", "ehr-systems"],
+        description="Groups that may record consent through the EHR manifest.",
+    )
     shares: dict[str, SharePolicy] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
 
@@ -137,6 +141,16 @@ class Policy:
 
     def pipeline(self, share: str) -> Pipeline:
         return self._pipelines.get(share, Pipeline())
+
+    def attach(self, services: Any) -> None:
+        """Hand the running gateway's services to every stage of every pipeline."""
+        for pipeline in [*self._pipelines.values(), *self._rule_pipelines.values()]:
+            pipeline.attach(services)
+
+    def required_scope(self, share: str) -> str | None:
+        """The consent scope the share's consent stage requires, if it has one."""
+        stage = self.pipeline(share).find("consent")
+        return None if stage is None else str(getattr(stage.options, "requires", None))
 
     def share(self, share: str) -> SharePolicy:
         return self.doc.shares.get(share) or SharePolicy()

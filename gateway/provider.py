@@ -20,6 +20,7 @@ import functools
 import hashlib
 import mimetypes
 import os
+import re
 import stat
 import uuid
 from collections.abc import Callable
@@ -88,45 +89,13 @@ class ShareProvider(DAVProvider):
         return False
 
     def commit_object(self, ctx: PutContext, target: Path, *, audit: Any) -> None:
-        """Seal ``ctx.body`` and make it the version at ``target``, atomically.
-
-        Order (see docs/ARCHITECTURE.md): ciphertext to a temp file and fsync;
-        commit its key row; then, holding the path's lock, one transaction
-        records the object (and its audit event) and renames the temp file
-        into place before committing.  A crash before the rename leaves the
-        old version; after it, the new file is readable (its key row is
-        committed) and ``clindav fsck`` reconciles a stale registry row.
-        """
-        share = self.share
-        file_id = uuid.uuid4()
-        sealed = share.content.seal(file_id, ctx.body)
-        temp = write_temp(target.parent, sealed.chunks)
-        sessions = self.services.sessions
-        replaced = False
-        try:
-            with sessions.begin() as session:
-                session.add(sealed.key_row)
-            with sessions.begin() as session:
-                # First statement: the audit chain's lock serialises commits,
-                # also across gateway processes sharing one database.
-                self.services.audit.lock_head(session)
-                old_file_id = _upsert(session, ctx, file_id)
-                if old_file_id:
-                    session.execute(delete(DataKey).where(DataKey.file_id == old_file_id))
-                if audit is not None:
-                    self.services.audit.append(session, audit)
-                session.flush()
-                replace_into(temp, target)
-                replaced = True
-        except BaseException:
-            if not replaced:
-                temp.unlink(missing_ok=True)
-                _discard_key(sessions, sealed.key_row.key_id)
-            # After the rename the new version is in place and its key row is
-            # committed: it stays readable; fsck --repair re-registers it.
-            raise
+        commit_object(self.services, self.share, ctx, target, audit=audit)
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
+        return self.resource(path, environ, check_visible=True)
+
+    def resource(self, path: str, environ: dict[str, Any], *, check_visible: bool) -> Any:
+        """The resource at ``path``; a listing that already filtered skips the visibility query."""
         segments = split_path(path)
         target = self.share.store.locate(segments)
         st = self.share.store.lstat(target)
@@ -135,13 +104,82 @@ class ShareProvider(DAVProvider):
         logical = "/" + "/".join(segments)
         if stat.S_ISDIR(st.st_mode):
             return Folder(logical, environ, self, target, st)
-        if stat.S_ISREG(st.st_mode):
+        if stat.S_ISREG(st.st_mode) and (not check_visible or self._visible(logical, environ)):
             return StoredFile(logical, environ, self, target, st)
         return None
 
+    def _visible(self, logical: str, environ: dict[str, Any]) -> bool:
+        """Held images and Explorer's placeholders show only to their uploader and admins."""
+        return logical.rsplit("/", 1)[-1] not in self.private_names(
+            logical.rsplit("/", 1)[0] or "/", environ, only=logical
+        )
+
+    def private_names(
+        self, folder: str, environ: dict[str, Any], *, only: str | None = None
+    ) -> set[str]:
+        """Names in ``folder`` this user may not see (one indexed query)."""
+        principal = environ.get(PRINCIPAL)
+        if principal is not None and self.services.policy.doc.admin_group in principal.groups:
+            return set()
+        uid = principal.uid if principal is not None else ""
+        prefix = folder.rstrip("/") + "/"
+        where = [
+            StoredObject.share == self.share.name,
+            StoredObject.placeholder | StoredObject.held_until.is_not(None),
+            StoredObject.uploader != uid,
+        ]
+        where.append(
+            StoredObject.logical_path == only
+            if only
+            else StoredObject.logical_path.startswith(prefix, autoescape=True)
+        )
+        with self.services.sessions() as session:
+            paths = session.scalars(select(StoredObject.logical_path).where(*where)).all()
+        return {p[len(prefix) :] for p in paths if "/" not in p[len(prefix) :]}
+
+
+def commit_object(
+    services: Services, share: ShareRuntime, ctx: PutContext, target: Path, *, audit: Any
+) -> None:
+    """Seal ``ctx.body`` and make it the version at ``target``, atomically.
+
+    Order (see docs/ARCHITECTURE.md): ciphertext to a temp file and fsync;
+    commit its key row; then one transaction, which first takes the audit
+    chain's lock (serialising commits, also across gateway processes),
+    records the object (and its audit event) and renames the temp file into
+    place before committing.  A crash before the rename leaves the old
+    version; after it, the new file is readable (its key row is committed)
+    and ``clindav fsck --repair`` re-registers it.
+    """
+    file_id = uuid.uuid4()
+    sealed = share.content.seal(file_id, ctx.body)
+    temp = write_temp(target.parent, sealed.chunks)
+    sessions = services.sessions
+    replaced = False
+    try:
+        with sessions.begin() as session:
+            session.add(sealed.key_row)
+        with sessions.begin() as session:
+            services.audit.lock_head(session)
+            old_file_id = _upsert(session, ctx, file_id)
+            if old_file_id:
+                session.execute(delete(DataKey).where(DataKey.file_id == old_file_id))
+            if audit is not None:
+                services.audit.append(session, audit)
+            session.flush()
+            replace_into(temp, target)
+            replaced = True
+    except BaseException:
+        if not replaced:
+            temp.unlink(missing_ok=True)
+            _discard_key(sessions, sealed.key_row.key_id)
+        raise
+
 
 def _registry_path(path: str) -> str:
-    return "/" + path.strip("/")
+    # One leading slash, none trailing, no doubled ones (WsgiDAV joins a folder
+    # copy's members as "/dest/" + "/name").
+    return "/" + re.sub("/+", "/", path).strip("/")
 
 
 class Folder(DAVCollection):
@@ -175,14 +213,18 @@ class Folder(DAVCollection):
             return sorted(names)
         policy, share = self.provider.services.policy, self.provider.share.name
         base = self.path.rstrip("/")
+        private = self.provider.private_names(self.path, self.environ)
         return sorted(
             n
             for n in names
-            if policy.decide(principal, Check(share, f"{base}/{n}", "PROPFIND", "read")).allowed
+            if n not in private
+            and policy.decide(principal, Check(share, f"{base}/{n}", "PROPFIND", "read")).allowed
         )
 
     def get_member(self, name: str) -> Any:
-        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+        # Names come from get_member_names, which already left out private objects.
+        path = util.join_uri(self.path, name)
+        return self.provider.resource(path, self.environ, check_visible=False)
 
     def create_empty_resource(self, name: str) -> StoredFile:
         """For PUT, a resource that exists only in memory until its body commits.
@@ -214,7 +256,7 @@ class Folder(DAVCollection):
         delete_tree(self, is_folder=True, audited=False)
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
-        dest = self.provider.share.store.locate(split_path(dest_path))
+        dest = self.provider.share.store.locate(split_path(_registry_path(dest_path)))
         if not dest.exists():
             os.mkdir(dest, 0o700)
         props = self.provider.prop_manager
@@ -228,7 +270,7 @@ class Folder(DAVCollection):
         return True
 
     def move_recursive(self, dest_path: str) -> None:
-        dest = self.provider.share.store.locate(split_path(dest_path))
+        dest = self.provider.share.store.locate(split_path(_registry_path(dest_path)))
         src_prefix, dest_prefix = _registry_path(self.path), _registry_path(dest_path)
         with self.provider.services.sessions.begin() as session:
             rows = session.scalars(
@@ -407,7 +449,7 @@ class StoredFile(DAVNonCollection):
     @keeps_error
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         share = self.provider.share
-        dest = share.store.locate(split_path(dest_path))
+        dest = share.store.locate(split_path(_registry_path(dest_path)))
         src_key, dest_key = _registry_path(self.path), _registry_path(dest_path)
         props = self.provider.prop_manager
         # The destination's stages see every copy and move (consent scope, ...).
@@ -489,6 +531,9 @@ def _upsert(session: Any, ctx: PutContext, file_id: uuid.UUID) -> str | None:
             uploader=uploader,
             placeholder=ctx.placeholder,
             modified_at=utcnow(),
+            patient_id=ctx.patient_id,
+            consent_id=ctx.consent_id,
+            held_until=ctx.held_until,
         )
     )
     return old

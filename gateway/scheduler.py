@@ -1,6 +1,8 @@
-"""The running server's own clock-driven work: purging trash that is due.
+"""The running server's own clock-driven work: purging trash that is due, and
+images held for consent that never came.
 
-A daemon thread runs :meth:`gateway.trash.Trash.purge_due` once at start (a
+A daemon thread runs :meth:`gateway.trash.Trash.purge_due` and
+:meth:`gateway.consent.ConsentService.expire_held` once at start (a
 server that was down catches up) and then every ``trash.sweep_interval``
 seconds.  A failing sweep is logged and retried at the next interval; it
 never stops the server.  With several gateway processes each sweeps; the
@@ -15,6 +17,7 @@ import threading
 import uuid
 
 from gateway.auth import Principal
+from gateway.consent import ConsentService
 from gateway.pipeline import RequestInfo
 from gateway.services import Services
 from gateway.trash import Actor, Trash
@@ -32,6 +35,7 @@ class TrashSweeper(threading.Thread):
     def __init__(self, services: Services, interval: float) -> None:
         super().__init__(name="trash-sweeper", daemon=True)
         self._trash = Trash(services, services.clock)
+        self._consent = ConsentService(services)
         self._interval = interval
         self._stop = threading.Event()
 
@@ -41,6 +45,9 @@ class TrashSweeper(threading.Thread):
                 purged = self._trash.purge_due(system_actor("PURGE"))
                 if purged:
                     log.info("purged %d trash items whose window ended", len(purged))
+                expired = self._consent.expire_held(system_actor("EXPIRE").request)
+                if expired:
+                    log.info("purged %d held images whose consent never came", len(expired))
             except Exception:  # logged and retried: a sweep must never take the server down
                 log.exception("trash sweep failed; retrying in %ss", self._interval)
             if self._stop.wait(self._interval):

@@ -98,7 +98,20 @@ class BackingStore:
         return target
 
     def lstat(self, target: Path) -> os.stat_result | None:
-        """Stat without following links; a symlink counts as absent."""
+        """Stat without following links; a path through or at a link counts as absent.
+
+        ``os.lstat`` checks only the last component, and a link in the middle
+        would lead reads, writes and deletes outside the share, so every
+        folder between the share's root and the target is checked too.
+        """
+        folder = self.root
+        for part in target.relative_to(self.root).parts[:-1]:
+            folder = folder / part
+            try:
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    return None
+            except (FileNotFoundError, NotADirectoryError):
+                return None
         try:
             st = os.lstat(target)
         except (FileNotFoundError, NotADirectoryError):

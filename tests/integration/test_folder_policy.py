@@ -3,13 +3,29 @@ every operation on a parent that would reach it."""
 
 from __future__ import annotations
 
-from tests.conftest import Gateway
+from tests.conftest import Gateway, run_cli
 from tests.integration.test_dav_methods import small_jpeg
 
 PATIENT = "9434765919"
 
 
 def test_intimate_folder_is_guarded_at_every_level(gateway: Gateway) -> None:
+    run_cli(
+        "consent",
+        "add",
+        "--patient",
+        PATIENT,
+        "--scope",
+        "record",
+        "--given-by",
+        "patient",
+        "--method",
+        "verbal",
+        "--intimate",
+        "--recorded-by",
+        "dr-ivy",
+        config=gateway.instance.config,
+    )
     ivy, alice = gateway.session("ivy"), gateway.session("alice")
     folder = f"{gateway.url}/clinical/{PATIENT}"
     assert ivy.request("MKCOL", folder).status_code == 201

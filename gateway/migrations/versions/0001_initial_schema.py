@@ -54,6 +54,28 @@ def upgrade() -> None:
     # The chain's head row exists from the start, so appends only ever update it.
     op.execute("INSERT INTO audit_head (id, seq, mac) VALUES (1, 0, '" + "0" * 64 + "')")
     op.create_table(
+        "consent_record",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("patient_id", sa.String(length=64), nullable=False),
+        sa.Column("scopes", sa.JSON(), nullable=False),
+        sa.Column("given_by", sa.String(length=32), nullable=False),
+        sa.Column("given_by_name", sa.String(length=255), nullable=True),
+        sa.Column("method", sa.String(length=16), nullable=False),
+        sa.Column("form_reference", sa.Text(), nullable=True),
+        sa.Column("intimate", sa.Boolean(), nullable=False),
+        sa.Column("date_of_birth", sa.Date(), nullable=True),
+        sa.Column("recorded_by", sa.String(length=255), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("source", sa.String(length=255), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(
+        op.f("ix_consent_record_patient_id"), "consent_record", ["patient_id"], unique=False
+    )
+    op.create_table(
         "data_key",
         sa.Column("key_id", sa.String(length=32), nullable=False),
         sa.Column("file_id", sa.String(length=36), nullable=False),
@@ -116,9 +138,18 @@ def upgrade() -> None:
         sa.Column("placeholder", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("patient_id", sa.String(length=64), nullable=True),
+        sa.Column("consent_id", sa.Integer(), nullable=True),
+        sa.Column("held_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("file_id"),
         sa.UniqueConstraint("share", "logical_path", name="uq_stored_object_path"),
+    )
+    op.create_index(
+        op.f("ix_stored_object_held_until"), "stored_object", ["held_until"], unique=False
+    )
+    op.create_index(
+        op.f("ix_stored_object_patient_id"), "stored_object", ["patient_id"], unique=False
     )
     op.create_table(
         "trash_item",
@@ -138,11 +169,32 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_trash_item_due", "trash_item", ["state", "purge_after"], unique=False)
+    op.create_table(
+        "consent_withdrawal",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("consent_id", sa.Integer(), nullable=False),
+        sa.Column("scopes", sa.JSON(), nullable=False),
+        sa.Column("withdrawn_by", sa.String(length=255), nullable=False),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["consent_id"],
+            ["consent_record.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(
+        op.f("ix_consent_withdrawal_consent_id"), "consent_withdrawal", ["consent_id"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_consent_withdrawal_consent_id"), table_name="consent_withdrawal")
+    op.drop_table("consent_withdrawal")
     op.drop_index("ix_trash_item_due", table_name="trash_item")
     op.drop_table("trash_item")
+    op.drop_index(op.f("ix_stored_object_patient_id"), table_name="stored_object")
+    op.drop_index(op.f("ix_stored_object_held_until"), table_name="stored_object")
     op.drop_table("stored_object")
     op.drop_index(op.f("ix_share_key_master_key_id"), table_name="share_key")
     op.drop_table("share_key")
@@ -153,6 +205,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_data_key_master_key_id"), table_name="data_key")
     op.drop_index(op.f("ix_data_key_file_id"), table_name="data_key")
     op.drop_table("data_key")
+    op.drop_index(op.f("ix_consent_record_patient_id"), table_name="consent_record")
+    op.drop_table("consent_record")
     op.drop_table("audit_head")
     op.drop_index("ix_audit_event_time", table_name="audit_event")
     op.drop_index("ix_audit_event_status", table_name="audit_event")

@@ -1,0 +1,131 @@
+"""The EHR consent manifest: consent recorded through the same drop as the images.
+
+An EHR system (or a script) PUTs ``clindav-consent.json`` into a patient
+folder, before the images it concerns.  The manifest is validated, recorded
+in the consent registry (releasing that patient's held images), audited, and
+answered ``201`` with a JSON body; it is never stored as a file.  Format
+(docs/CONSENT.md)::
+
+    {"patient": "9434765919", "source_system": "EHR-X",
+     "consent": {"scopes": ["record", "share"], "given_by": "patient",
+                 "method": "written", "form": "EHR-X/doc/881", "intimate": false,
+                 "given_by_name": null, "date_of_birth": "1990-04-01",
+                 "recorded_by": "dr.smith", "note": ""}}
+
+or ``{"patient": ..., "consent_id": 12}`` to confirm an existing record.
+Bad manifests answer 400 ``invalid-consent`` (or ``invalid-patient-id``) with
+the reason, and the refusal is audited like any other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gateway.consent import ConsentService, InvalidConsent, NewConsent
+from gateway.errors import Forbidden
+from gateway.patients import PatientScheme
+from gateway.pipeline import RequestInfo
+from gateway.services import Services
+
+MANIFEST_NAME = "clindav-consent.json"
+MAX_MANIFEST = 64 * 1024
+StartResponse = Callable[..., Any]
+
+
+class ManifestNotAllowed(Forbidden):
+    code = "manifest-not-allowed"
+    message = "This share takes no consent manifests, or you may not record consent."
+
+
+def is_manifest(method: str, path: str) -> bool:
+    return method == "PUT" and path.rstrip("/").rsplit("/", 1)[-1] == MANIFEST_NAME
+
+
+def handle_manifest(
+    environ: dict[str, Any],
+    start_response: StartResponse,
+    services: Services,
+    share: str,
+    path: str,
+) -> Iterator[bytes]:
+    request: RequestInfo = environ["clindav.request"]
+    stage = services.policy.pipeline(share).find("consent")
+    scheme_spec = getattr(stage.options, "patients", None) if stage else None
+    principal = request.principal
+    recorders = set(services.policy.doc.consent_recorders)
+    if scheme_spec is None or principal is None or not recorders & principal.groups:
+        raise ManifestNotAllowed(f"{share}: no patient scheme, or user not in {sorted(recorders)}")
+    segments = [s for s in path.split("/") if s]
+    scheme = PatientScheme(scheme_spec)
+    folder_patient = scheme.check(segments[0]) if len(segments) == 2 else None
+    data = _read_json(environ)
+    patient = scheme.normalise(str(data.get("patient", "")))
+    if folder_patient != patient:
+        raise InvalidConsent(
+            "manifest patient differs from its folder",
+            public="The manifest must sit in the folder of the patient it names.",
+        )
+    service = ConsentService(services)
+    if "consent_id" in data:
+        view = service.get(int(data["consent_id"]))
+        if view.record.patient_id != patient:
+            raise InvalidConsent(
+                "consent record of another patient",
+                public="That consent record belongs to another patient.",
+            )
+    else:
+        view = service.add(_new_consent(data, patient), scheme, request)
+    body = json.dumps(
+        {"consent_id": view.record.id, "active_scopes": sorted(view.active_scopes)}
+    ).encode()
+    start_response(
+        "201 Created", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return iter([body])
+
+
+def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
+    length = environ.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > MAX_MANIFEST:
+        raise InvalidConsent("manifest too large", public="The consent manifest is too large.")
+    try:
+        data = json.loads(environ["wsgi.input"].read(int(length)) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidConsent(
+            "manifest is not JSON", public="The consent manifest is not valid JSON."
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidConsent(
+            "manifest is not an object", public="The consent manifest must be a JSON object."
+        )
+    return data
+
+
+def _new_consent(data: dict[str, Any], patient: str) -> NewConsent:
+    fields = data.get("consent")
+    if not isinstance(fields, dict):
+        raise InvalidConsent(
+            "no consent object", public="The manifest needs 'consent' or 'consent_id'."
+        )
+    try:
+        dob = fields.get("date_of_birth")
+        return NewConsent(
+            patient_id=patient,
+            scopes=tuple(fields.get("scopes") or ()),
+            given_by=str(fields.get("given_by", "")),
+            method=str(fields.get("method", "")),
+            recorded_by=str(fields.get("recorded_by", "")),
+            given_by_name=fields.get("given_by_name"),
+            form_reference=fields.get("form"),
+            intimate=bool(fields.get("intimate", False)),
+            date_of_birth=dt.date.fromisoformat(dob) if dob else None,
+            source=str(data.get("source_system", "manifest"))[:255],
+            note=str(fields.get("note", "")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidConsent(
+            f"bad field: {exc}", public=f"Invalid consent manifest field: {exc}."
+        ) from None

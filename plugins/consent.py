@@ -1,0 +1,156 @@
+"""The ``consent`` stage: no clinical image is kept, shared or used for teaching
+without the recorded consent that covers it.
+
+Options (policy, per share):
+
+* ``patients``: the patient-id scheme (``nhs-number`` or ``regex:<pattern>``)
+  of a share whose folders are ``/<patient id>/...``; images elsewhere, or
+  under an id that fails validation, are refused.
+* ``requires``: the scope needed here (``record`` in clinical shares,
+  ``share`` in referral shares, ``teaching`` in teaching shares).
+* ``missing``: ``reject`` (403 ``consent-missing``, for EHR drops) or
+  ``hold``: the image is kept (scrubbed and encrypted as always) but held,
+  visible only to its uploader and admins, released when consent is recorded
+  and purged after ``hold_window`` if it never is.  Copies are never held.
+* ``patient_id_in_path: forbidden`` (teaching shares): the destination path
+  must not carry the patient id; a case label is suggested instead.
+* ``intimate_folder`` (default ``intimate``): images in ``<patient>/intimate/``
+  need consent with ``intimate`` allowed and a user in ``intimate_group``;
+  ``intimate_min_age`` refuses them outright below that age when the consent
+  record has a date of birth.
+
+The consent check costs one indexed query per PUT.  Every refusal has its own
+code and is audited with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.clock import Duration
+from gateway.consent import ConsentService, ConsentView
+from gateway.errors import Conflict, Forbidden
+from gateway.patients import PatientScheme, scheme_problem
+from gateway.pipeline import BaseStage, PutContext
+
+
+class ConsentMissing(Forbidden):
+    code = "consent-missing"
+    message = "No recorded consent covers this image here."
+
+
+class NotInPatientFolder(Conflict):
+    code = "not-in-patient-folder"
+    message = "Images in this share belong in a patient folder: /<patient id>/<file>."
+
+
+class PatientIdInPath(Forbidden):
+    code = "patient-id-in-path"
+    message = "Teaching copies must not carry the patient identifier; use a case label instead."
+
+
+class IntimateAccessDenied(Forbidden):
+    code = "intimate-access-denied"
+    message = "Intimate images are restricted to the intimate-access group."
+
+
+class IntimateMinorRefused(Forbidden):
+    code = "intimate-minor-refused"
+    message = "This share's policy refuses intimate images of patients under the age limit."
+
+
+class ConsentOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    patients: str | None = None
+    requires: Literal["record", "share", "teaching"] = "record"
+    missing: Literal["reject", "hold"] = "reject"
+    hold_window: Duration = Field(dt.timedelta(days=30))
+    patient_id_in_path: Literal["required", "forbidden"] = "required"
+    intimate_folder: str | None = "intimate"
+    intimate_group: str = "intimate-access"
+    intimate_min_age: int | None = Field(None, ge=1, le=130)
+
+    @field_validator("patients")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        problem = None if value is None else scheme_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class ConsentCheck(BaseStage):
+    name: ClassVar[str] = "consent"
+    Options: ClassVar[type[BaseModel]] = ConsentOptions
+
+    def attach(self, services: Any) -> None:
+        self._service = ConsentService(services)
+        self._clock = services.clock
+
+    @property
+    def opts(self) -> ConsentOptions:
+        return cast(ConsentOptions, self.options)
+
+    def on_put(self, ctx: PutContext) -> None:
+        if ctx.placeholder:
+            return  # Explorer's 0-byte placeholder is not an image yet
+        segments = [s for s in ctx.path.split("/") if s]
+        patient = self._patient(ctx, segments)
+        intimate = self._is_intimate(segments, ctx)
+        view = self._service.covering(patient, self.opts.requires, intimate=intimate)
+        ctx.patient_id = patient
+        if view is not None:
+            self._check_age(view, intimate)
+            ctx.consent_id = view.record.id
+            ctx.details["consent"] = view.record.id
+            return
+        if self.opts.missing == "hold" and ctx.source_patient_id is None:
+            ctx.held_until = self._clock.now() + self.opts.hold_window
+            ctx.details["held"] = f"awaiting {self.opts.requires} consent"
+            return
+        extra = " with intimate images allowed" if intimate else ""
+        raise ConsentMissing(
+            f"no active {self.opts.requires} consent{extra} for {patient}",
+            public=f"No recorded '{self.opts.requires}' consent{extra} for patient {patient}. "
+            "Record it (clindav consent add, or the EHR consent manifest), then try again.",
+        )
+
+    def _patient(self, ctx: PutContext, segments: list[str]) -> str:
+        if ctx.source_patient_id is not None:
+            if self.opts.patient_id_in_path == "forbidden" and any(
+                ctx.source_patient_id in s.replace(" ", "").replace("-", "") for s in segments
+            ):
+                raise PatientIdInPath(
+                    f"{ctx.path} names patient {ctx.source_patient_id}",
+                    public="Teaching copies must not carry the patient identifier; "
+                    "name the folder or file with a case label such as case-2026-014.",
+                )
+            return ctx.source_patient_id
+        if self.opts.patients is None:
+            raise ConsentMissing(
+                f"{ctx.path}: upload without a known patient",
+                public="Only copies of recorded clinical images can be put in this share.",
+            )
+        if len(segments) < 2:
+            raise NotInPatientFolder(f"{ctx.path} is not inside a patient folder")
+        return PatientScheme(self.opts.patients).check(segments[0])
+
+    def _is_intimate(self, segments: list[str], ctx: PutContext) -> bool:
+        folder = self.opts.intimate_folder
+        intimate = folder is not None and len(segments) > 2 and segments[1] == folder
+        principal = ctx.request.principal
+        if intimate and (principal is None or self.opts.intimate_group not in principal.groups):
+            raise IntimateAccessDenied(f"{ctx.path}: user not in {self.opts.intimate_group}")
+        return intimate
+
+    def _check_age(self, view: ConsentView, intimate: bool) -> None:
+        dob, limit = view.record.date_of_birth, self.opts.intimate_min_age
+        if not intimate or limit is None or dob is None:
+            return
+        today = self._clock.now().date()
+        age = today.year - dob.year - ((today.month, today.day) < (dob.month, dob.day))
+        if age < limit:
+            raise IntimateMinorRefused(f"patient aged {age} < {limit}")

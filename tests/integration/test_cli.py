@@ -1,0 +1,434 @@
+"""Acceptance: the command line.
+
+``clindav check-config`` rejects a misspelt key, an unknown stage and an
+invalid option with a message naming file and key; ``serve`` refuses to start
+with a missing or world-readable key file, or an unwritable backing folder,
+with a clear message and non-zero exit.  Also: ``init``, the user commands,
+``--no-tls`` off loopback, and the README's own run command end to end over
+verified HTTPS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shlex
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import PASSWORD, REPO, Instance, run_cli, start_gateway
+
+# --- check-config ----------------------------------------------------------------
+
+
+def test_check_config_accepts_a_fresh_instance(instance: Instance) -> None:
+    result = run_cli("check-config", config=instance.config, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda d: d.__setitem__("sever", d.pop("server")), "sever"),
+        (lambda d: d["server"].__setitem__("prot", 1), "server.prot"),
+        (
+            lambda d: d["shares"]["documents"].__setitem__("pth", "shares/documents"),
+            "shares.documents.pth",
+        ),
+        (lambda d: d["server"].__setitem__("port", "https"), "server.port"),
+    ],
+    ids=["misspelt-top-level", "misspelt-nested", "misspelt-share-key", "invalid-value"],
+)
+def test_check_config_names_file_and_key_of_a_bad_setting(
+    instance: Instance, edit: Callable[[dict[str, Any]], None], key: str
+) -> None:
+    data = instance.settings()
+    edit(data)
+    instance.write_settings(data)
+    result = run_cli("check-config", config=instance.config, check=False)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert str(instance.config) in result.stderr, result.stderr
+    assert re.search(rf"(^|\s){re.escape(key)}:", result.stderr, re.M), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _edit_policy(instance: Instance, stages: list[Any]) -> Path:
+    path = instance.folder / "policy.yaml"
+    policy = yaml.safe_load(path.read_text())
+    policy["shares"]["clinical"]["stages"] = stages
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("stages", "key", "word"),
+    [
+        ([{"frobnicate": None}], "shares.clinical.stages.0.frobnicate", "unknown stage"),
+        ([{"filetype": {"allow": ["bmp"]}}], "shares.clinical.stages.0.filetype.allow", ""),
+        (
+            [{"filetype": {"allow": "any", "colour": "blue"}}],
+            "shares.clinical.stages.0.filetype.colour",
+            "unknown option",
+        ),
+        (
+            [{"filetype": {"allow": "any"}}, "frobnicate"],
+            "shares.clinical.stages.1.frobnicate",
+            "unknown stage",
+        ),
+    ],
+    ids=["unknown-stage", "invalid-option-value", "unknown-option", "unknown-stage-by-name"],
+)
+def test_check_config_names_file_and_key_of_a_bad_stage(
+    instance: Instance,
+    stages: list[Any],
+    key: str,
+    word: str,
+) -> None:
+    policy = _edit_policy(instance, stages)
+    result = run_cli("check-config", config=instance.config, check=False)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert str(policy) in result.stderr, result.stderr
+    assert key in result.stderr, result.stderr
+    assert word in result.stderr
+    assert "Traceback" not in result.stderr
+    if "frobnicate" in key:
+        # serve refuses the same policy before listening.
+        served = _serve_refused(instance)
+        assert served.returncode == 2 and key in served.stderr, served.stderr
+
+
+# --- serve refuses to start unsafely ------------------------------------------------
+
+
+def _serve_refused(instance: Instance, *extra: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return run_cli(
+            "serve",
+            "--port",
+            "0",
+            "--no-tls",
+            *extra,
+            config=instance.config,
+            check=False,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("clindav serve started (or hung) instead of refusing")
+
+
+def test_serve_refuses_a_missing_key_file(instance: Instance) -> None:
+    key = instance.folder / "keys" / "master.key"
+    key.unlink()
+    result = _serve_refused(instance)
+    assert result.returncode != 0
+    assert str(key) in result.stderr and "keys.file" in result.stderr, result.stderr
+    assert "not found" in result.stderr
+    assert "clindav serving" not in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_key_file_others_can_read(instance: Instance) -> None:
+    key = instance.folder / "keys" / "master.key"
+    os.chmod(key, 0o644)
+    result = _serve_refused(instance)
+    assert result.returncode != 0
+    assert str(key) in result.stderr and "chmod 600" in result.stderr, result.stderr
+    assert "clindav serving" not in result.stdout
+    os.chmod(key, 0o600)
+    check = run_cli("check-config", config=instance.config, check=False)
+    assert check.returncode == 0, check.stderr
+
+
+def _mount_read_only(folder: Path) -> bool:
+    bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if bind.returncode != 0:
+        return False
+    remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True)
+    if remount.returncode != 0:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+        return False
+    return True
+
+
+def test_serve_refuses_an_unwritable_backing_folder(instance: Instance) -> None:
+    folder = instance.share_dir("documents")
+    # We run as root, so file modes do not stop writes: a read-only bind mount does.
+    mounted = _mount_read_only(folder)
+    try:
+        if mounted:
+            # Variant that ran: read-only bind mount of shares/documents.
+            with pytest.raises(OSError):
+                (folder / "probe").write_bytes(b"x")
+            expected = "not writable"
+        else:
+            # Fallback variant (mount not permitted here): the share path is a regular file.
+            shutil.rmtree(folder)
+            folder.write_bytes(b"not a folder")
+            expected = "not a folder"
+        result = _serve_refused(instance)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+    assert result.returncode != 0
+    assert "shares.documents.path" in result.stderr, result.stderr
+    assert str(folder) in result.stderr and expected in result.stderr, result.stderr
+    assert "clindav serving" not in result.stdout
+    assert "Traceback" not in result.stderr
+    if mounted:
+        # Once writable again, the same instance serves.
+        gw = start_gateway(instance)
+        gw.stop()
+
+
+def test_no_tls_is_refused_off_loopback(instance: Instance) -> None:
+    result = _serve_refused(instance, "--host", "0.0.0.0")
+    assert result.returncode != 0
+    assert "loopback" in result.stderr, result.stderr
+    assert "clindav serving" not in result.stdout
+
+
+# --- users -------------------------------------------------------------------------
+
+
+def test_user_add_list_remove(instance: Instance) -> None:
+    added = run_cli(
+        "user",
+        "add",
+        "bob",
+        "--group",
+        "clinicians",
+        "--group",
+        "teaching-staff",
+        "--password-stdin",
+        config=instance.config,
+        stdin=PASSWORD + "\n",
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    listing = run_cli("user", "list", config=instance.config).stdout.splitlines()
+    assert "bob\tclinicians,teaching-staff" in listing, listing
+    assert "alice\tclinicians" in listing
+
+    # The account works against the gateway, and not once removed.  (A running
+    # gateway caches successful logins for up to a minute, by design: the
+    # removal is checked against a freshly started one.)
+    gw = start_gateway(instance)
+    try:
+        bob = gw.session("bob")
+        assert (
+            bob.request("PROPFIND", f"{gw.url}/documents/", headers={"Depth": "0"}).status_code
+            == 207
+        )
+    finally:
+        gw.stop()
+    removed = run_cli("user", "remove", "bob", config=instance.config, check=False)
+    assert removed.returncode == 0, removed.stderr
+    assert "bob" not in run_cli("user", "list", config=instance.config).stdout
+    gw = start_gateway(instance)
+    try:
+        again = gw.session("bob")
+        assert (
+            again.request("PROPFIND", f"{gw.url}/documents/", headers={"Depth": "0"}).status_code
+            == 401
+        )
+    finally:
+        gw.stop()
+
+    gone = run_cli("user", "remove", "bob", config=instance.config, check=False)
+    assert gone.returncode == 1 and "bob" in gone.stderr, gone.stderr
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [("short\n", "at least 12 characters"), ("", "no password"), ("\n", "no password")],
+    ids=["short", "empty-stdin", "empty-line"],
+)
+def test_user_add_refuses_a_bad_password(instance: Instance, stdin: str, message: str) -> None:
+    result = run_cli(
+        "user",
+        "add",
+        "carl",
+        "--group",
+        "clinicians",
+        "--password-stdin",
+        config=instance.config,
+        stdin=stdin,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "carl" not in run_cli("user", "list", config=instance.config).stdout
+
+
+def test_user_add_refuses_a_duplicate(instance: Instance) -> None:
+    result = run_cli(
+        "user",
+        "add",
+        "alice",
+        "--group",
+        "admins",
+        "--password-stdin",
+        config=instance.config,
+        stdin="another long password\n",
+        check=False,
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "alice" in result.stderr and "exists" in result.stderr
+    assert (
+        "alice\tclinicians" in run_cli("user", "list", config=instance.config).stdout.splitlines()
+    )
+
+
+# --- init --------------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_writes_a_complete_instance(tmp_path: Path) -> None:
+    folder = tmp_path / "practice"
+    result = run_cli("init", str(folder), check=False)
+    assert result.returncode == 0, result.stderr
+    assert (folder / "clindav.yaml").is_file()
+    assert (folder / "policy.yaml").is_file()
+    assert (folder / "clindav.db").is_file()
+    assert _mode(folder / "keys" / "master.key") == 0o600
+    assert (folder / "tls" / "cert.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert _mode(folder / "tls" / "key.pem") == 0o600
+    for share in ("clinical", "referrals", "teaching", "documents"):
+        assert (folder / "shares" / share).is_dir(), share
+    settings = yaml.safe_load((folder / "clindav.yaml").read_text())
+    assert set(settings["shares"]) == {"clinical", "referrals", "teaching", "documents"}
+    # Relative paths in the settings: the instance works from any working directory.
+    check = run_cli("check-config", config=folder / "clindav.yaml", cwd=tmp_path, check=False)
+    assert check.returncode == 0, check.stderr
+
+    again = run_cli("init", str(folder), check=False)
+    assert again.returncode == 2, (again.returncode, again.stderr)
+    assert str(folder) in again.stderr and "not empty" in again.stderr
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("someone's files")
+    refused = run_cli("init", str(busy), check=False)
+    assert refused.returncode == 2
+    assert sorted(os.listdir(busy)) == ["notes.txt"]
+
+
+# --- the README's run command ---------------------------------------------------
+
+
+def _readme_run_command() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Run it", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```(?:sh|bash|console)?\n(.*?)```", section, re.S)
+    assert block, "no fenced block under '## Run it'"
+    lines = [
+        line for line in block.group(1).splitlines() if line.startswith("./deploy/bootstrap serve")
+    ]
+    assert len(lines) == 1, block.group(1)
+    argv = shlex.split(lines[0])
+    argv[0] = str(REPO / argv[0])  # the README runs it from the repository
+    return argv
+
+
+def _read_serving_url(process: subprocess.Popen[str], limit: float) -> tuple[str, list[str]]:
+    assert process.stdout is not None
+    seen: list[str] = []
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=1):
+            if process.poll() is not None:
+                break
+            continue
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("clindav serving https://"):
+            return line.split()[-1].rstrip("/"), seen
+    raise AssertionError(f"no 'clindav serving https://' line; stdout so far: {seen}")
+
+
+def test_readme_run_command_serves_verified_https(tmp_path: Path) -> None:
+    argv = [*_readme_run_command(), "--port", "0"]
+    env = dict(os.environ)
+    if not (REPO / ".venv").exists():
+        env["CLINDAV_VENV"] = "/tmp/venv"
+    stderr_path = tmp_path / "bootstrap.stderr"
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+    try:
+        try:
+            url, _lines = _read_serving_url(process, limit=300)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstderr:\n{stderr_path.read_text()[-3000:]}") from None
+        data = tmp_path / "clindav-data"
+        config = data / "clindav.yaml"
+        assert config.is_file() and (data / "clindav.db").is_file()
+        assert _mode(data / "keys" / "master.key") == 0o600
+        for share in ("clinical", "referrals", "teaching", "documents"):
+            assert (data / "shares" / share).is_dir()
+        cert = data / "tls" / "cert.pem"
+        assert url.startswith("https://127.0.0.1:"), url
+
+        # verify= on every call: a Session's own verify loses to REQUESTS_CA_BUNDLE.
+        ca = str(cert)  # real verification against the generated certificate
+        r = requests.request("PROPFIND", f"{url}/documents/", headers={"Depth": "0"}, verify=ca)
+        assert r.status_code == 401
+        assert r.headers["WWW-Authenticate"].startswith("Basic")
+
+        added = run_cli(
+            "user",
+            "add",
+            "reader",
+            "--group",
+            "clinicians",
+            "--password-stdin",
+            config=config,
+            stdin=PASSWORD + "\n",
+            cwd=tmp_path,
+            check=False,
+        )
+        assert added.returncode == 0, added.stderr
+
+        auth = ("reader", PASSWORD)
+        assert (
+            requests.request("MKCOL", f"{url}/documents/letters", auth=auth, verify=ca).status_code
+            == 201
+        )
+        body = b"Dear colleague,\n" * 100
+        put = requests.put(f"{url}/documents/letters/a.txt", data=body, auth=auth, verify=ca)
+        assert put.status_code == 201
+        got = requests.get(f"{url}/documents/letters/a.txt", auth=auth, verify=ca)
+        assert got.status_code == 200 and got.content == body
+
+        # Verification is real: against the system's CAs the same request fails.
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{url}/documents/", auth=auth, verify=True)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        if process.stdout:
+            process.stdout.close()
