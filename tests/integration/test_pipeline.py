@@ -100,7 +100,10 @@ def test_bad_stage_options_stop_start_up(instance: Instance, tmp_path: Path) -> 
         env=env,
     )
     assert proc.returncode == 2
-    assert f"policy.yaml: shares.documents.stages.{position}.word-filter.wrod: unknown option" in proc.stderr
+    assert (
+        f"policy.yaml: shares.documents.stages.{position}.word-filter.wrod: unknown option"
+        in proc.stderr
+    )
 
 
 def audit_rows(instance: Instance, action: str) -> list:
