@@ -12,6 +12,7 @@ share and a read-only virtual root.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -168,4 +169,14 @@ def _lock_storage(storage: str) -> Any:
 
 
 def build_app(services: Services) -> PathGuard:
+    report_unmigrated(services)
     return PathGuard(WsgiDAVApp(wsgidav_config(services)), services)
+
+
+def report_unmigrated(services: Services) -> None:
+    """Warn, per share, of legacy files awaiting `clindav migrate` (counted in the background)."""
+    from gateway.migrate import log_unmigrated
+
+    threading.Thread(
+        target=log_unmigrated, args=(services,), name="clindav-legacy-count", daemon=True
+    ).start()

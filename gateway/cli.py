@@ -20,6 +20,7 @@ from gateway.auditcli import add_audit_commands
 from gateway.consentcli import add_consent_commands
 from gateway.errors import ClindavError, ConfigError
 from gateway.ldapcli import add_ldap_commands
+from gateway.migratecli import add_migrate_commands
 from gateway.trashcli import add_trash_commands
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_trash_commands(sub, _config_arg, _open_services)
     add_consent_commands(sub, _config_arg, _open_services)
     add_ldap_commands(sub, _config_arg, _settings)
+    add_migrate_commands(sub, _config_arg, _settings)
 
     fsck = sub.add_parser(
         "fsck",
@@ -254,6 +256,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.app import load_checked_policy, load_master_keys
+    from gateway.migrate import unmigrated_report
 
     settings = _settings(args)
     load_checked_policy(settings)
@@ -263,6 +266,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
         LdapDirectory(settings.auth.ldap, settings.resolve)  # CA file and bind password, offline
     print(f"{(args.config or DEFAULT_CONFIG)}: settings, policy and stage options are valid")
+    unmigrated_report(settings, sys.stdout)  # legacy files awaiting `clindav migrate`
     return 0
 
 

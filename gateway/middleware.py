@@ -42,6 +42,7 @@ from gateway.errors import (
     PolicyDenied,
 )
 from gateway.junk import PhantomStore, answer_junk, is_junk
+from gateway.limits import check_request
 from gateway.manifest import handle_manifest, is_manifest
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
@@ -68,10 +69,7 @@ class GatewayMiddleware(BaseMiddleware):
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         request_id = uuid.uuid4().hex[:16]
-        for key in [
-            k for k in environ if k.startswith("HTTP_X_FORWARDED") or k == "HTTP_FORWARDED"
-        ]:
-            del environ[key]
+        _apply_forwarding(environ, self.services.settings.server.trusted_proxies)
         outcome = _Outcome(request_id)
         body: str | bytes
         try:
@@ -144,6 +142,8 @@ class GatewayMiddleware(BaseMiddleware):
         method = environ["REQUEST_METHOD"].upper()
         provider = environ.get("wsgidav.provider")
         outcome.action = method
+        is_admin = self.services.policy.doc.admin_group in principal.groups
+        check_request(environ, method, is_admin=is_admin)
         if not isinstance(provider, ShareProvider):
             return  # the read-only virtual root lists only readable shares
         share = provider.share.name
@@ -365,6 +365,22 @@ class _Outcome:
 
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason
+
+
+def _apply_forwarding(environ: dict[str, Any], trusted: list[str]) -> None:
+    """Forwarding headers count only from a trusted proxy; from anyone else they go.
+
+    A client-sent X-Forwarded-Host would otherwise pass WsgiDAV's COPY/MOVE
+    host check, and X-Forwarded-For would put a lie in the audit trail.
+    """
+    if environ.get("REMOTE_ADDR") in trusted:
+        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded_for:
+            # The last hop is the one our proxy saw; earlier ones are the client's say.
+            environ["REMOTE_ADDR"] = forwarded_for.split(",")[-1].strip()[:64]
+        return
+    for key in [k for k in environ if k.startswith("HTTP_X_FORWARDED") or k == "HTTP_FORWARDED"]:
+        del environ[key]
 
 
 def _request_info(environ: dict[str, Any], request_id: str, principal: Principal | None) -> Any:

@@ -70,6 +70,11 @@ class PutContext:
     consent_id: int | None = None
     held_until: dt.datetime | None = None
     source_patient_id: str | None = None
+    # ``clindav migrate``: a legacy file being imported.  The consent stage
+    # then records no consent (policy ``legacy``, docs/MIGRATION.md) and takes
+    # the patient from the first segment only if ``legacy_patient_folders``.
+    legacy: bool = False
+    legacy_patient_folders: bool = True
 
     def sha256(self) -> str:
         return hashlib.sha256(self.body).hexdigest()

@@ -66,12 +66,31 @@ class SharePolicy(_Strict):
     retention: RetentionPolicy | None = Field(
         None, description="Keep files as part of the medical record (see docs/POLICY.md)."
     )
+    legacy: LegacyPolicy = Field(
+        default_factory=lambda: LegacyPolicy(),
+        description="Files already in the backing folder (docs/MIGRATION.md).",
+    )
 
 
 class RetentionPolicy(_Strict):
     keep_for: Duration = Field(description="From a file's creation, e.g. 8y for GP records.")
     applies_to: Literal["images", "all"] = Field(
         "images", description="Which files of the share the retention covers."
+    )
+
+
+class LegacyPolicy(_Strict):
+    consent: Literal["legacy-unverified", "hold"] = Field(
+        "legacy-unverified",
+        description="Migrated images have no recorded consent: flag them for review "
+        "(kept, visible) or hold them until consent is recorded.",
+    )
+    hold_window: Duration = Field(
+        dt.timedelta(days=365),
+        description="With consent: hold, how long a migrated image waits for consent.",
+    )
+    access: Literal["hidden"] = Field(
+        "hidden", description="Unmigrated files are never listed or served."
     )
 
 

@@ -387,6 +387,14 @@ class StoredFile(DAVNonCollection):
     def support_ranges(self) -> bool:
         return True
 
+    def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
+        # A browser must never render what a user uploaded (HTML, SVG, PDF with
+        # script): only known image and video types may be shown inline.
+        if not self.get_content_type().startswith(
+            ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "video/mp4")
+        ):
+            response_headers.append(("Content-Disposition", "attachment"))
+
     # --- content ---------------------------------------------------------
 
     def get_content(self) -> BinaryIO:

@@ -29,6 +29,9 @@ def make_server(settings: Settings, app: Any, *, host: str, port: int, tls: bool
         numthreads=settings.server.threads,
         timeout=settings.server.socket_timeout,
         server_name="clindav",
+        # Explorer and Finder open bursts of connections; cheroot's default
+        # backlog of 5 makes some of them wait a second for a retransmit.
+        request_queue_size=128,
     )
     server.max_request_header_size = 64 * 1024
     if tls:

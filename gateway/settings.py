@@ -56,6 +56,10 @@ class ServerSettings(_Strict):
     socket_timeout: Annotated[int, Field(ge=1, le=3600)] = Field(
         60, description="Seconds a client may stay silent mid-request."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-* headers are believed.",
+    )
 
 
 class ShareSettings(_Strict):

@@ -69,15 +69,53 @@ def split_path(path: str) -> list[str]:
     return segments
 
 
+class ReservedName(InvalidPath):
+    code = "reserved-name"
+    message = "This name is reserved on Windows or by clindav (CON, AUX, NUL, COM1, ...)."
+
+
+class ForbiddenCharacter(InvalidPath):
+    code = "forbidden-character"
+    message = (
+        'The name contains a character Windows or SMB shares cannot store (\\ / : * ? " < > |).'
+    )
+
+
+class ControlCharacter(InvalidPath):
+    code = "control-character"
+    message = "The name contains a control or text-direction character."
+
+
+class TrailingDotOrSpace(InvalidPath):
+    code = "trailing-dot-or-space"
+    message = "Names may not end with a dot or a space (Windows cannot store them)."
+
+
+_FORBIDDEN = set('\\/:*?"<>|')
+# Bidi overrides and isolates can make "gpj.exe" read as "exe.jpg".
+_BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+_WINDOWS_DEVICES = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(1, 10)),
+    *(f"lpt{i}" for i in range(1, 10)),
+}
+
+
 def _check_segment(segment: str) -> None:
+    """Every name must be one a Windows client and an SMB share can hold."""
     if segment in (".", ".."):
         raise InvalidPath("dot segment")
-    if "\\" in segment or "/" in segment:
-        raise InvalidPath("separator inside a segment")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in segment):
-        raise InvalidPath("control character in name")
-    if segment.startswith(INTERNAL_PREFIX):
-        raise InvalidPath("reserved name")
+    if any(ch in _FORBIDDEN for ch in segment):
+        raise ForbiddenCharacter("forbidden character in name")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or ord(ch) in _BIDI for ch in segment):
+        raise ControlCharacter("control or bidi character in name")
+    if segment.startswith(INTERNAL_PREFIX) or segment.split(".")[0].lower() in _WINDOWS_DEVICES:
+        raise ReservedName("reserved name")
+    if segment[-1] in ". ":
+        raise TrailingDotOrSpace("trailing dot or space")
     try:
         segment.encode("utf-8")
     except UnicodeEncodeError:

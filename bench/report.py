@@ -1,0 +1,396 @@
+"""Medians, paired ratios to plain WsgiDAV, target checks, and the markdown report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.client import median
+
+BASELINE = "wsgidav"
+# Which figure is the headline (and the ratio shown) for each load.
+HEADLINE = {
+    "put_4mb_c1": "mb_s",
+    "put_4mb_c8": "mb_s",
+    "get_4mb_c1": "mb_s",
+    "get_4mb_c8": "mb_s",
+    "propfind_2000_c1": "req_s",
+    "propfind_2000_c8": "req_s",
+    "connect_burst_c8": "req_s",
+    "put_large": "mb_s",
+    "get_large": "mb_s",
+}
+FIGURES = ("mb_s", "req_s", "p50_ms", "p95_ms", "max_ms", "cpu_ms_per_req", "peak_rss_mib")
+RATIO_FIGURES = ("mb_s", "req_s", "p50_ms", "cpu_ms_per_req", "peak_rss_mib")
+# (load, figure, needed ratio to WsgiDAV) from issue 9.
+RATIO_TARGETS = (
+    ("put_4mb_c1", "mb_s", 1.2),
+    ("put_4mb_c8", "mb_s", 2.0),
+    ("get_4mb_c1", "mb_s", 2.0),
+    ("get_4mb_c8", "mb_s", 4.0),
+    ("propfind_2000_c1", "req_s", 5.0),
+    ("propfind_2000_c8", "req_s", 20.0),
+)
+RSS_TARGET_MIB = 64.0
+PIPELINE_TARGET_MS = 15.0
+
+
+def summarise_loads(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Per load and peer: the median of every figure over the repetitions."""
+    return {
+        load: {
+            peer: {f: median(run.get(f) for run in runs) for f in FIGURES}
+            | {"runs": len(runs), "errors": sum(run.get("errors", 0) or 0 for run in runs)}
+            for peer, runs in peers.items()
+        }
+        for load, peers in raw.items()
+    }
+
+
+def paired_ratios(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Median over repetitions of (peer figure / WsgiDAV figure in the same repetition)."""
+    out: dict[str, Any] = {}
+    for load, peers in raw.items():
+        base = peers.get(BASELINE, [])
+        out[load] = {}
+        for peer, runs in peers.items():
+            if peer == BASELINE:
+                continue
+            out[load][peer] = {
+                f: median(_ratio(r.get(f), b.get(f)) for r, b in zip(runs, base, strict=False))
+                for f in RATIO_FIGURES
+            }
+    return out
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def check_targets(
+    ratios: dict[str, Any],
+    huge: dict[str, Any],
+    pipeline: dict[str, Any] | None,
+    summary: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Each of issue 9's targets for clindav: the measured value, what is needed, met or not."""
+    rows = []
+    for load, figure, needed in RATIO_TARGETS:
+        value = ratios.get(load, {}).get("clindav", {}).get(figure)
+        rows.append(
+            _row(
+                f"{load} {figure} ratio to WsgiDAV",
+                value,
+                f">= {needed}",
+                value is not None and value >= needed,
+            )
+        )
+    rclone = summary.get("get_4mb_c8", {}).get("rclone", {}).get("mb_s")
+    if rclone:
+        mine = summary.get("get_4mb_c8", {}).get("clindav", {}).get("mb_s")
+        rows.append(
+            _row(
+                "get_4mb_c8 MB/s above rclone crypt",
+                mine,
+                f"> {rclone:.0f} MB/s",
+                mine is not None and mine > rclone,
+            )
+        )
+    rows.append(_rss_row(huge.get("clindav")))
+    total = (pipeline or {}).get("total", {}).get("cpu_ms_median_sum")
+    missing = (pipeline or {}).get("total", {}).get("missing", [])
+    note = f" (without {', '.join(missing)})" if missing else ""
+    rows.append(
+        _row(
+            f"pipeline CPU ms per 4 MB photo{note}",
+            total,
+            f"<= {PIPELINE_TARGET_MS}",
+            total is not None and total <= PIPELINE_TARGET_MS,
+        )
+    )
+    return rows
+
+
+def _rss_row(huge: dict[str, Any] | None) -> dict[str, Any]:
+    size = (huge or {}).get("bytes", 0) / 1e6
+    name = f"peak RSS MiB during {size:.0f} MB PUT and GET (fresh process)"
+    if not huge:
+        return _row(name, None, f"<= {RSS_TARGET_MIB:.0f}", False, "not measured")
+    put, get = huge.get("put", {}), huge.get("get", {})
+    if put.get("errors"):
+        return _row(
+            name,
+            put.get("peak_rss_mib"),
+            f"<= {RSS_TARGET_MIB:.0f}",
+            False,
+            f"PUT refused: {put.get('statuses')} {put['errors'][0][:120]}",
+        )
+    peak = max(put.get("peak_rss_mib") or 0, get.get("peak_rss_mib") or 0)
+    return _row(name, peak, f"<= {RSS_TARGET_MIB:.0f}", peak <= RSS_TARGET_MIB)
+
+
+def _row(name: str, value: float | None, needed: str, met: bool, note: str = "") -> dict[str, Any]:
+    return {"target": name, "value": value, "needed": needed, "met": met, "note": note}
+
+
+# --- markdown ---------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The whole report as markdown (headline table, targets, memory, pipeline, sweep, profile)."""
+    parts = [
+        _header(result),
+        _load_table(result),
+        _targets_table(result),
+        _memory_table(result),
+        _huge_table(result),
+        _setup_table(result),
+        _pipeline_table(result),
+        _sweep_table(result),
+        _profile_section(result),
+        _findings_section(result),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _header(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    machine = meta["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    skipped = "; ".join(f"{k}: {v}" for k, v in meta.get("skipped_peers", {}).items())
+    lines = [
+        f"## Benchmark {meta['timestamp']} ({meta['mode']} mode, {meta['reps']} repetitions)",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
+        f"{machine['mem_total_mib']} MiB RAM, {machine['kernel']}",
+        f"- versions: {versions}",
+        f"- photo: {meta['photo_bytes']} bytes; listing: {meta['listing_files']} files; "
+        f"duration {meta['duration_s']:.0f} s",
+    ]
+    if skipped:
+        lines.append(f"- skipped peers: {skipped}")
+    code = meta.get("code", {})
+    if code:
+        changed = " (**changed during the run**)" if code["changed_during_run"] else ""
+        lines.append(f"- clindav code fingerprint: {code['fingerprint_at_start']}{changed}")
+    for name, peer in meta.get("peers", {}).items():
+        lines.append(f"- {name}: {peer['notes']}")
+    return "\n".join(lines)
+
+
+def _load_table(result: dict[str, Any]) -> str:
+    summary, ratios = result["summary"], result["ratios"]
+    lines = [
+        "### Loads (medians over repetitions; ratio = median of paired per-repetition ratios)",
+        "",
+        "| load | peer | MB/s | req/s | p50 ms | p95 ms | server CPU ms/req | peak RSS MiB "
+        "| x WsgiDAV | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for load, peers in summary.items():
+        headline = HEADLINE.get(load, "mb_s")
+        for peer, fig in peers.items():
+            ratio = (
+                "1.00"
+                if peer == BASELINE
+                else _fmt(ratios.get(load, {}).get(peer, {}).get(headline), 2)
+            )
+            lines.append(
+                f"| {load} | {peer} | {_fmt(fig['mb_s'])} | {_fmt(fig['req_s'], 2)} "
+                f"| {_fmt(fig['p50_ms'])} | {_fmt(fig['p95_ms'])} | {_fmt(fig['cpu_ms_per_req'])} "
+                f"| {_fmt(fig['peak_rss_mib'])} | {ratio} ({headline}) | {fig['errors']} |"
+            )
+    return "\n".join(lines)
+
+
+def _targets_table(result: dict[str, Any]) -> str:
+    lines = [
+        "### Targets (clindav, issue 9)",
+        "",
+        "| target | measured | needed | met | note |",
+        "|---|---:|---|---|---|",
+    ]
+    for row in result["targets"]:
+        met = "yes" if row["met"] else "**no**"
+        lines.append(
+            f"| {row['target']} | {_fmt(row['value'], 2)} | {row['needed']} | {met} "
+            f"| {row['note']} |"
+        )
+    return "\n".join(lines)
+
+
+def _memory_table(result: dict[str, Any]) -> str:
+    """Peak RSS and its growth during the large-body and 8-PROPFIND phases (medians)."""
+    raw = result.get("raw", {})
+    loads = [n for n in ("put_large", "get_large", "propfind_2000_c8") if n in raw]
+    if not loads:
+        return ""
+    size = result["meta"]["scale"]["large_bytes"] / 1e6
+    lines = [
+        f"### Memory (large body {size:.0f} MB; medians)",
+        "",
+        "| load | peer | RSS before MiB | peak RSS MiB | growth MiB |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for load in loads:
+        for peer, runs in raw[load].items():
+            before = median(r.get("rss_before_mib") for r in runs)
+            peak = median(r.get("peak_rss_mib") for r in runs)
+            growth = median(r.get("rss_growth_mib") for r in runs)
+            lines.append(f"| {load} | {peer} | {_fmt(before)} | {_fmt(peak)} | {_fmt(growth)} |")
+    return "\n".join(lines)
+
+
+def _setup_table(result: dict[str, Any]) -> str:
+    """Setup figures: 2 KiB PUTs by 8 clients to fill the listing folder (one run)."""
+    setup = result.get("setup", {})
+    if not setup:
+        return ""
+    lines = [
+        "### Small PUTs while filling the listing folder (8 clients, one run)",
+        "",
+        "| peer | files | wall s | req/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for peer, s in setup.items():
+        small = s["small_put"]
+        lines.append(
+            f"| {peer} | {small['files']} | {_fmt(small['wall_s'])} | {_fmt(small['req_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _huge_table(result: dict[str, Any]) -> str:
+    huge = result.get("huge", {})
+    if not huge:
+        return ""
+    lines = [
+        "### Very large body (memory)",
+        "",
+        "| peer | PUT status | PUT MB/s | PUT peak RSS MiB | GET status | GET MB/s "
+        "| GET peak RSS MiB | RSS before MiB |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for peer, h in huge.items():
+        if "error" in h:
+            lines.append(f"| {peer} | {h['error']} | | | | | | |")
+            continue
+        put, get = h["put"], h.get("get", {})
+        lines.append(
+            f"| {peer} | {put['statuses']} | {_fmt(put['mb_s'])} | {_fmt(put['peak_rss_mib'])} "
+            f"| {get.get('statuses', get.get('skipped', '-'))} | {_fmt(get.get('mb_s'))} "
+            f"| {_fmt(get.get('peak_rss_mib'))} | {_fmt(put['rss_before_mib'])} |"
+        )
+    size = next(iter(huge.values())).get("bytes", 0)
+    lines.append(f"\nBody size: {size / 1e6:.0f} MB.")
+    return "\n".join(lines)
+
+
+def _pipeline_table(result: dict[str, Any]) -> str:
+    pipeline = result.get("pipeline")
+    if not pipeline:
+        return ""
+    lines = [
+        f"### Pipeline cost per photo ({pipeline['photo_bytes']} bytes, in-process)",
+        "",
+        "| step | CPU ms (median) | wall ms (median) | n |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, step in pipeline["steps"].items():
+        if "unavailable" in step:
+            lines.append(f"| {name} | unavailable: {step['unavailable'][:80]} | | |")
+            continue
+        lines.append(
+            f"| {name} | {_fmt(step['cpu_ms_median'], 2)} "
+            f"| {_fmt(step['wall_ms_median'], 2)} | {step['n']} |"
+        )
+    total = pipeline["total"]
+    lines.append(
+        f"| **total** ({' + '.join(total['parts'])}) "
+        f"| {_fmt(total['cpu_ms_median_sum'], 2)} | {_fmt(total['wall_ms_median_sum'], 2)} | |"
+    )
+    return "\n".join(lines)
+
+
+def _sweep_table(result: dict[str, Any]) -> str:
+    sweep = result.get("block_size_sweep")
+    if not sweep or "sizes" not in sweep:
+        return ""
+    lines = [
+        "### clindav block-size sweep (4 MB, C=1, MB/s medians)",
+        "",
+        "| server.block_size | PUT MB/s | GET MB/s | score |",
+        "|---:|---:|---:|---:|",
+    ]
+    for size, row in sweep["sizes"].items():
+        lines.append(
+            f"| {int(size) // 1024} KiB | {_fmt(row['put_mb_s'])} "
+            f"| {_fmt(row['get_mb_s'])} | {_fmt(row['score'], 2)} |"
+        )
+    lines.append(
+        f"\nBest combined: {sweep['best_block_size'] // 1024} KiB "
+        f"(best PUT {sweep['best_put_block_size'] // 1024} KiB, "
+        f"best GET {sweep['best_get_block_size'] // 1024} KiB)."
+    )
+    return "\n".join(lines)
+
+
+def _profile_section(result: dict[str, Any]) -> str:
+    profiles = result.get("profile")
+    if not profiles:
+        return ""
+    lines = ["### Profile of clindav (py-spy)"]
+    for name, prof in profiles.items():
+        if "unavailable" in prof:
+            lines.append(f"\n{name}: {prof['unavailable']}")
+            continue
+        lines += [
+            f"\n{name}: {prof['samples']} samples, self time:",
+            "",
+            "| % | frame |",
+            "|---:|---|",
+        ]
+        lines += [f"| {r['pct']:.1f} | `{r['frame']}` |" for r in prof["self"][:12]]
+        lines += ["", "inclusive, clindav's own frames:", "", "| % | frame |", "|---:|---|"]
+        lines += [
+            f"| {r['pct']:.1f} | `{r['frame']}` |" for r in prof.get("inclusive_clindav", [])[:12]
+        ]
+    return "\n".join(lines)
+
+
+def _findings_section(result: dict[str, Any]) -> str:
+    findings = result.get("server_log_findings", {})
+    lines = [
+        f"- {peer}: left out, setup failed: {f['error'][:300]}"
+        for peer, f in result.get("failures", {}).items()
+    ]
+    for peer, items in findings.items():
+        if items:
+            lines.append(f"- {peer}: {len(items)} error lines, e.g. `{items[0][:300]}`")
+    for load, peers in result.get("raw", {}).items():
+        for peer, runs in peers.items():
+            failed = [e for r in runs for e in r.get("cleanup_errors", [])]
+            if failed:
+                lines.append(
+                    f"- {peer}: {len(failed)} clean-up failures after {load}, "
+                    f"e.g. `{failed[0][:300]}`"
+                )
+            samples = [e for r in runs for e in r.get("error_samples", [])]
+            if samples:
+                lines.append(
+                    f"- {peer}: {len(samples)} failed requests in {load}, e.g. `{samples[0][:300]}`"
+                )
+    sweep_errors = result.get("block_size_sweep", {}).get("errors", [])
+    if sweep_errors:
+        lines.append(f"- sweep: {len(sweep_errors)} errors, e.g. `{sweep_errors[0][:300]}`")
+    return "### Server log findings\n\n" + "\n".join(lines) if lines else ""

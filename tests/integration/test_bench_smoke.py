@@ -1,0 +1,78 @@
+"""Smoke test of the benchmark harness (bench/): quick mode runs and writes its JSON.
+
+This checks the harness only (servers start, every load runs, the report is
+complete); it asserts nothing about timings, which are meaningless in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+TOP_LEVEL_KEYS = {
+    "meta",
+    "setup",
+    "failures",
+    "raw",
+    "summary",
+    "ratios",
+    "targets",
+    "huge",
+    "pipeline",
+    "block_size_sweep",
+    "server_settings",
+    "server_log_findings",
+}
+LOADS = {
+    "put_4mb_c1",
+    "put_4mb_c8",
+    "get_4mb_c1",
+    "get_4mb_c8",
+    "propfind_2000_c1",
+    "propfind_2000_c8",
+    "connect_burst_c8",
+    "put_large",
+    "get_large",
+}
+FIGURES = {"mb_s", "req_s", "p50_ms", "p95_ms", "cpu_ms_per_req", "peak_rss_mib"}
+
+
+def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--peers", "none", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(tmp_path.glob("*.json"))
+    assert len(written) == 1, list(tmp_path.iterdir())
+    assert written[0].with_suffix(".md").exists()
+    result = json.loads(written[0].read_text())
+
+    assert set(result) >= TOP_LEVEL_KEYS
+    assert result["meta"]["mode"] == "quick"
+    assert {"python", "wsgidav", "cheroot", "clindav"} <= set(result["meta"]["versions"])
+    assert {"nproc", "cpu_model", "mem_total_mib"} <= set(result["meta"]["machine"])
+    assert result["failures"] == {}, result["failures"]
+
+    assert set(result["summary"]) == LOADS
+    for load in LOADS:
+        assert {"wsgidav", "clindav"} <= set(result["summary"][load])
+        assert set(result["summary"][load]["clindav"]) >= FIGURES
+        assert len(result["raw"][load]["clindav"]) == result["meta"]["reps"]
+        assert {"mb_s", "req_s"} <= set(result["ratios"][load]["clindav"])
+
+    assert {"put", "get"} <= set(result["huge"]["wsgidav"])
+    assert {"steps", "total"} <= set(result["pipeline"])
+    assert {"encrypt_bytes", "sha256", "seal"} <= set(result["pipeline"]["steps"])
+    assert set(result["block_size_sweep"]["sizes"]) == {"8192", "65536", "262144", "1048576"}
+    assert result["block_size_sweep"]["best_block_size"] in (8192, 65536, 262144, 1048576)
+    assert all({"target", "value", "needed", "met"} <= set(row) for row in result["targets"])

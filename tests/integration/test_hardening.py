@@ -1,0 +1,242 @@
+"""Hostile or malformed requests get bounded, clear answers (issue: hardening).
+
+Each case runs against the real gateway: the documented status and code,
+nothing stored, the refusal audited, and a normal request served afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+import unicodedata
+
+import pytest
+
+from tests.conftest import PASSWORD, Gateway
+from tests.integration.test_audit import events_by_request
+from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
+
+AUTH = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+
+
+def stored_files(gateway: Gateway) -> list[str]:
+    root = gateway.instance.share_dir("documents")
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
+
+
+def still_serving(gateway: Gateway) -> None:
+    s = gateway.session()
+    assert s.put(f"{gateway.url}/documents/alive.txt", data=b"ok").status_code in (201, 204)
+    assert s.get(f"{gateway.url}/documents/alive.txt").content == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("CON", "reserved-name"),
+        ("aux.jpg", "reserved-name"),
+        ("LPT1.txt", "reserved-name"),
+        ("report.", "trailing-dot-or-space"),
+        ("report ", "trailing-dot-or-space"),
+        ("a:Zone.Identifier", "forbidden-character"),
+        ("what?.txt", "forbidden-character"),
+        ("bell\x07.txt", "control-character"),
+        ("invoice\u202egpj.exe", "control-character"),
+        (".clindav-tmp-x", "reserved-name"),
+    ],
+)
+def test_names_windows_cannot_store_are_refused(gateway: Gateway, name: str, code: str) -> None:
+    s = gateway.session()
+    from urllib.parse import quote
+
+    r = s.put(f"{gateway.url}/documents/{quote(name)}", data=b"x")
+    assert r.status_code == 400, r.text
+    assert r.headers["X-Clindav-Error"] == code
+    assert stored_files(gateway) == []
+    events = events_by_request(gateway.instance)[r.headers["X-Request-Id"]]
+    assert [(e.status, e.code) for e in events] == [(400, code)]
+    still_serving(gateway)
+
+
+def test_nfc_and_nfd_are_one_name(gateway: Gateway) -> None:
+    s = gateway.session()
+    nfd, nfc = unicodedata.normalize("NFD", "café.txt"), unicodedata.normalize("NFC", "café.txt")
+    assert nfd != nfc
+    assert s.put(f"{gateway.url}/documents/{nfd}", data=b"from a Mac").status_code == 201
+    assert s.put(f"{gateway.url}/documents/{nfc}", data=b"from Windows").status_code == 204
+    assert s.get(f"{gateway.url}/documents/{nfd}").content == b"from Windows"
+    assert len(stored_files(gateway)) == 1
+
+
+def raw(gateway: Gateway, request: bytes, *, read: bool = True) -> bytes:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as sock:
+        sock.sendall(request)
+        if not read:
+            return b""
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+                if b"\r\n\r\n" in data:
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = [
+                        h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")
+                    ]
+                    if length and len(body) >= int(length[0].split(b":")[1]):
+                        break
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return data
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status", "code"),
+    [
+        ("PROPFIND", {"Depth": "infinity"}, 403, "propfind-finite-depth"),
+        ("PROPFIND", {"Depth": "2"}, 400, "bad-header"),
+        ("LOCK", {"Timeout": "Second-abc"}, 400, "bad-header"),
+        ("UNLOCK", {"Lock-Token": "not-in-brackets"}, 400, "bad-header"),
+        ("PUT", {"If": "<broken"}, 400, "bad-header"),
+        ("COPY", {"Destination": "/documents/b.txt", "Overwrite": "maybe"}, 400, "bad-header"),
+        ("PUT", {"Content-Encoding": "gzip"}, 415, "content-encoding-refused"),
+        (
+            "PROPFIND",
+            {"Content-Length": str(256 * 1024 * 1024), "Depth": "0"},
+            413,
+            "xml-body-too-large",
+        ),
+    ],
+)
+def test_malformed_dav_headers(
+    gateway: Gateway, method: str, headers: dict, status: int, code: str
+) -> None:
+    s = gateway.session()
+    assert s.put(f"{gateway.url}/documents/a.txt", data=b"a").status_code == 201
+    lines = [f"{method} /documents/a.txt HTTP/1.1", "Host: x", f"Authorization: {AUTH}"]
+    headers = dict(headers)
+    headers.setdefault("Content-Length", "0")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    response = raw(gateway, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert status_of(response) == status, response[:300]
+    assert f"X-Clindav-Error: {code}".encode() in response
+    assert s.get(f"{gateway.url}/documents/a.txt").content == b"a"
+    still_serving(gateway)
+
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_huge_bodies_and_headers_do_not_grow_memory(gateway: Gateway) -> None:
+    still_serving(gateway)
+    pid = gateway.process.pid
+    idle = rss_kib(pid)
+    head = (
+        f"PROPFIND /documents/ HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nDepth: 1\r\n"
+        f"Content-Length: {256 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as sock:
+        sock.sendall(head)
+        try:
+            for _ in range(64):  # 4 MiB of the promised 256 MiB; the answer comes first
+                sock.sendall(b"<" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = sock.recv(4096)
+    assert status_of(answer) == 413
+    flood = (
+        b"GET /documents/ HTTP/1.1\r\nHost: x\r\n"
+        + b"X-Junk: "
+        + b"a" * (20 * 1024 * 1024)
+        + b"\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as sock:
+        try:
+            sock.sendall(flood)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = sock.recv(4096)
+    assert answer == b"" or status_of(answer) in (413, 431)
+    time.sleep(0.5)
+    assert rss_kib(pid) - idle < 20 * 1024
+    still_serving(gateway)
+
+
+def test_locks_are_capped_and_bounded(gateway: Gateway) -> None:
+    alice, admin = gateway.session("alice"), gateway.session("root-admin")
+    url = f"{gateway.url}/documents/locked.txt"
+    assert alice.put(url, data=b"x").status_code == 201
+    lock = alice.request(
+        "LOCK", url, data=LOCK_BODY, headers={"Timeout": "Infinite, Second-99999999"}
+    )
+    assert lock.status_code == 200
+    import re
+
+    granted = re.search(rb"<D:timeout>Second-(\d+)</D:timeout>", lock.content)
+    assert granted and 3500 < int(granted.group(1)) <= 3600, lock.content
+    root = alice.request(
+        "LOCK", f"{gateway.url}/documents/", data=LOCK_BODY, headers={"Depth": "infinity"}
+    )
+    assert root.status_code == 403 and root.headers["X-Clindav-Error"] == "infinite-lock-refused"
+    assert admin.request("MKCOL", f"{gateway.url}/documents/tree").status_code == 201
+    tree = admin.request(
+        "LOCK",
+        f"{gateway.url}/documents/tree",
+        data=LOCK_BODY,
+        headers={"Depth": "infinity", "Timeout": "Second-60"},
+    )
+    assert tree.status_code == 200
+
+
+def test_lock_on_unmapped_url_creates_nothing_others_see(gateway: Gateway) -> None:
+    alice, ivy = gateway.session("alice"), gateway.session("ivy")
+    url = f"{gateway.url}/documents/reserved.txt"
+    assert alice.request("LOCK", url, data=LOCK_BODY).status_code in (200, 201)
+    assert (
+        "reserved.txt"
+        not in ivy.request("PROPFIND", f"{gateway.url}/documents/", headers={"Depth": "1"}).text
+    )
+    assert ivy.get(url).status_code == 404
+
+
+def test_forwarded_host_from_a_client_is_ignored(gateway: Gateway) -> None:
+    s = gateway.session()
+    assert s.put(f"{gateway.url}/documents/src.txt", data=b"x").status_code == 201
+    r = s.request(
+        "COPY",
+        f"{gateway.url}/documents/src.txt",
+        headers={
+            "Destination": "http://evil.example/documents/dst.txt",
+            "X-Forwarded-Host": "evil.example",
+        },
+    )
+    assert r.status_code in (400, 403, 502)
+    assert s.get(f"{gateway.url}/documents/dst.txt").status_code == 404
+    r = s.get(f"{gateway.url}/documents/src.txt", headers={"X-Forwarded-For": "10.9.8.7"})
+    events = events_by_request(gateway.instance)[r.headers["X-Request-Id"]]
+    assert events[0].client == "127.0.0.1"
+
+
+def test_content_is_never_rendered_inline_unless_an_image(gateway: Gateway) -> None:
+    s = gateway.session()
+    assert (
+        s.put(f"{gateway.url}/documents/page.html", data=b"<script>alert(1)</script>").status_code
+        == 201
+    )
+    page = s.get(f"{gateway.url}/documents/page.html")
+    assert page.headers["Content-Disposition"] == "attachment"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in page.headers["Content-Security-Policy"]
+    assert s.request("MKCOL", f"{gateway.url}/documents/p").status_code == 201
+    assert s.put(f"{gateway.url}/documents/p/photo.jpg", data=small_jpeg()).status_code == 201
+    photo = s.get(f"{gateway.url}/documents/p/photo.jpg")
+    assert "Content-Disposition" not in photo.headers
