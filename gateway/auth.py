@@ -128,6 +128,7 @@ class Authenticator(ABC):
         self._salt = os.urandom(16)
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._cache_lock = threading.Lock()
+        self._flights = [threading.Lock() for _ in range(64)]
 
     def login(self, user: str, password: str, client: str = "-") -> Principal | None:
         """The principal for these credentials, or None (after a fixed delay).
@@ -147,6 +148,18 @@ class Authenticator(ABC):
         if cached is not None:
             self._on_cache_hit(cached)
             return cached
+        # One check per credentials at a time: when an entry expires under load,
+        # the other requests wait for it instead of each running scrypt or a bind.
+        with self._flight(key):
+            cached = self._cached(key)
+            if cached is not None:
+                return cached
+            return self._check(key, user, password, client)
+
+    def _flight(self, key: bytes) -> threading.Lock:
+        return self._flights[key[0] % len(self._flights)]
+
+    def _check(self, key: bytes, user: str, password: str, client: str) -> Principal | None:
         principal = self._login(user, password)
         if principal is None:
             if self.throttle is not None:

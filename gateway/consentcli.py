@@ -156,6 +156,8 @@ def cmd_show(services: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_pending(services: Services, args: argparse.Namespace) -> int:
+    from gateway.migrate import legacy_unverified
+
     held = ConsentService(services).pending()
     rows = [
         {
@@ -164,6 +166,7 @@ def cmd_pending(services: Services, args: argparse.Namespace) -> int:
             "patient": o.patient_id,
             "uploader": o.uploader,
             "held_until": str(o.held_until),
+            "status": "held",
         }
         for o in held
     ]
@@ -172,5 +175,24 @@ def cmd_pending(services: Services, args: argparse.Namespace) -> int:
         f"\tpurged after {r['held_until']}"
         for r in rows
     ]
-    _print(args, rows, [*lines, f"{len(rows)} images await consent"])
+    # Migrated legacy images: kept and visible, never consent-checked (docs/MIGRATION.md).
+    legacy = [
+        {
+            "share": o.share,
+            "path": o.logical_path,
+            "patient": o.patient_id,
+            "uploader": o.uploader,
+            "held_until": None,
+            "status": "legacy-unverified",
+        }
+        for o in legacy_unverified(services)
+    ]
+    lines += [
+        f"{r['share']}:{r['path']}\tpatient {r['patient']}\tlegacy-unverified: no consent recorded"
+        for r in legacy
+    ]
+    summary = f"{len(rows)} images await consent"
+    if legacy:
+        summary += f", {len(legacy)} migrated images have no recorded consent"
+    _print(args, [*rows, *legacy], [*lines, summary])
     return 0

@@ -11,6 +11,7 @@ segment under the share's deterministic name cipher.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import uuid
@@ -117,9 +118,11 @@ class EncryptedNames:
 
     def __init__(self, cipher: NameCipher) -> None:
         self._cipher = cipher
+        # Listings look every member up again by name: deterministic, so cacheable.
+        self._encrypt = functools.lru_cache(maxsize=16384)(cipher.encrypt)
 
     def encode(self, segment: str) -> str:
-        return self._cipher.encrypt(segment)
+        return self._encrypt(segment)
 
     def decode(self, stored: str) -> str | None:
         if stored.startswith(INTERNAL_PREFIX):

@@ -407,12 +407,14 @@ class MigrationReport:
                 "files_per_second": round(files / seconds, 1),
                 "mb_per_second": round(self.bytes_read / 1e6 / seconds, 2),
             },
-            "left": [_public(o, "path", "code", "status", "message", "size") for o in self.left],
+            "left": [
+                _public(o, "path", "code", "status", "message", "size") for o in _sorted(self.left)
+            ],
             "migrated": [
                 _public(o, "path", "size", "stored_size", "patient", "consent", "resumed")
-                for o in self.migrated
+                for o in _sorted(self.migrated)
             ],
-            "junk": [_public(o, "path", "size") for o in self.junk],
+            "junk": [_public(o, "path", "size") for o in _sorted(self.junk)],
             "folders_left": [display(p) for p in self.folders_left],
         }
 
@@ -431,10 +433,15 @@ class MigrationReport:
             f"in {self.seconds:.1f} s with {self.workers} workers"
             + (" (interrupted)" if self.interrupted else ""),
         ]
-        lines += [f"  left: {display(o.path)}: {o.code}: {o.message}" for o in self.left[:50]]
+        left = _sorted(self.left)
+        lines += [f"  left: {display(o.path)}: {o.code}: {o.message}" for o in left[:50]]
         if len(self.left) > 50:
             lines.append(f"  ... and {len(self.left) - 50} more (see the report)")
         return "\n".join(lines)
+
+
+def _sorted(outcomes: list[Outcome]) -> list[Outcome]:
+    return sorted(outcomes, key=lambda o: o.path)
 
 
 def _public(outcome: Outcome, *names: str) -> dict[str, Any]:
@@ -504,9 +511,10 @@ class Migration:
             files, folders = self._plan(entries, report)
             total_bytes = sum(e.size for e in files)
             verb = "would process" if self.options.dry_run else "to process"
+            skipped = f", {len(report.left)} links or duplicates left" if report.left else ""
             print(
                 f"clindav migrate: share {self.share.name}: {len(files)} legacy files "
-                f"({total_bytes / 1e6:.1f} MB) {verb}, {len(report.left)} left as they are",
+                f"({total_bytes / 1e6:.1f} MB) {verb}{skipped}",
                 flush=True,
             )
             progress = Progress(
@@ -742,6 +750,7 @@ class Migration:
         if not self.options.dry_run:
             if not self._verify(target, row.sha256):
                 return None  # ours, but broken or gone: migrate it again
+            log.info("%s: finishing an interrupted migration", display(entry.logical))
             self._destroy(entry.source)
         held = row.held_until is not None
         return Outcome(

@@ -24,6 +24,13 @@ from gateway.crypto.fileformat import TamperedContent
 from gateway.db import DeadProperty
 
 PROPERTY_SEED = "@dead-properties"
+_CACHE = "clindav.dead-properties"
+
+
+def _forget(environ: Any) -> None:
+    """A change to dead properties drops the request's read cache."""
+    if environ is not None:
+        environ.pop(_CACHE, None)
 
 
 class PropertyCipher:
@@ -50,24 +57,39 @@ class DatabasePropertyManager:
     def __repr__(self) -> str:
         return "DatabasePropertyManager()"
 
+    def _folder_props(self, norm_url: str, environ: Any) -> dict[str, dict[str, bytes]]:
+        """Every dead property below the URL's folder, read once per request.
+
+        A PROPFIND of a folder asks for each member's properties in turn; one
+        query for the folder instead of one per member (the cache lives in the
+        request's environ, so nothing outlives the request or crosses users).
+        """
+        folder = norm_url.rstrip("/").rsplit("/", 1)[0] + "/"
+        cache = environ.setdefault(_CACHE, {}) if environ is not None else {}
+        if folder not in cache:
+            props: dict[str, dict[str, bytes]] = {}
+            with self._sessions() as session:
+                rows = session.execute(
+                    select(DeadProperty.url, DeadProperty.name, DeadProperty.value).where(
+                        DeadProperty.url.startswith(folder, autoescape=True)
+                    )
+                )
+                for url, name, value in rows:
+                    props.setdefault(url, {})[name] = value
+            cache[folder] = props
+        return cache[folder]
+
     def get_properties(self, norm_url: str, environ: Any = None) -> list[str]:
-        with self._sessions() as session:
-            return list(
-                session.scalars(select(DeadProperty.name).where(DeadProperty.url == norm_url))
-            )
+        return list(self._folder_props(norm_url, environ).get(norm_url, {}))
 
     def get_property(self, norm_url: str, name: str, environ: Any = None) -> bytes | None:
-        with self._sessions() as session:
-            stored = session.scalar(
-                select(DeadProperty.value).where(
-                    DeadProperty.url == norm_url, DeadProperty.name == name
-                )
-            )
+        stored = self._folder_props(norm_url, environ).get(norm_url, {}).get(name)
         return None if stored is None else self._cipher.open(name, stored)
 
     def write_property(
         self, norm_url: str, name: str, value: bytes, dry_run: bool = False, environ: Any = None
     ) -> None:
+        _forget(environ)
         if dry_run:
             return
         value = self._cipher.seal(name, value)
@@ -83,6 +105,7 @@ class DatabasePropertyManager:
     def remove_property(
         self, norm_url: str, name: str, dry_run: bool = False, environ: Any = None
     ) -> None:
+        _forget(environ)
         if dry_run:
             return
         with self._sessions.begin() as session:
@@ -91,10 +114,12 @@ class DatabasePropertyManager:
             )
 
     def remove_properties(self, norm_url: str, environ: Any = None) -> None:
+        _forget(environ)
         with self._sessions.begin() as session:
             session.execute(delete(DeadProperty).where(_url_or_child(norm_url)))
 
     def copy_properties(self, src_url: str, dest_url: str, environ: Any = None) -> None:
+        _forget(environ)
         with self._sessions.begin() as session:
             rows = session.scalars(select(DeadProperty).where(DeadProperty.url == src_url)).all()
             session.execute(delete(DeadProperty).where(DeadProperty.url == dest_url))
@@ -104,6 +129,7 @@ class DatabasePropertyManager:
     def move_properties(
         self, src_url: str, dest_url: str, with_children: bool, environ: Any = None
     ) -> None:
+        _forget(environ)
         with self._sessions.begin() as session:
             where = _url_or_child(src_url) if with_children else DeadProperty.url == src_url
             for row in session.scalars(select(DeadProperty).where(where)).all():

@@ -89,6 +89,7 @@ class ConsentCheck(BaseStage):
     def attach(self, services: Any) -> None:
         self._service = ConsentService(services)
         self._clock = services.clock
+        self._policy = services.policy
 
     @property
     def opts(self) -> ConsentOptions:
@@ -98,6 +99,9 @@ class ConsentCheck(BaseStage):
         if ctx.placeholder:
             return  # Explorer's 0-byte placeholder is not an image yet
         segments = [s for s in ctx.path.split("/") if s]
+        if ctx.legacy:
+            self._legacy(ctx, segments)
+            return
         patient = self._patient(ctx, segments)
         intimate = self._is_intimate(segments, ctx)
         view = self._service.covering(patient, self.opts.requires, intimate=intimate)
@@ -117,6 +121,25 @@ class ConsentCheck(BaseStage):
             public=f"No recorded '{self.opts.requires}' consent{extra} for patient {patient}. "
             "Record it (clindav consent add, or the EHR consent manifest), then try again.",
         )
+
+    def _legacy(self, ctx: PutContext, segments: list[str]) -> None:
+        """A file imported by ``clindav migrate``: it predates the consent registry.
+
+        No consent is ever attached (not even a record that exists now): the
+        share's ``legacy.consent`` policy flags it ``legacy-unverified`` or
+        holds it.  Nobody is accessing it, so the intimate-group check does not
+        apply; the path keeps it under the intimate rules once stored.
+        """
+        if self.opts.patients is not None and ctx.legacy_patient_folders:
+            if len(segments) < 2:
+                raise NotInPatientFolder(f"{ctx.path} is not inside a patient folder")
+            ctx.patient_id = PatientScheme(self.opts.patients).check(segments[0])
+        legacy = self._policy.share(ctx.share).legacy
+        if legacy.consent == "hold":
+            ctx.held_until = self._clock.now() + legacy.hold_window
+            ctx.details["held"] = f"legacy import awaiting {self.opts.requires} consent"
+        else:
+            ctx.details["consent"] = "legacy-unverified"
 
     def _patient(self, ctx: PutContext, segments: list[str]) -> str:
         if ctx.source_patient_id is not None:

@@ -68,7 +68,7 @@ import sqlalchemy
 from PIL import Image
 
 from gateway.settings import load_settings
-from tests.conftest import Gateway, Instance, make_instance, require_tool, start_gateway
+from tests.conftest import Gateway, Instance, make_instance, require_tool, run_cli, start_gateway
 from tests.integration.test_pipeline import audit_rows
 from tests.scrub_corpus import CAPTURE_DATE, MARKER_PREFIX, NAMES, ORIENTATION, dirty_file
 from tests.scrub_corpus_images import _mpf, _segment, icc_profile, photo, png_chunk
@@ -269,14 +269,36 @@ def test_jpeg_is_lossless_and_keeps_orientation_icc_and_date_by_policy(
 ) -> None:
     dirty = dirty_file("phone.jpg")
     s = gw.session()
-    if share == "clinical":
-        number = next(_PATIENTS)
-        assert s.request("MKCOL", f"{gw.url}/clinical/{number}").status_code == 201
-        url = f"{gw.url}/clinical/{number}/phone.jpg"
-    else:
-        url = f"{gw.url}/teaching/lesion-{next(_PATIENTS)}.jpg"
+    number = next(_PATIENTS)
+    assert s.request("MKCOL", f"{gw.url}/clinical/{number}").status_code == 201
+    url = f"{gw.url}/clinical/{number}/phone.jpg"
     put = s.put(url, data=dirty.data)
     assert put.status_code == 201, diagnose(gw, put)
+    if share == "teaching":
+        # Teaching material arrives as a copy of a recorded image, with written consent.
+        run_cli(
+            "consent",
+            "add",
+            "--patient",
+            number,
+            "--scope",
+            "record",
+            "--scope",
+            "teaching",
+            "--given-by",
+            "patient",
+            "--method",
+            "written",
+            "--form",
+            "forms/t-1.pdf",
+            "--recorded-by",
+            "dr-a",
+            config=gw.instance.config,
+        )
+        teaching = f"{gw.url}/teaching/case-{number[-4:]}.jpg"
+        copied = s.request("COPY", url, headers={"Destination": teaching})
+        assert copied.status_code == 201, diagnose(gw, copied)
+        url = teaching
     stored = s.get(url).content
     assert marker_hits(dirty.markers, stored) == []
 

@@ -102,6 +102,33 @@ def test_every_builtin_stage_is_documented() -> None:
     assert not missing, f"docs/POLICY.md does not document the stages: {missing}"
 
 
+def _model_fields(model: type[BaseModel]) -> list[str]:
+    """Every field of a model and of the models it nests (policy files, stage options)."""
+    names = []
+    hints = typing.get_type_hints(model)  # resolves forward references
+    for name in model.model_fields:
+        names.append(name)
+        annotation = hints[name]
+        if typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        for sub in _models_in(annotation):
+            names.extend(_model_fields(sub))
+    return names
+
+
+def test_every_policy_key_and_stage_option_is_documented() -> None:
+    from gateway.policy import PolicyFile
+
+    text = (DOCS / "POLICY.md").read_text(encoding="utf-8")
+    keys = _model_fields(PolicyFile)
+    assert {"admin_group", "trash_window", "keep_for"} <= set(keys)
+    for name, stage in builtin_stages().items():
+        keys.extend(f"{name}: {option}" for option in stage.Options.model_fields)
+    documented = set(re.findall(r"`(?:[\w-]+\.)*([\w-]+)`", text))  # `key` or `a.b.key`
+    missing = [k for k in keys if k.rsplit(": ", 1)[-1] not in documented]
+    assert not missing, f"docs/POLICY.md does not document: {missing}"
+
+
 def test_every_module_is_in_the_architecture() -> None:
     text = (DOCS / "ARCHITECTURE.md").read_text(encoding="utf-8")
     modules = [
