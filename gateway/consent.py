@@ -17,6 +17,7 @@ existing copies in shares that require that scope to the trash.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +27,12 @@ from sqlalchemy.orm import Session
 
 from gateway.clock import aware
 from gateway.db import ConsentRecord, ConsentWithdrawal, StoredObject
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, ClindavError, NotFound
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
 from gateway.services import Services
 
+log = logging.getLogger("clindav.consent")
 SCOPES = ("record", "share", "teaching")
 GIVEN_BY = ("patient", "parental-responsibility", "best-interests", "legal-authority")
 METHODS = ("verbal", "written")
@@ -184,7 +186,7 @@ class ConsentService:
             self.services.audit.lock_head(session)
             session.add(record)
             session.flush()
-            released = self._release_held(session, patient, record.id)
+            released = self._release_held(session, patient, record)
             self._audit(
                 session,
                 request,
@@ -195,11 +197,13 @@ class ConsentService:
             )
         return ConsentView(record)
 
-    def _release_held(self, session: Session, patient: str, consent_id: int) -> int:
+    def _release_held(self, session: Session, patient: str, record: ConsentRecord) -> int:
+        """Held images this record covers: intimate ones only by an intimate consent."""
+        where = [StoredObject.patient_id == patient, StoredObject.held_until.is_not(None)]
+        if not record.intimate:
+            where.append(~StoredObject.logical_path.contains("/intimate/", autoescape=True))
         result = session.execute(
-            update(StoredObject)
-            .where(StoredObject.patient_id == patient, StoredObject.held_until.is_not(None))
-            .values(held_until=None, consent_id=consent_id)
+            update(StoredObject).where(*where).values(held_until=None, consent_id=record.id)
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -243,14 +247,15 @@ class ConsentService:
     ) -> list[tuple[str, str]]:
         from gateway.trash import Actor, Trash
 
+        # Shares whose scope was withdrawn and is not still covered by another record.
+        uncovered = [s for s in scopes if s != "record" and self.covering(patient, s) is None]
         shares = [
             name
             for name in self.services.shares
-            if self.services.policy.required_scope(name) in scopes
-            and self.services.policy.required_scope(name) != "record"
+            if self.services.policy.required_scope(name) in uncovered
         ]
-        if not shares or self.covering(patient, scopes[0]) is not None:
-            return []  # another active record still covers the scope
+        if not shares:
+            return []
         with self.services.sessions() as session:
             copies = session.execute(
                 select(StoredObject.share, StoredObject.logical_path).where(
@@ -319,16 +324,21 @@ class ConsentService:
                 )
             ).all()
         trash, actor = Trash(self.services, self.services.clock), Actor(request, is_admin=True)
+        done = []
         for share, path in expired:
-            item = trash.trash(
-                self.services.shares[share],
-                path,
-                is_folder=False,
-                actor=actor,
-                reason="consent never recorded within the hold window",
-            )
-            trash.purge(item, actor, reason="consent never recorded within the hold window")
-        return [(share, path) for share, path in expired]
+            try:
+                done.append(self._expire_one(trash, actor, share, path))
+            except ClindavError as exc:  # a legal hold or retention keeps this one; go on
+                log.warning("held image %s:%s not expired: %s", share, path, exc.code)
+        return done
+
+    def _expire_one(self, trash: Any, actor: Any, share: str, path: str) -> tuple[str, str]:
+        reason = "consent never recorded within the hold window"
+        item = trash.trash(
+            self.services.shares[share], path, is_folder=False, actor=actor, reason=reason
+        )
+        trash.purge(item, actor, reason=reason)
+        return share, path
 
     def pending(self) -> list[StoredObject]:
         with self.services.sessions() as session:

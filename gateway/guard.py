@@ -67,6 +67,7 @@ class PathGuard:
                 ("X-Request-Id", request_id),
                 ("X-Clindav-Error", "invalid-path"),
                 ("X-Content-Type-Options", "nosniff"),
+                ("Content-Security-Policy", "sandbox; default-src 'none'"),
             ],
         )
         return [body]

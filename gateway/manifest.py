@@ -70,7 +70,12 @@ def handle_manifest(
         )
     service = ConsentService(services)
     if "consent_id" in data:
-        view = service.get(int(data["consent_id"]))
+        if not isinstance(data["consent_id"], int):
+            raise InvalidConsent(
+                "consent_id not an integer",
+                public="consent_id must be the number of a consent record.",
+            )
+        view = service.get(data["consent_id"])
         if view.record.patient_id != patient:
             raise InvalidConsent(
                 "consent record of another patient",
@@ -127,5 +132,5 @@ def _new_consent(data: dict[str, Any], patient: str) -> NewConsent:
         )
     except (TypeError, ValueError) as exc:
         raise InvalidConsent(
-            f"bad field: {exc}", public=f"Invalid consent manifest field: {exc}."
+            f"bad field: {exc}", public="A consent manifest field has the wrong type or format."
         ) from None

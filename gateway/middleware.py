@@ -49,6 +49,7 @@ from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
 from gateway.root import PRINCIPAL
 from gateway.services import Services
 from gateway.storage import split_path
+from gateway.trash import Trash
 
 log = logging.getLogger("clindav.request")
 
@@ -165,6 +166,14 @@ class GatewayMiddleware(BaseMiddleware):
                 raise PolicyDenied(f"rule {verdict.rule} denies {check}")
             decision = decision or verdict
         environ[DECISION] = decision
+        if method in ("PUT", "MOVE", "PROPPATCH") or outcome.destination is not None:
+            # A hold stops overwrites and moves as well as deletes.
+            holds = Trash(self.services, self.services.clock)
+            if method != "COPY":
+                holds.check_not_held(share, "/" + "/".join(split_path(path)))
+            if outcome.destination is not None:
+                dest_share, dest_path = outcome.destination
+                holds.check_not_held(dest_share, "/" + "/".join(split_path(dest_path)))
         self._check_length(environ)
 
     def _destination(self, environ: dict[str, Any]) -> tuple[str, str] | None:

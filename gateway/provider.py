@@ -500,6 +500,18 @@ class StoredFile(DAVNonCollection):
             body=body,
             content_type=self.get_content_type(),
         )
+        # The copy is the same patient's image under the same consent, and stays
+        # held (private to its uploader) while the original is.
+        with self.provider.services.sessions() as session:
+            source = session.scalar(
+                select(StoredObject).where(
+                    StoredObject.share == share.name,
+                    StoredObject.logical_path == _registry_path(self.path),
+                )
+            )
+        if source is not None:
+            ctx.patient_id, ctx.consent_id = source.patient_id, source.consent_id
+            ctx.held_until, ctx.placeholder = source.held_until, source.placeholder
         self.provider.commit_object(ctx, dest, audit=None)
 
 

@@ -35,7 +35,7 @@ from gateway.db import DataKey, LegalHold, StoredObject, TrashItem
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
 from gateway.pipeline import RequestInfo
 from gateway.services import Services, ShareRuntime
-from gateway.storage import INTERNAL_PREFIX, fsync_dir
+from gateway.storage import INTERNAL_PREFIX, fsync_dir, split_path
 
 TRASH_FOLDER = INTERNAL_PREFIX + "trash"
 TRASH_PREFIX = "@trash/"
@@ -145,6 +145,11 @@ class Trash:
         fsync_dir(source.parent)
         return item_id
 
+    def check_not_held(self, share: str, path: str) -> None:
+        """LegalHoldActive when a hold covers ``path`` (overwrites and moves, too)."""
+        with self.services.sessions() as session:
+            self._check_holds(session, share, path)
+
     def _check_holds(self, session: Session, share: str, path: str) -> None:
         holds = session.scalars(select(LegalHold).where(LegalHold.share == share)).all()
         for hold in holds:
@@ -222,8 +227,8 @@ class Trash:
         if item is None or item.state != "trashed":
             raise TrashNotFound(f"no trashed item {item_id}")
         share = self.services.shares[item.share]
-        target_path = "/" + (to or item.logical_path).strip("/")
-        segments = [s for s in target_path.split("/") if s]
+        segments = split_path(to or item.logical_path)
+        target_path = "/" + "/".join(segments)
         target = share.store.locate(segments)
         if share.store.lstat(target) is not None:
             if not overwrite:

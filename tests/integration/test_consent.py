@@ -303,3 +303,35 @@ def test_consent_cli_rejects_bad_input(instance: Instance, args: list[str], mess
     result = run_cli(*base, *args, config=instance.config, check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_copy_of_a_held_image_stays_held(gateway: Gateway) -> None:
+    alice, ivy = gateway.session("alice"), gateway.session("ivy")
+    folder = f"{gateway.url}/clinical/{PATIENT}"
+    assert alice.request("MKCOL", folder).status_code == 201
+    assert alice.put(f"{folder}/held.jpg", data=small_jpeg()).status_code == 201
+    copied = alice.request(
+        "COPY", f"{folder}/held.jpg", headers={"Destination": f"{folder}/copy.jpg"}
+    )
+    assert copied.status_code == 201
+    assert ivy.get(f"{folder}/copy.jpg").status_code == 404
+    assert alice.get(f"{folder}/copy.jpg").status_code == 200
+
+
+def test_plain_consent_does_not_release_intimate_held_images(gateway: Gateway) -> None:
+    ivy = gateway.session("ivy")
+    folder = f"{gateway.url}/clinical/{PATIENT}"
+    assert ivy.request("MKCOL", folder).status_code == 201
+    assert ivy.request("MKCOL", f"{folder}/intimate").status_code == 201
+    assert ivy.put(f"{folder}/intimate/i.jpg", data=small_jpeg()).status_code == 201
+    assert ivy.put(f"{folder}/arm.jpg", data=small_jpeg()).status_code == 201
+    consent(gateway.instance, "--scope", "record")
+    pending = json.loads(
+        run_cli("consent", "pending", "--json", config=gateway.instance.config).stdout
+    )
+    assert [p["path"] for p in pending] == [f"/{PATIENT}/intimate/i.jpg"]
+    consent(gateway.instance, "--scope", "record", "--intimate")
+    assert (
+        json.loads(run_cli("consent", "pending", "--json", config=gateway.instance.config).stdout)
+        == []
+    )
