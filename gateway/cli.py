@@ -222,7 +222,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import build_app, build_services
     from gateway.instance import init_instance
-    from gateway.scheduler import TrashSweeper
+    from gateway.scheduler import AuditAnchor, TrashSweeper
     from gateway.server import make_server, run_until_signalled
 
     if args.config is None and not DEFAULT_CONFIG.exists():
@@ -245,12 +245,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"add a user: clindav user add NAME --group clinicians --password-stdin --config {config}",
         flush=True,
     )
-    sweeper = TrashSweeper(services, settings.trash.sweep_interval)
-    sweeper.start()
+    background: list[TrashSweeper | AuditAnchor] = [
+        TrashSweeper(services, settings.trash.sweep_interval),
+        AuditAnchor(services, settings.audit.anchor_interval),
+    ]
+    for thread in background:
+        thread.start()
     try:
         run_until_signalled(server)
     finally:
-        sweeper.stop()
+        for thread in background:
+            thread.stop()
     return 0
 
 

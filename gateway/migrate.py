@@ -50,13 +50,15 @@ import hashlib
 import json
 import logging
 import mimetypes
+import multiprocessing
 import os
+import signal
 import stat
 import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -91,6 +93,7 @@ SHRED_FOLDER = "shred"
 LEGACY_UPLOADER = "@legacy-import"
 ACTION = "MIGRATE"
 _BLOCK = 1 << 20
+_CHUNK = 8  # files per task sent to a worker process
 
 
 class MigrateTargetExists(Conflict):
@@ -578,29 +581,43 @@ class Migration:
         return files, folders
 
     def _process(self, files: list[LegacyEntry]) -> Iterator[Outcome]:
+        """Outcomes in completion order: in this process, or in ``workers`` forked ones.
+
+        Python threads would not help: the work is mostly Python (the
+        database transactions, the pipeline) under the GIL.  Worker processes
+        are forked from this one (its services, policy and keys) and die with
+        it (``PR_SET_PDEATHSIG``), so an interrupted run leaves no worker
+        behind to race the rerun; each file is crash-safe on its own.
+        """
         workers = max(1, self.options.workers)
         if workers == 1:
             for entry in files:
                 yield self.one(entry)
             return
-        with ThreadPoolExecutor(workers, thread_name_prefix="migrate") as pool:
-            queue = iter(files)
-            running: set[Future[Outcome]] = set()
-            try:
-                while True:
-                    for entry in queue:
-                        running.add(pool.submit(self.one, entry))
-                        if len(running) >= 4 * workers:
-                            break
-                    if not running:
-                        return
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
-            except BaseException:
-                for future in running:
-                    future.cancel()
-                raise
+        global _CURRENT
+        _CURRENT = self
+        chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
+        context = multiprocessing.get_context("fork")
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+        )
+        queue = iter(chunks)
+        running: set[Future[list[Outcome]]] = set()
+        try:
+            while True:
+                for chunk in queue:
+                    running.add(pool.submit(_run_chunk, chunk))
+                    if len(running) >= 2 * workers:
+                        break
+                if not running:
+                    return
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+        finally:
+            # On Ctrl-C: no new chunk starts, the running ones finish their files.
+            pool.shutdown(wait=True, cancel_futures=True)
+            _CURRENT = None
 
     # --- one file --------------------------------------------------------------
 
@@ -864,6 +881,27 @@ class Migration:
             )
         except ClindavError as exc:
             log.error("the run's summary event was not recorded: %s", exc)
+
+
+_CURRENT: Migration | None = None  # the run a forked worker serves
+
+
+def _init_worker(parent: int) -> None:
+    """In a forked worker: die with the parent, leave Ctrl-C to it, own DB connections."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    assert _CURRENT is not None
+    _CURRENT.services.sessions.kw["bind"].dispose(close=False)
+
+
+def _run_chunk(chunk: list[LegacyEntry]) -> list[Outcome]:
+    assert _CURRENT is not None
+    return [_CURRENT.one(entry) for entry in chunk]
 
 
 def _overwrite_and_unlink(path: Path) -> None:

@@ -1,5 +1,5 @@
-"""The running server's own clock-driven work: purging trash that is due, and
-images held for consent that never came.
+"""The running server's own clock-driven work: purging trash that is due,
+images held for consent that never came, and anchoring the audit chain.
 
 A daemon thread runs :meth:`gateway.trash.Trash.purge_due` and
 :meth:`gateway.consent.ConsentService.expire_held` once at start (a
@@ -8,6 +8,11 @@ seconds.  A failing sweep is logged and retried at the next interval; it
 never stops the server.  With several gateway processes each sweeps; the
 purge itself re-checks an item's state under the audit chain's lock, so an
 item is purged once.
+
+A second thread writes the audit chain's head (position and MAC) to the log
+at start and every ``audit.anchor_interval`` seconds, so it can be anchored
+outside the database (log shipping, a syslog server): an attacker who rewrote
+the whole database could not also rewrite heads already logged elsewhere.
 """
 
 from __future__ import annotations
@@ -50,6 +55,27 @@ class TrashSweeper(threading.Thread):
                     log.info("purged %d held images whose consent never came", len(expired))
             except Exception:  # logged and retried: a sweep must never take the server down
                 log.exception("trash sweep failed; retrying in %ss", self._interval)
+            if self._stop.wait(self._interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class AuditAnchor(threading.Thread):
+    def __init__(self, services: Services, interval: float) -> None:
+        super().__init__(name="audit-anchor", daemon=True)
+        self._audit = services.audit
+        self._interval = interval
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                seq, mac = self._audit.head()
+                logging.getLogger("clindav.audit").info("audit chain head: seq=%d mac=%s", seq, mac)
+            except Exception:  # a failed anchor is logged and retried, never fatal
+                log.exception("could not read the audit chain head")
             if self._stop.wait(self._interval):
                 return
 

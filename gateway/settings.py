@@ -260,6 +260,12 @@ class TrashSettings(_Strict):
     )
 
 
+class AuditSettings(_Strict):
+    anchor_interval: Annotated[int, Field(ge=10, le=86400)] = Field(
+        3600, description="Seconds between log lines carrying the audit chain's head."
+    )
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     database_url: str = Field(
@@ -271,6 +277,7 @@ class Settings(_Strict):
     locks: LockSettings = LockSettings()
     limits: LimitSettings = LimitSettings()
     trash: TrashSettings = TrashSettings()
+    audit: AuditSettings = AuditSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
 

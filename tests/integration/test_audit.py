@@ -5,6 +5,7 @@ and the audit commands."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import sqlalchemy
@@ -257,3 +258,22 @@ def test_export_filters_and_formats(gateway: Gateway) -> None:
         "audit", "export", "--since", "yesterday", config=gateway.instance.config, check=False
     )
     assert bad.returncode == 2 and "not an ISO date" in bad.stderr
+
+
+def test_server_logs_the_chain_head_for_anchoring(instance: Instance) -> None:
+    settings = instance.settings()
+    settings["audit"] = {"anchor_interval": 10}
+    instance.write_settings(settings)
+    gw = start_gateway(instance)
+    try:
+        assert gw.session().put(f"{gw.url}/documents/a.txt", data=b"a").status_code == 201
+        deadline = time.monotonic() + 15
+        while "audit chain head: seq=1 " not in gw.log() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        gw.stop()
+    logged = gw.log()
+    assert "audit chain head: seq=0 mac=" + "0" * 64 in logged  # at start
+    verified = run_cli("audit", "verify", config=instance.config).stdout
+    head_mac = verified.split("head ")[1].strip()
+    assert f"audit chain head: seq=1 mac={head_mac}" in logged
