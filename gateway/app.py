@@ -30,6 +30,7 @@ from gateway.errors import ConfigError, ConfigProblem
 from gateway.guard import PathGuard
 from gateway.keys import MasterKeys, key_source
 from gateway.keystore import KeyStore
+from gateway.locks import DatabaseLockStorage
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import ENTRY_POINT_GROUP, StageOptionsError, StageRegistry
 from gateway.policy import Policy, load_policy
@@ -143,7 +144,7 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
         "middleware_stack": [GatewayMiddleware, RequestResolver],
         "http_authenticator": {"accept_basic": True, "accept_digest": False},
         "dir_browser": {"enable": False},
-        "lock_storage": _lock_storage(settings.locks.storage),
+        "lock_storage": _lock_storage(settings.locks.storage, services),
         "property_manager": DatabasePropertyManager(
             services.sessions, PropertyCipher(services.keys.seed(PROPERTY_SEED))
         ),
@@ -156,9 +157,11 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
     }
 
 
-def _lock_storage(storage: str) -> Any:
+def _lock_storage(storage: str, services: Services) -> Any:
     if storage == "memory":
         return True
+    if storage == "database":
+        return DatabaseLockStorage(services.sessions)
     from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 
     url = urlparse(storage)

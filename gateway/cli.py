@@ -20,6 +20,7 @@ from gateway.auditcli import add_audit_commands
 from gateway.consentcli import add_consent_commands
 from gateway.errors import ClindavError, ConfigError
 from gateway.ldapcli import add_ldap_commands
+from gateway.lockcli import add_lock_commands
 from gateway.migratecli import add_migrate_commands
 from gateway.trashcli import add_trash_commands
 
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(sub, _config_arg, _open_audit)
     add_trash_commands(sub, _config_arg, _open_services)
     add_consent_commands(sub, _config_arg, _open_services)
+    add_lock_commands(sub, _config_arg, _open_services)
     add_ldap_commands(sub, _config_arg, _settings)
     add_migrate_commands(sub, _config_arg, _settings)
 

@@ -245,6 +245,19 @@ class LegalHold(Base):
     held_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class DavLock(Base):
+    """A WebDAV lock (gateway/locks.py); in the database so that every gateway
+    process and ``clindav locks`` see the same locks."""
+
+    __tablename__ = "dav_lock"
+
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    root: Mapped[str] = mapped_column(Text, index=True)
+    principal: Mapped[str] = mapped_column(String(255))
+    expire: Mapped[float] = mapped_column()
+    lock: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the connection settings clindav relies on."""
     if url.startswith("sqlite"):

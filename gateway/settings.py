@@ -234,16 +234,19 @@ class AuthSettings(_Strict):
 
 class LockSettings(_Strict):
     storage: str = Field(
-        "memory",
-        description="'memory' (one process) or a redis:// URL (several gateway processes).",
+        "database",
+        description="'database' (shared by every gateway process, listed by `clindav locks`), "
+        "'memory' (one process) or a redis:// URL.",
     )
 
     @field_validator("storage")
     @classmethod
     def _known_storage(cls, value: str) -> str:
-        if value != "memory" and not value.startswith("redis://"):
+        if value not in ("memory", "database") and not value.startswith("redis://"):
             # WsgiDAV's Redis lock store has no TLS: keep Redis on a private network.
-            raise ValueError("must be 'memory' or a redis:// URL (TLS to Redis is not supported)")
+            raise ValueError(
+                "must be 'database', 'memory' or a redis:// URL (TLS to Redis is not supported)"
+            )
         return value
 
 

@@ -240,3 +240,39 @@ def test_content_is_never_rendered_inline_unless_an_image(gateway: Gateway) -> N
     assert s.put(f"{gateway.url}/documents/p/photo.jpg", data=small_jpeg()).status_code == 201
     photo = s.get(f"{gateway.url}/documents/p/photo.jpg")
     assert "Content-Disposition" not in photo.headers
+
+
+def test_admins_list_and_break_locks(gateway: Gateway) -> None:
+    from tests.conftest import run_cli
+
+    alice, ivy = gateway.session("alice"), gateway.session("ivy")
+    url = f"{gateway.url}/documents/stuck.txt"
+    assert alice.put(url, data=b"x").status_code == 201
+    token = alice.request("LOCK", url, data=LOCK_BODY).headers["Lock-Token"].strip("<>")
+    assert ivy.put(url, data=b"y").status_code == 423
+    # Another user cannot use alice's token either: locks are bound to their owner.
+    assert ivy.put(url, data=b"y", headers={"If": f"(<{token}>)"}).status_code in (412, 423)
+    import json
+
+    listed = json.loads(run_cli("locks", "list", "--json", config=gateway.instance.config).stdout)
+    assert [(lock["path"], lock["principal"], lock["token"]) for lock in listed] == [
+        ("/documents/stuck.txt", "alice", token)
+    ]
+    run_cli(
+        "locks",
+        "break",
+        token,
+        "--as",
+        "dr-admin",
+        "--reason",
+        "client crashed",
+        config=gateway.instance.config,
+    )
+    assert (
+        json.loads(run_cli("locks", "list", "--json", config=gateway.instance.config).stdout) == []
+    )
+    assert ivy.put(url, data=b"y").status_code == 204
+    events = [e for rows in events_by_request(gateway.instance).values() for e in rows]
+    assert [(e.actor, e.code, e.reason) for e in events if e.code == "lock-broken"] == [
+        ("dr-admin", "lock-broken", "client crashed")
+    ]

@@ -87,6 +87,16 @@ def upgrade() -> None:
     op.create_index(op.f("ix_data_key_file_id"), "data_key", ["file_id"], unique=False)
     op.create_index(op.f("ix_data_key_master_key_id"), "data_key", ["master_key_id"], unique=False)
     op.create_table(
+        "dav_lock",
+        sa.Column("token", sa.String(length=128), nullable=False),
+        sa.Column("root", sa.Text(), nullable=False),
+        sa.Column("principal", sa.String(length=255), nullable=False),
+        sa.Column("expire", sa.Double(), nullable=False),
+        sa.Column("lock", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("token"),
+    )
+    op.create_index(op.f("ix_dav_lock_root"), "dav_lock", ["root"], unique=False)
+    op.create_table(
         "dead_property",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
@@ -202,6 +212,8 @@ def downgrade() -> None:
     op.drop_table("legal_hold")
     op.drop_index(op.f("ix_dead_property_url"), table_name="dead_property")
     op.drop_table("dead_property")
+    op.drop_index(op.f("ix_dav_lock_root"), table_name="dav_lock")
+    op.drop_table("dav_lock")
     op.drop_index(op.f("ix_data_key_master_key_id"), table_name="data_key")
     op.drop_index(op.f("ix_data_key_file_id"), table_name="data_key")
     op.drop_table("data_key")

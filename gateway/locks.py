@@ -1,0 +1,127 @@
+"""WebDAV locks kept in clindav's database (``locks.storage: database``, the default).
+
+Implements the storage interface WsgiDAV's lock manager expects (``get``,
+``create``, ``refresh``, ``delete``, ``get_lock_list``), so that every gateway
+process over one database sees the same locks without Redis, and so that
+admins can list and break them with ``clindav locks list|break`` (audited).
+Expired locks are never returned and are deleted when met.  Timeouts are
+capped at :data:`gateway.limits.MAX_LOCK_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import sessionmaker
+from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
+
+from gateway.db import DavLock
+from gateway.limits import MAX_LOCK_SECONDS
+
+
+class DatabaseLockStorage:
+    def __init__(self, sessions: sessionmaker) -> None:
+        self._sessions = sessions
+
+    def __repr__(self) -> str:
+        return "DatabaseLockStorage()"
+
+    def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def cleanup(self) -> None:
+        with self._sessions.begin() as session:
+            session.execute(delete(DavLock).where(DavLock.expire < time.time()))
+
+    def clear(self) -> None:
+        with self._sessions.begin() as session:
+            session.execute(delete(DavLock))
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            row = session.get(DavLock, token)
+        if row is None:
+            return None
+        if row.expire < time.time():
+            self.delete(token)
+            return None
+        return _restore(row.lock)
+
+    def create(self, path: str, lock: dict[str, Any]) -> dict[str, Any]:
+        lock["root"] = normalize_lock_root(path)
+        timeout = float(lock.get("timeout") or MAX_LOCK_SECONDS)
+        lock["timeout"] = MAX_LOCK_SECONDS if timeout < 0 else min(timeout, MAX_LOCK_SECONDS)
+        lock["expire"] = time.time() + lock["timeout"]
+        validate_lock(lock)
+        lock["token"] = generate_lock_token()
+        with self._sessions.begin() as session:
+            session.add(
+                DavLock(
+                    token=lock["token"],
+                    root=lock["root"],
+                    principal=str(lock.get("principal", "")),
+                    expire=lock["expire"],
+                    lock=_jsonable(lock),
+                )
+            )
+        return lock
+
+    def refresh(self, token: str, *, timeout: float) -> dict[str, Any]:
+        seconds = MAX_LOCK_SECONDS if timeout < 0 else min(timeout, MAX_LOCK_SECONDS)
+        with self._sessions.begin() as session:
+            row = session.get(DavLock, token)
+            if row is None:
+                raise ValueError(f"no lock {token}")
+            lock = _restore(row.lock)
+            lock["timeout"], lock["expire"] = seconds, time.time() + seconds
+            row.lock, row.expire = _jsonable(lock), lock["expire"]
+        return lock
+
+    def delete(self, token: str) -> bool:
+        with self._sessions.begin() as session:
+            result = session.execute(delete(DavLock).where(DavLock.token == token))
+            return bool(getattr(result, "rowcount", 0))
+
+    def get_lock_list(
+        self, path: str, *, include_root: bool, include_children: bool, token_only: bool
+    ) -> list[Any]:
+        root = normalize_lock_root(path)
+        query = select(DavLock).where(DavLock.expire >= time.time())
+        conditions = []
+        if include_root:
+            conditions.append(DavLock.root == root)
+        if include_children:
+            conditions.append(DavLock.root.startswith(root.rstrip("/") + "/", autoescape=True))
+        with self._sessions() as session:
+            rows = session.scalars(
+                query.where(
+                    conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
+                )
+            ).all()
+        return [row.token if token_only else _restore(row.lock) for row in rows]
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every live lock (for ``clindav locks list``)."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(DavLock).where(DavLock.expire >= time.time()).order_by(DavLock.root)
+            ).all()
+        return [_restore(row.lock) for row in rows]
+
+
+def _jsonable(lock: dict[str, Any]) -> dict[str, Any]:
+    """WsgiDAV keeps the owner as XML bytes; JSON needs text."""
+    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in lock.items()}
+
+
+def _restore(stored: dict[str, Any]) -> dict[str, Any]:
+    """The lock as WsgiDAV keeps it: the owner back to XML bytes."""
+    lock = dict(stored)
+    if isinstance(lock.get("owner"), str):
+        lock["owner"] = lock["owner"].encode("utf-8")
+    return lock
