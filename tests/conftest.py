@@ -166,6 +166,8 @@ class Gateway:
 
     def session(self, user: str | None = "alice", password: str = PASSWORD) -> requests.Session:
         s = requests.Session()
+        # Loopback only: no proxy or CA bundle from the environment may apply.
+        s.trust_env = False
         s.verify = not self.url.startswith("https")
         if user is not None:
             s.auth = (user, password)
