@@ -216,6 +216,22 @@ def measure(peer: Peer, spec: PhaseSpec) -> PhaseResult:
     return result
 
 
+def run_record(result: PhaseResult, rep: int) -> dict[str, Any]:
+    """One phase's figures as the JSON keeps them (``raw[load][peer]`` entries)."""
+    return {
+        **result.figures(),
+        "rep": rep,
+        "wall_s": result.wall_s,
+        "requests": result.requests,
+        "bytes": result.bytes,
+        "statuses": result.statuses,
+        "error_samples": result.errors,
+        "server_cpu_s": result.server_cpu_s,
+        "cleanup_errors": result.extra.get("cleanup_errors", []),
+        "rss_timeline_mib": result.extra.get("rss_timeline_mib", []),
+    }
+
+
 # --- setup ----------------------------------------------------------------
 
 

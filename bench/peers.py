@@ -218,9 +218,23 @@ def _run(cmd: list[str], cwd: Path, stdin: str = "") -> None:
 
 def set_server_setting(config: Path, key: str, value: int) -> None:
     """Edit ``server.<key>`` in an instance's clindav.yaml (e.g. block_size, threads)."""
+    update_settings(config, {"server": {key: value}})
+
+
+def update_settings(config: Path, patch: dict[str, object]) -> None:
+    """Merge ``patch`` into an instance's clindav.yaml (nested mappings merged key by key)."""
     data = yaml.safe_load(config.read_text())
-    data.setdefault("server", {})[key] = value
+    _merge(data, patch)
     config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _merge(into: dict[str, object], patch: dict[str, object]) -> None:
+    for key, value in patch.items():
+        current = into.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _merge(current, value)
+        else:
+            into[key] = value
 
 
 def server_settings(config: Path) -> dict[str, object]:
@@ -230,8 +244,14 @@ def server_settings(config: Path) -> dict[str, object]:
     return load_settings(config).server.model_dump(mode="json")
 
 
-def start_clindav(config: Path, tag: str = "") -> Peer:
-    """``clindav serve --config CONFIG --port 0 --no-tls``; reads the URL it prints."""
+def start_clindav(
+    config: Path, tag: str = "", name: str = "clindav", auth: tuple[str, str] = (USER, PASSWORD)
+) -> Peer:
+    """``clindav serve --config CONFIG --port 0 --no-tls``; reads the URL it prints.
+
+    ``name`` labels the peer in results (extra instances: ``clindav-ldap``, ...);
+    ``auth`` is the account the load logs in with.
+    """
     from gateway import __version__
 
     log_path = config.parent.parent / f"clindav{tag}.log"
@@ -241,13 +261,14 @@ def start_clindav(config: Path, tag: str = "") -> Peer:
     _drain(process, log_path)
     wait_ready(url, process, log_path, 30)
     return Peer(
-        "clindav",
+        name,
         url,
         process,
         log_path,
         __version__,
         "clindav serve --no-tls: Basic auth (local users), policy, filetype stage, "
         "AES-GCM content + AES-SIV names, audit row per request",
+        auth=auth,
         config_path=config,
     )
 

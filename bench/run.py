@@ -26,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python bench/run.py`: import from the repo root,
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not from bench/ itself
 
-from bench import loads, peers, report
+from bench import compare, loads, peers, report
 from bench.media import phone_jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -159,32 +159,10 @@ def run_reps(
             for peer in started:
                 if not peer.alive():
                     continue
-                result = loads.measure(peer, spec)
-                run = {
-                    **result.figures(),
-                    "rep": rep,
-                    "wall_s": result.wall_s,
-                    "requests": result.requests,
-                    "bytes": result.bytes,
-                    "statuses": result.statuses,
-                    "error_samples": result.errors,
-                    "server_cpu_s": result.server_cpu_s,
-                    "cleanup_errors": result.extra.get("cleanup_errors", []),
-                    "rss_timeline_mib": result.extra.get("rss_timeline_mib", []),
-                }
+                run = loads.run_record(loads.measure(peer, spec), rep)
                 raw.setdefault(spec.name, {}).setdefault(peer.name, []).append(run)
-                _progress(rep, spec.name, peer.name, run)
+                compare.progress(rep, spec.name, peer.name, run)
     return raw
-
-
-def _progress(rep: int, load: str, peer: str, run: dict[str, Any]) -> None:
-    headline = report.HEADLINE.get(load, "mb_s")
-    value = run.get(headline)
-    shown = f"{value:.1f}" if value is not None else "-"
-    errors = f" errors={run['errors']}" if run["errors"] else ""
-    if run["cleanup_errors"]:
-        errors += f" cleanup-errors={len(run['cleanup_errors'])}"
-    print(f"[bench] rep {rep} {load:18} {peer:8} {headline}={shown}{errors}", flush=True)
 
 
 def log_findings(started: list[peers.Peer], work: Path) -> dict[str, list[str]]:

@@ -10,6 +10,7 @@ alone is reported (its worker threads are held by the slow clients until
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -100,10 +101,8 @@ def slowloris(port: int, stop: threading.Event, *, tls: bool) -> list[socket.soc
             if stop.wait(1.0):
                 return
             for conn in conns:
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall(b"X-Slow: a\r\n")
-                except OSError:
-                    pass
 
     threading.Thread(target=trickle, daemon=True).start()
     return conns
