@@ -10,6 +10,7 @@ capped at :data:`gateway.limits.MAX_LOCK_SECONDS`.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,19 @@ from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_ro
 
 from gateway.db import DavLock
 from gateway.limits import MAX_LOCK_SECONDS
+
+_READS = threading.local()
+
+
+def begin_request(read_only: bool) -> None:
+    """Called per request: a read-only request may answer lock queries from one snapshot.
+
+    A PROPFIND of a folder asks for every member's locks (lockdiscovery); one
+    query per request instead of one per member.  Requests that change
+    anything always ask the database, so a lock check never uses stale data.
+    """
+    _READS.snapshot = [] if read_only else None
+    _READS.loaded = False
 
 
 class DatabaseLockStorage:
@@ -91,6 +105,8 @@ class DatabaseLockStorage:
         self, path: str, *, include_root: bool, include_children: bool, token_only: bool
     ) -> list[Any]:
         root = normalize_lock_root(path)
+        if getattr(_READS, "snapshot", None) is not None:
+            return self._from_snapshot(root, include_root, include_children, token_only)
         query = select(DavLock).where(DavLock.expire >= time.time())
         conditions = []
         if include_root:
@@ -104,6 +120,20 @@ class DatabaseLockStorage:
                 )
             ).all()
         return [row.token if token_only else _restore(row.lock) for row in rows]
+
+    def _from_snapshot(
+        self, root: str, include_root: bool, include_children: bool, token_only: bool
+    ) -> list[Any]:
+        if not _READS.loaded:
+            _READS.snapshot, _READS.loaded = self.all(), True
+        below = root.rstrip("/") + "/"
+        found = [
+            lock
+            for lock in _READS.snapshot
+            if (include_root and lock["root"] == root)
+            or (include_children and lock["root"].startswith(below))
+        ]
+        return [lock["token"] if token_only else lock for lock in found]
 
     def all(self) -> list[dict[str, Any]]:
         """Every live lock (for ``clindav locks list``)."""

@@ -43,6 +43,7 @@ from gateway.errors import (
 )
 from gateway.junk import PhantomStore, answer_junk, is_junk
 from gateway.limits import check_request
+from gateway.locks import begin_request
 from gateway.manifest import handle_manifest, is_manifest
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
@@ -70,6 +71,7 @@ class GatewayMiddleware(BaseMiddleware):
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         request_id = uuid.uuid4().hex[:16]
+        begin_request(environ.get("REQUEST_METHOD", "") in ("GET", "HEAD", "PROPFIND", "OPTIONS"))
         _apply_forwarding(environ, self.services.settings.server.trusted_proxies)
         outcome = _Outcome(request_id)
         body: str | bytes
