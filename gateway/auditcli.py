@@ -17,26 +17,9 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from gateway.db import AuditEvent
-from plugins.audit import AuditLog, iter_events, verify_chain
+from plugins.audit import CHAINED_FIELDS, AuditLog, iter_events, verify_chain
 
-COLUMNS = (
-    "seq",
-    "occurred_at",
-    "request_id",
-    "actor",
-    "client",
-    "user_agent",
-    "action",
-    "share",
-    "logical_path",
-    "patient_id",
-    "status",
-    "code",
-    "reason",
-    "details",
-    "prev_mac",
-    "mac",
-)
+COLUMNS = (*CHAINED_FIELDS, "mac")
 Open = Callable[[argparse.Namespace], tuple[AuditLog, Any]]
 
 

@@ -23,14 +23,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.auth import Principal
 from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.pipeline import Pipeline, StageOptionsError, StageRegistry
-from gateway.settings import problems_from
+from gateway.settings import problems_from, read_yaml
 
 Action = Literal["read", "write", "delete"]
 ACTIONS: dict[str, Action] = {
@@ -215,12 +214,7 @@ def _glob(pattern: str) -> re.Pattern[str]:
 def load_policy(path: Path, registry: StageRegistry, share_names: list[str]) -> Policy:
     """Read, validate and build a policy; ConfigError names the file and key."""
     name = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError.single(name, "(file)", "not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError.single(name, "(file)", f"cannot be read as YAML: {exc}") from None
+    raw = read_yaml(path)
     try:
         doc = PolicyFile.model_validate(raw)
     except ValidationError as exc:

@@ -318,15 +318,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; ConfigError naming the file when it cannot be read."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError.single(str(path), "(file)", "not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError.single(str(path), "(file)", f"cannot be read as YAML: {exc}") from None
+
+
 def load_settings(path: Path) -> Settings:
     """Read and validate a settings file; raises ConfigError naming file and keys."""
     name = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError.single(name, "(file)", "not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError.single(name, "(file)", f"cannot be read as YAML: {exc}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError.single(name, "(top level)", "must be a mapping of settings")
     raw.pop("base_dir", None)

@@ -40,7 +40,8 @@ from gateway.pipeline import RequestInfo
 log = logging.getLogger("clindav.audit")
 AUDIT_SEED = "@audit"
 GENESIS = "0" * 64
-_FIELDS = (
+# Every field the MAC covers: all but the MAC itself.
+CHAINED_FIELDS = (
     "seq",
     "occurred_at",
     "request_id",
@@ -61,7 +62,7 @@ _FIELDS = (
 
 def canonical(event: AuditEvent) -> bytes:
     """The bytes an event's MAC covers (stable across databases)."""
-    values: dict[str, Any] = {name: getattr(event, name) for name in _FIELDS}
+    values: dict[str, Any] = {name: getattr(event, name) for name in CHAINED_FIELDS}
     when = values["occurred_at"]
     if when.tzinfo is None:  # SQLite returns naive datetimes; all of ours are UTC
         when = when.replace(tzinfo=dt.UTC)
