@@ -63,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.auth import Principal
@@ -174,9 +174,11 @@ def walk_legacy(store: BackingStore) -> Iterator[LegacyEntry]:
                 children.append((path, child, is_legacy))
             elif entry.is_file(follow_symlinks=False):
                 if is_legacy or (plain and not _has_header(path)):
-                    yield LegacyEntry(
-                        "file", path, child, entry.stat(follow_symlinks=False).st_size
-                    )
+                    try:
+                        size = entry.stat(follow_symlinks=False).st_size
+                    except OSError:  # gone since the listing
+                        continue
+                    yield LegacyEntry("file", path, child, size)
             elif is_legacy:
                 yield LegacyEntry("other", path, child)
         pending.extend(reversed(children))
@@ -253,8 +255,11 @@ def readonly_services(settings: Settings) -> Services:
     policy = load_checked_policy(settings)
     sessions = make_sessions(make_engine(settings.sqlalchemy_url()))
     keys = KeyStore(sessions, masters)
-    with sessions() as session:
-        seeded = set(session.scalars(select(ShareKey.share)))
+    seeded: set[str] = set()
+    database = make_url(settings.sqlalchemy_url())
+    if not database.drivername.startswith("sqlite") or Path(database.database or "").exists():
+        with sessions() as session:  # (connecting would create a missing SQLite file)
+            seeded = set(session.scalars(select(ShareKey.share)))
     shares = {}
     for name, conf in settings.shares.items():
         names: Any = PlainNames()
@@ -427,13 +432,17 @@ class MigrationReport:
         files = len(self.migrated) + len(self.junk)
         resumed = sum(1 for o in self.migrated if o.resumed)
         lines = [
-            f"share {self.share}: {verb}migrate {len(self.migrated)} files"
+            f"share {self.share}: {verb}migrate {_n(len(self.migrated), 'file')}"
             + (f" ({resumed} finishing an interrupted run)" if resumed else "")
-            + f", {verb}destroy {len(self.junk)} junk files, {verb}leave {len(self.left)} "
-            f"files in place"
-            + ("" if self.dry_run else f", removed {self.folders_removed} empty legacy folders"),
+            + f", {verb}destroy {_n(len(self.junk), 'junk file')}, {verb}leave "
+            f"{_n(len(self.left), 'file')} in place"
+            + (
+                ""
+                if self.dry_run
+                else f", removed {_n(self.folders_removed, 'empty legacy folder')}"
+            ),
             f"{files / seconds:.1f} files/s, {self.bytes_read / 1e6 / seconds:.2f} MB/s "
-            f"in {self.seconds:.1f} s with {self.workers} workers"
+            f"in {self.seconds:.1f} s with {_n(self.workers, 'worker')}"
             + (" (interrupted)" if self.interrupted else ""),
         ]
         left = _sorted(self.left)
@@ -441,6 +450,10 @@ class MigrationReport:
         if len(self.left) > 50:
             lines.append(f"  ... and {len(self.left) - 50} more (see the report)")
         return "\n".join(lines)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _sorted(outcomes: list[Outcome]) -> list[Outcome]:
@@ -550,10 +563,16 @@ class Migration:
         self.shred.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.workdir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise MigrationBusy(f"{self.workdir}/lock is held") from None
+            # A killed run's workers may take a moment to die (they hold the lock too).
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise MigrationBusy(f"{self.workdir}/lock is held") from None
+                    time.sleep(0.1)
             yield
         finally:
             os.close(fd)
@@ -634,6 +653,9 @@ class Migration:
             error = DatabaseUnavailable(f"database: {type(exc).__name__}: {exc}")
         except OSError as exc:
             error = MigrateFailed(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # one odd file must not stop the migration of the rest
+            log.exception("%s: unexpected failure", display(entry.logical))
+            error = MigrateFailed(f"{type(exc).__name__}: {exc}")
         if stored:
             log.error(
                 "%s: stored, but the original was not removed (a rerun finishes): %s",
@@ -663,9 +685,9 @@ class Migration:
         """``stored`` gets an entry once the protected copy is committed."""
         segments = split_path(entry.logical)
         target = self.share.store.locate(segments)
-        body = self._read(entry)
+        body, read_stat = self._read(entry)
         legacy_sha = hashlib.sha256(body).hexdigest()
-        resumed = self._resume(entry, target, legacy_sha)
+        resumed = self._resume(entry, target, legacy_sha, read_stat)
         if resumed is not None:
             return resumed
         ctx = PutContext(
@@ -721,21 +743,23 @@ class Migration:
             self._roll_back(entry, target)
             stored.clear()
             raise MigrateVerifyFailed(f"{entry.logical}: read-back mismatch")
-        self._destroy(entry.source)
+        self._destroy(entry.source, unchanged_since=read_stat)
         return outcome
 
-    def _read(self, entry: LegacyEntry) -> bytes:
+    def _read(self, entry: LegacyEntry) -> tuple[bytes, os.stat_result]:
         limit = self.services.settings.limits.max_upload_bytes
-        fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never a FIFO
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise LegacyNotAFile(entry.logical)
             if st.st_size > limit:
                 raise PayloadTooLarge(f"{st.st_size} bytes > limits.max_upload_bytes {limit}")
-            return f.read()
+            return f.read(), st
 
-    def _resume(self, entry: LegacyEntry, target: Path, legacy_sha: str) -> Outcome | None:
+    def _resume(
+        self, entry: LegacyEntry, target: Path, legacy_sha: str, read_stat: os.stat_result
+    ) -> Outcome | None:
         """Finish an interrupted migration of this very file, or refuse a taken name."""
         with self.services.sessions() as session:
             row = session.scalar(
@@ -768,7 +792,7 @@ class Migration:
             if not self._verify(target, row.sha256):
                 return None  # ours, but broken or gone: migrate it again
             log.info("%s: finishing an interrupted migration", display(entry.logical))
-            self._destroy(entry.source)
+            self._destroy(entry.source, unchanged_since=read_stat)
         held = row.held_until is not None
         return Outcome(
             "migrated",
@@ -831,8 +855,25 @@ class Migration:
 
     # --- destroying originals ------------------------------------------------
 
-    def _destroy(self, source: Path) -> None:
-        """Rename into the shred folder (atomic), then overwrite and unlink there."""
+    def _destroy(self, source: Path, *, unchanged_since: os.stat_result | None = None) -> None:
+        """Rename into the shred folder (atomic), then overwrite and unlink there.
+
+        An original is destroyed only if it is still the file that was read
+        (a client writing to the share during the migration keeps its file).
+        """
+        if unchanged_since is not None:
+            now = os.lstat(source)
+            before = unchanged_since
+            if (now.st_ino, now.st_size, now.st_mtime_ns) != (
+                before.st_ino,
+                before.st_size,
+                before.st_mtime_ns,
+            ):
+                raise MigrateFailed(
+                    f"{source.name}: changed while it was migrated",
+                    public="The file changed while it was migrated: the protected copy holds "
+                    "the version read, the changed file was left for review.",
+                )
         staged = self.shred / uuid.uuid4().hex
         try:
             os.rename(source, staged)
@@ -890,8 +931,9 @@ def _init_worker(parent: int) -> None:
     """In a forked worker: die with the parent, leave Ctrl-C to it, own DB connections."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # Not on Linux (no prctl), orphans would finish their chunk and find no parent.
+    with contextlib.suppress(AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -33,7 +33,7 @@ class Progress:
         self._tty = self._stream.isatty()
         self._interval = interval if not self._tty else 0.1
         self._start = time.monotonic()
-        self._last = 0.0
+        self._last = self._start  # the first line after one interval: no wild first rate
 
     def advance(self, count: int = 1, nbytes: int = 0) -> None:
         self.done += count
