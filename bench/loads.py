@@ -50,8 +50,17 @@ class Scale:
     large_bytes: int
     huge_bytes: int
     sweep_requests: int
+    sweep_reps: int  # repetitions of the block-size sweep (each restarts clindav 4 times)
     pipeline_n: int
     profile_seconds: int
+    login_c1: int  # PROPFIND Depth 0 (a login each without the LDAP cache), 1 client
+    login_c8: int  # the same, requests per client, 8 clients
+    audit_events: int  # audit table exported for peak RSS (issue 8)
+    audit_events_small: int  # the smaller table, to show memory is flat
+    audit_small_reps: int  # exports of the smaller table (the big one: once)
+    audit_record_n: int  # AuditLog.record calls timed per database
+    consent_puts: int  # 4 MB PUTs per phase with and without the consent stage
+    consent_reps: int  # interleaved repetitions of that comparison (a small effect: more)
 
 
 FULL = Scale(
@@ -69,8 +78,17 @@ FULL = Scale(
     large_bytes=100 * 1000 * 1000,
     huge_bytes=1000 * 1000 * 1000,
     sweep_requests=16,
+    sweep_reps=5,
     pipeline_n=15,
     profile_seconds=12,
+    login_c1=40,
+    login_c8=10,
+    audit_events=1_000_000,
+    audit_events_small=100_000,
+    audit_small_reps=2,
+    audit_record_n=50,
+    consent_puts=12,
+    consent_reps=8,
 )
 QUICK = Scale(
     photo_size=(600, 400),
@@ -87,8 +105,17 @@ QUICK = Scale(
     large_bytes=4 * 1000 * 1000,
     huge_bytes=8 * 1000 * 1000,
     sweep_requests=2,
+    sweep_reps=1,
     pipeline_n=3,
     profile_seconds=3,
+    login_c1=3,
+    login_c8=1,
+    audit_events=3000,
+    audit_events_small=300,
+    audit_small_reps=1,
+    audit_record_n=5,
+    consent_puts=2,
+    consent_reps=2,
 )
 
 

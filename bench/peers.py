@@ -208,6 +208,49 @@ def init_clindav(work: Path, name: str = "clindav") -> Path:
     return config
 
 
+def new_instance(work: Path, name: str) -> Path:
+    """A fresh instance with the bench user, in this process (what ``clindav init`` and
+    ``clindav user add`` run, without two interpreter start-ups); returns its yaml."""
+    from gateway.db import make_engine, make_sessions
+    from gateway.instance import init_instance
+    from gateway.settings import load_settings
+    from gateway.users import UserStore
+
+    config = init_instance(work / name)
+    engine = make_engine(load_settings(config).sqlalchemy_url())
+    try:
+        UserStore(make_sessions(engine)).add(USER, PASSWORD, ["clinicians"])
+    finally:
+        engine.dispose()
+    return config
+
+
+def start_many(instances: list[tuple[Path, str, tuple[str, str]]]) -> list[Peer]:
+    """Start several clindav instances at once: ``(config, name, auth)`` each, in order.
+
+    If one fails to start, the others are stopped and the error is raised.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def start(item: tuple[Path, str, tuple[str, str]]) -> Peer:
+        config, name, auth = item
+        return start_clindav(config, tag=name[len("clindav") :], name=name, auth=auth)
+
+    with ThreadPoolExecutor(len(instances)) as pool:
+        futures = [pool.submit(start, item) for item in instances]
+    started, errors = [], []
+    for future in futures:
+        try:
+            started.append(future.result())
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        for peer in started:
+            peer.stop()
+        raise errors[0]
+    return started
+
+
 def _run(cmd: list[str], cwd: Path, stdin: str = "") -> None:
     proc = subprocess.run(
         cmd, input=stdin, capture_output=True, text=True, cwd=cwd, env=_clindav_env(), timeout=180

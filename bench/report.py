@@ -130,8 +130,61 @@ def _rss_row(huge: dict[str, Any] | None) -> dict[str, Any]:
     return _row(name, peak, f"<= {RSS_TARGET_MIB:.0f}", peak <= RSS_TARGET_MIB)
 
 
-def _row(name: str, value: float | None, needed: str, met: bool, note: str = "") -> dict[str, Any]:
+def target_row(
+    name: str, value: float | None, needed: str, met: bool, note: str = ""
+) -> dict[str, Any]:
+    """One row of the targets table (JSON ``targets``)."""
     return {"target": name, "value": value, "needed": needed, "met": met, "note": note}
+
+
+_row = target_row
+
+
+def issue_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 7 (LDAP within 10 % of local auth) and issue 5 (no loss from the consent stage)."""
+    rows: list[dict[str, Any]] = []
+    ldap = result.get("ldap")
+    if ldap is not None:
+        rows += ldap.get("targets") or [
+            target_row(
+                "issue 7: 4 MB PUT/GET MB/s, LDAP / local auth",
+                None,
+                ">= 0.9",
+                False,
+                f"not measured: {ldap.get('unavailable') or ldap.get('error', '')}"[:200],
+            )
+        ]
+    consent = result.get("consent")
+    if consent is not None:
+        ratio = consent.get("ratios", {}).get("clindav-consent")
+        if ratio is None:
+            rows.append(
+                target_row(
+                    "issue 5: PUT 4 MB C=1 MB/s, with / without consent stage",
+                    None,
+                    "no measurable loss",
+                    False,
+                    f"not measured: {consent.get('error', '')}"[:200],
+                )
+            )
+        else:
+            rows.append(
+                target_row(
+                    "issue 5: PUT 4 MB C=1 MB/s, with / without consent stage",
+                    ratio["median"],
+                    "no measurable loss (1.0 within the per-repetition spread)",
+                    _no_measurable_loss(ratio),
+                    f"per-repetition {_fmt(ratio['min'], 2)}-{_fmt(ratio['max'], 2)}",
+                )
+            )
+    return rows
+
+
+def _no_measurable_loss(ratio: dict[str, Any]) -> bool:
+    low, high, mid = ratio.get("min"), ratio.get("max"), ratio.get("median")
+    if mid is None:
+        return False
+    return mid >= 1.0 or (low is not None and high is not None and low <= 1.0 <= high)
 
 
 # --- markdown ---------------------------------------------------------------
@@ -155,6 +208,9 @@ def markdown(result: dict[str, Any]) -> str:
         _huge_table(result),
         _setup_table(result),
         _pipeline_table(result),
+        _ldap_section(result),
+        _consent_section(result),
+        _audit_section(result),
         _sweep_table(result),
         _profile_section(result),
         _findings_section(result),
@@ -190,6 +246,8 @@ def _header(result: dict[str, Any]) -> str:
 
 def _load_table(result: dict[str, Any]) -> str:
     summary, ratios = result["summary"], result["ratios"]
+    if not summary:
+        return ""
     lines = [
         "### Loads (medians over repetitions; ratio = median of paired per-repetition ratios)",
         "",
@@ -215,7 +273,7 @@ def _load_table(result: dict[str, Any]) -> str:
 
 def _targets_table(result: dict[str, Any]) -> str:
     lines = [
-        "### Targets (clindav, issue 9)",
+        "### Targets (clindav: issue 9, and issues 7 and 5)",
         "",
         "| target | measured | needed | met | note |",
         "|---|---:|---|---|---|",
@@ -394,3 +452,194 @@ def _findings_section(result: dict[str, Any]) -> str:
     if sweep_errors:
         lines.append(f"- sweep: {len(sweep_errors)} errors, e.g. `{sweep_errors[0][:300]}`")
     return "### Server log findings\n\n" + "\n".join(lines) if lines else ""
+
+
+# --- issue sections -------------------------------------------------------------
+
+
+def _ratio_cell(ratio: dict[str, Any] | None) -> tuple[str, str]:
+    if not ratio or ratio.get("median") is None:
+        return "-", "-"
+    return f"**{ratio['median']:.2f}**", f"{ratio['min']:.2f}-{ratio['max']:.2f}"
+
+
+def _ldap_section(result: dict[str, Any]) -> str:
+    ldap = result.get("ldap")
+    if ldap is None:
+        return ""
+    title = "### LDAP against local auth (issue 7)"
+    if "raw" not in ldap:
+        why = ldap.get("unavailable") or ldap.get("error", "")
+        return f"{title}\n\nNot measured: {why}"
+    local, directory, nocache = "clindav-local", "clindav-ldap", "clindav-ldap-nocache"
+    summary, summary_nc = ldap["summary"], ldap["summary_nocache"]
+    lines = [
+        title,
+        "",
+        f"Users: local `{ldap['users'][local]}` (scrypt), LDAP `{ldap['users'][directory]}` "
+        f"(LDAPS to slapd on loopback, memberOf groups, disabled_filter); "
+        f"{len(next(iter(ldap['raw'].values()))[local])} interleaved repetitions; "
+        f"{ldap['duration_s']:.0f} s.",
+        "",
+        "Login cache on (`auth.ldap.cache_ttl: 60`):",
+        "",
+        "| load | local | LDAP | LDAP / local (median) | per-repetition | p50 ms local / LDAP "
+        "| errors |",
+        "|---|---:|---:|---:|---|---|---:|",
+    ]
+    for load, by_peer in summary.items():
+        figure = HEADLINE.get(load, "req_s")
+        a, b = by_peer.get(local, {}), by_peer.get(directory, {})
+        ratio, spread = _ratio_cell(ldap["ratios"].get(load))
+        unit = "MB/s" if figure == "mb_s" else "req/s"
+        lines.append(
+            f"| {load} ({unit}) | {_fmt(a.get(figure))} | {_fmt(b.get(figure))} | {ratio} "
+            f"| {spread} | {_fmt(a.get('p50_ms'))} / {_fmt(b.get('p50_ms'))} "
+            f"| {a.get('errors', 0) + b.get('errors', 0)} |"
+        )
+    lines += [
+        "",
+        "Login cache off (`auth.ldap.cache_ttl: 0`): every request is a directory login "
+        "(PROPFIND Depth 0 of `/documents/`):",
+        "",
+        "| load | local (cached) req/s | LDAP no cache: logins/s | LDAP p50 ms "
+        "| no cache / local (median) | per-repetition | errors |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for load, by_peer in summary_nc.items():
+        a, b = by_peer.get(local, {}), by_peer.get(nocache, {})
+        ratio, spread = _ratio_cell(ldap["ratios_nocache"].get(load))
+        lines.append(
+            f"| {load} | {_fmt(a.get('req_s'))} | {_fmt(b.get('req_s'))} | "
+            f"{_fmt(b.get('p50_ms'))} | {ratio} | {spread} "
+            f"| {a.get('errors', 0) + b.get('errors', 0)} |"
+        )
+    binds = ldap["binds"]
+    lines.append(
+        f"\nslapd saw {binds['one_user_binds']} binds as the user for "
+        f"{binds['one_user_requests']} one-user requests without cache "
+        f"({_fmt(binds['binds_per_request'], 2)} per request); "
+        f"{binds['all_binds']} binds for {binds['all_requests']} requests with the five users."
+    )
+    if ldap.get("errors"):
+        lines.append(f"\nErrors: {len(ldap['errors'])}, e.g. `{ldap['errors'][0][:300]}`")
+    return "\n".join(lines)
+
+
+def _consent_section(result: dict[str, Any]) -> str:
+    consent = result.get("consent")
+    if consent is None:
+        return ""
+    title = "### Consent stage cost (issue 5)"
+    if "raw" not in consent:
+        return f"{title}\n\nNot measured: {consent.get('error', '')}"
+    without = "clindav-no-consent"
+    summary = consent["summary"].get("put_4mb_c1", {})
+    lines = [
+        title,
+        "",
+        "PUT 4 MB JPEG, C=1, interleaved; ratios paired per repetition against the instance "
+        "without the stage.",
+        "",
+        "| instance | MB/s | p50 ms | server CPU ms/PUT | MB/s / no-consent (median) "
+        "| per-repetition | CPU / no-consent | errors |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for peer, fig in summary.items():
+        if peer == without:
+            ratio, spread, cpu = "1.00", "", "1.00"
+        else:
+            ratio, spread = _ratio_cell(consent["ratios"].get(peer))
+            cpu = _fmt(consent["cpu_ratios"].get(peer, {}).get("median"), 2)
+        lines.append(
+            f"| {peer} | {_fmt(fig['mb_s'])} | {_fmt(fig['p50_ms'])} "
+            f"| {_fmt(fig['cpu_ms_per_req'])} | {ratio} | {spread} | {cpu} | {fig['errors']} |"
+        )
+    lines.append("")
+    lines += [f"- {peer}: {what}" for peer, what in consent["instances"].items()]
+    lines.append(f"- the consent check is {consent['query']}")
+    checked = consent.get("queries_per_check", {})
+    if "statements" in checked:
+        plans = "; ".join(" / ".join(plan) for plan in checked["plans"])
+        lines.append(
+            f"- measured: `ConsentService.covering` sent {checked['statements']} SQL "
+            f"statement(s) for one check; SQLite's plan: {plans}"
+        )
+    elif checked:
+        lines.append(f"- query check failed: {checked.get('error', '')[:200]}")
+    if consent.get("errors"):
+        lines.append(f"\nErrors: {len(consent['errors'])}, e.g. `{consent['errors'][0][:300]}`")
+    return "\n".join(lines)
+
+
+def _audit_section(result: dict[str, Any]) -> str:
+    audit = result.get("audit")
+    if audit is None:
+        return ""
+    title = "### Audit trail at scale (issue 8)"
+    if "big_export" not in audit:
+        return f"{title}\n\nNot measured: {audit.get('error', '')}"
+    lines = [
+        title,
+        "",
+        "`clindav audit export --format jsonl` to /dev/null (peak RSS: ru_maxrss of the export "
+        "process, getrusage of children in a minimal wrapper):",
+        "",
+        "| events | generated in s | export wall s (median) | exported events/s "
+        "| peak RSS MiB | runs | exit |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for fill, export in (
+        (audit["small_fill"], audit["small_export"]),
+        (audit["big_fill"], audit["big_export"]),
+    ):
+        exits = ",".join(str(r["returncode"]) for r in export["runs"])
+        lines.append(
+            f"| {export['events']:,} | {_fmt(fill['seconds'])} | {_fmt(export['wall_s'])} "
+            f"| {export['events'] / export['wall_s']:,.0f} | {_fmt(export['max_rss_mib'])} "
+            f"| {len(export['runs'])} | {exits} |"
+        )
+    verify = audit["small_verify"]
+    lines.append(
+        f"\nPeak RSS, {audit['big_export']['events']:,} / {audit['small_export']['events']:,} "
+        f"events: {_fmt(audit['rss_ratio_big_to_small'], 2)}x. "
+        f"`clindav audit verify` on the generated {audit['small_export']['events']:,}-event "
+        f"table: {'intact' if verify['intact'] else 'NOT intact'} "
+        f"({_fmt(verify['wall_s'])} s; `{verify['output'][:120]}`)."
+    )
+    lines += [
+        "",
+        "Audit write per GET (`AuditLog.record`, in-process, median of "
+        f"{next(iter(audit['record'].values()))['n']}) against clindav's GET from the main loads:",
+        "",
+        "| GET load | database | events in table | record wall ms | record CPU ms "
+        "| GET p50 ms | share of p50 | GET server CPU ms | share of CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in audit["per_get"].values():
+        events = audit["record"][row["database"]]["events_in_table"]
+        lines.append(
+            f"| {row['load']} | {row['database']} | {events:,} | {_fmt(row['record_wall_ms'], 2)} "
+            f"| {_fmt(row['record_cpu_ms'], 2)} | {_fmt(row['get_p50_ms'])} "
+            f"| **{_fmt(row['share_of_p50'], 2)}** | {_fmt(row['get_server_cpu_ms'])} "
+            f"| {_fmt(row['share_of_server_cpu'], 2)} |"
+        )
+    concurrent = audit.get("record_concurrent")
+    if concurrent:
+        lines += [
+            "",
+            f"`AuditLog.record` from several threads at once ({concurrent['database']}; "
+            "each commit takes the audit head's lock):",
+            "",
+            "| threads | events | events/s | p50 ms | p95 ms | max ms |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, row in concurrent.items():
+            if key == "database":
+                continue
+            lines.append(
+                f"| {row['threads']} | {row['events']} | {_fmt(row['events_s'])} "
+                f"| {_fmt(row['p50_ms'], 2)} | {_fmt(row['p95_ms'], 2)} "
+                f"| {_fmt(row['max_ms'], 1)} |"
+            )
+    return "\n".join(lines)

@@ -30,7 +30,9 @@ from bench import compare, loads, peers, report
 from bench.media import phone_jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SKIPPABLE = ("pipeline", "sweep", "huge")
+SKIPPABLE = ("loads", "pipeline", "sweep", "huge", "ldap", "consent", "audit")
+# Parts that need the main loads' servers (skipped with them).
+NEEDS_LOADS = ("sweep", "huge")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--skip", default="", help=f"comma-separated parts to skip: {', '.join(SKIPPABLE)}"
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated parts to run, the others skipped (e.g. --only ldap,consent)",
     )
     parser.add_argument(
         "--profile",
@@ -168,14 +175,15 @@ def run_reps(
 def log_findings(started: list[peers.Peer], work: Path) -> dict[str, list[str]]:
     """Error and traceback lines in each server's log (clindav: every log it wrote)."""
     findings: dict[str, list[str]] = {}
-    for peer in started:
-        paths = sorted(work.glob("clindav*.log")) if peer.name == "clindav" else [peer.log_path]
+    names = {p.name: [p.log_path] for p in started if p.name != "clindav"}
+    names["clindav"] = sorted(work.glob("clindav*.log"))  # every instance, extra ones too
+    for name, paths in names.items():
         lines: list[str] = []
         for path in paths:
             for line in path.read_text(errors="replace").splitlines():
                 if any(m in line for m in (" ERROR ", "Traceback", "CRITICAL", " 500 ")):
                     lines.append(f"{path.name}: {line.strip()}")
-        findings[peer.name] = lines[:50]
+        findings[name] = lines[:50]
     return findings
 
 
@@ -184,6 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     scale = loads.QUICK if args.quick else loads.FULL
     reps = args.reps or scale.reps
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if (skip | only) - set(SKIPPABLE):
+        print(
+            f"unknown parts {sorted((skip | only) - set(SKIPPABLE))}; choose from "
+            f"{', '.join(SKIPPABLE)}",
+            file=sys.stderr,
+        )
+        return 2
+    if only:
+        skip |= set(SKIPPABLE) - only
+    if "loads" in skip:
+        skip |= set(NEEDS_LOADS)
     optional = [p.strip() for p in args.peers.split(",") if p.strip() and p.strip() != "none"]
     unknown = [p for p in optional if p not in peers.OPTIONAL_PEERS]
     if unknown:
@@ -224,13 +244,57 @@ def run_all(
 
         result["pipeline"] = measure_pipeline(photo, scale.pipeline_n, work)
     skipped: dict[str, str] = {}
+    started: list[peers.Peer] = []
+    main_config: Path | None = None
+    if "loads" in skip:
+        result.update(setup={}, failures={}, raw={})
+    else:
+        started, main_config = _main_loads(
+            args, scale, reps, skip, optional, work, photo, piece, stamp, result, skipped
+        )
+    result["summary"] = report.summarise_loads(result["raw"])
+    result["ratios"] = report.paired_ratios(result["raw"])
+    _issue_loads(result, skip, work, photo, scale, reps, main_config)
+    result["server_log_findings"] = log_findings(started, work)
+    main_targets = (
+        report.check_targets(
+            result["ratios"], result.get("huge", {}), result.get("pipeline"), result["summary"]
+        )
+        if result["raw"]
+        else []
+    )
+    result["targets"] = main_targets + report.issue_targets(result)
+    result["meta"] = _meta(args, stamp, reps, scale, photo, started, skipped, started_at)
+    end_fingerprint = code_fingerprint()
+    result["meta"]["code"] = {
+        "fingerprint_at_start": fingerprint,
+        "fingerprint_at_end": end_fingerprint,
+        "changed_during_run": fingerprint != end_fingerprint,
+    }
+    return result
+
+
+def _main_loads(
+    args: argparse.Namespace,
+    scale: loads.Scale,
+    reps: int,
+    skip: set[str],
+    optional: list[str],
+    work: Path,
+    photo: bytes,
+    piece: bytes,
+    stamp: str,
+    result: dict[str, Any],
+    skipped: dict[str, str],
+) -> tuple[list[peers.Peer], Path | None]:
+    """WsgiDAV, clindav and the optional peers: the main loads, the profile, the very
+    large body, then the block-size sweep.  Returns the peers that ran and clindav's yaml."""
     started = start_peers(work, optional, skipped)
     clindav = next(p for p in started if p.name == "clindav")
     try:
         result["setup"], result["failures"] = prepare_all(started, scale, photo)
         ready = [p for p in started if p.name in result["setup"]]
-        raw = run_reps(ready, scale, reps, photo, piece)
-        result["raw"] = raw
+        result["raw"] = run_reps(ready, scale, reps, photo, piece)
         if args.profile and clindav in ready:
             result["profile"] = _profile(clindav, scale, photo, piece, args.out, stamp)
         assert clindav.config_path is not None
@@ -248,21 +312,58 @@ def run_all(
     if "sweep" not in skip and "clindav" in result["setup"]:
         from bench.sweep import block_size_sweep
 
+        print("[bench] block-size sweep", flush=True)
         result["block_size_sweep"] = block_size_sweep(work, photo, scale)
-    result["server_log_findings"] = log_findings(started, work)
-    result["summary"] = report.summarise_loads(result["raw"])
-    result["ratios"] = report.paired_ratios(result["raw"])
-    result["targets"] = report.check_targets(
-        result["ratios"], result.get("huge", {}), result.get("pipeline"), result["summary"]
-    )
-    result["meta"] = _meta(args, stamp, reps, scale, photo, started, skipped, started_at)
-    end_fingerprint = code_fingerprint()
-    result["meta"]["code"] = {
-        "fingerprint_at_start": fingerprint,
-        "fingerprint_at_end": end_fingerprint,
-        "changed_during_run": fingerprint != end_fingerprint,
+    return started, clindav.config_path
+
+
+def _issue_loads(
+    result: dict[str, Any],
+    skip: set[str],
+    work: Path,
+    photo: bytes,
+    scale: loads.Scale,
+    reps: int,
+    main_config: Path | None,
+) -> None:
+    """The issue-specific comparisons (LDAP, consent stage, audit at scale), each on its own
+    fresh instances after the main servers stopped; a part that fails is reported, not fatal."""
+    parts = {
+        "ldap": lambda: _ldap(work, photo, scale, reps),
+        "consent": lambda: _consent(work, photo, scale, max(reps, scale.consent_reps)),
+        "audit": lambda: _audit(work, scale, main_config, result["summary"]),
     }
-    return result
+    for name, part in parts.items():
+        if name in skip:
+            continue
+        began = time.monotonic()
+        try:
+            result[name] = part()
+        except Exception as exc:
+            print(f"[bench] {name} part failed: {type(exc).__name__}: {exc}", flush=True)
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        result[name]["part_seconds"] = time.monotonic() - began
+        print(f"[bench] {name} part took {result[name]['part_seconds']:.0f} s", flush=True)
+
+
+def _ldap(work: Path, photo: bytes, scale: loads.Scale, reps: int) -> dict[str, Any]:
+    from bench.ldap_load import ldap_comparison
+
+    return ldap_comparison(work, photo, scale, reps)
+
+
+def _consent(work: Path, photo: bytes, scale: loads.Scale, reps: int) -> dict[str, Any]:
+    from bench.consent_load import consent_comparison
+
+    return consent_comparison(work, photo, scale, reps)
+
+
+def _audit(
+    work: Path, scale: loads.Scale, main_config: Path | None, summary: dict[str, Any]
+) -> dict[str, Any]:
+    from bench.audit_load import audit_benchmark
+
+    return audit_benchmark(work, scale, main_config, summary)
 
 
 def _huge(peer: peers.Peer, scale: loads.Scale, piece: bytes) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Block-size sweep: clindav's ``server.block_size`` against 4 MB PUT/GET at C=1.
 
-For each repetition and each size (interleaved: 8K 64K 256K 1M 8K ...), the
-instance's clindav.yaml is edited, clindav is restarted, and one PUT phase
-and one GET phase are measured.  The size with the best combined throughput
-(each figure relative to the best size for it, summed) is the recommendation.
+For each of ``scale.sweep_reps`` rounds and each size (interleaved: 8K 64K
+256K 1M 8K ...), the instance's clindav.yaml is edited, clindav is
+restarted, and one PUT phase and one GET phase are measured.  The size with
+the best combined throughput (each figure relative to the best size for it,
+summed) is the recommendation.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bench.loads import (
     put_photo,
     warm_up,
 )
-from bench.peers import init_clindav, set_server_setting, start_clindav
+from bench.peers import new_instance, set_server_setting, start_clindav
 
 KiB = 1024
 SIZES = (8 * KiB, 64 * KiB, 256 * KiB, 1024 * KiB)
@@ -32,15 +33,15 @@ SIZES = (8 * KiB, 64 * KiB, 256 * KiB, 1024 * KiB)
 def block_size_sweep(work: Path, photo: bytes, scale: Scale) -> dict[str, Any]:
     """MB/s for PUT and GET 4 MB at C=1 per block size, medians and the best size.
 
-    The sweep has its own fresh instance (``clindav init``), so its schema
+    The sweep has its own fresh instance (``clindav init``'s function), so its schema
     matches the code it runs; its clindav.yaml is edited between runs.
     """
-    config = init_clindav(work, "clindav-sweep")
+    config = new_instance(work, "clindav-sweep")
     original = config.read_text()
     runs: dict[int, dict[str, list[float | None]]] = {s: {"put": [], "get": []} for s in SIZES}
     errors: list[str] = []
     try:
-        for rep in range(scale.reps):
+        for rep in range(scale.sweep_reps):
             for size in SIZES:
                 _one_run(config, photo, scale, rep, size, runs[size], errors)
     finally:
