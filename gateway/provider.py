@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from wsgidav import util
-from wsgidav.dav_error import DAVError
+from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from gateway.db import DataKey, StoredObject, utcnow
@@ -243,7 +243,13 @@ class Folder(DAVCollection):
 
     def create_collection(self, name: str) -> None:
         segments = split_path(util.join_uri(self.path, name))
-        os.mkdir(self.provider.share.store.locate(segments), 0o700)
+        try:
+            os.mkdir(self.provider.share.store.locate(segments), 0o700)
+        except FileExistsError:
+            # Another request made it between WsgiDAV's check and ours (rclone
+            # creates parent folders from several transfers at once): 405, as
+            # for any MKCOL on an existing URL.
+            raise DAVError(HTTP_METHOD_NOT_ALLOWED) from None
         fsync_dir(self.target)
 
     @keeps_error
