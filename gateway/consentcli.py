@@ -21,8 +21,7 @@ from gateway.consent import GIVEN_BY, METHODS, SCOPES, ConsentService, ConsentVi
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
 from gateway.services import Services
-
-OpenServices = Callable[[argparse.Namespace], Services]
+from gateway.trashcli import OpenServices, bind_handler
 
 
 def add_consent_commands(
@@ -71,13 +70,7 @@ def add_consent_commands(
     for parser, handler in handlers:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
         config_arg(parser)
-        parser.set_defaults(handler=_bind(handler, open_services))
-
-
-def _bind(
-    handler: Callable[[Services, argparse.Namespace], int], open_services: OpenServices
-) -> Callable[[argparse.Namespace], int]:
-    return lambda args: handler(open_services(args), args)
+        parser.set_defaults(handler=bind_handler(handler, open_services))
 
 
 def _date(text: str) -> dt.date:

@@ -16,9 +16,7 @@ from collections.abc import Callable
 from gateway.errors import ConfigError, NotFound
 from gateway.locks import DatabaseLockStorage
 from gateway.services import Services
-from gateway.trashcli import cli_actor
-
-OpenServices = Callable[[argparse.Namespace], Services]
+from gateway.trashcli import OpenServices, bind_handler, cli_actor
 
 
 def add_lock_commands(
@@ -34,7 +32,7 @@ def add_lock_commands(
     for parser, handler in ((listing, cmd_list), (brk, cmd_break)):
         parser.add_argument("--as", dest="actor", default=getpass.getuser())
         config_arg(parser)
-        parser.set_defaults(handler=lambda args, h=handler: h(open_services(args), args))
+        parser.set_defaults(handler=bind_handler(handler, open_services))
 
 
 def _storage(services: Services) -> DatabaseLockStorage:

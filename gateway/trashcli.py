@@ -53,7 +53,7 @@ def add_trash_commands(
             "--as", dest="actor", default=getpass.getuser(), help="acting user for the audit trail"
         )
         config_arg(parser)
-        parser.set_defaults(handler=_bind(handler, open_services))
+        parser.set_defaults(handler=bind_handler(handler, open_services))
     _add_hold_commands(sub, config_arg, open_services)
 
 
@@ -75,10 +75,10 @@ def _add_hold_commands(
     ):
         parser.add_argument("--as", dest="actor", default=getpass.getuser())
         config_arg(parser)
-        parser.set_defaults(handler=_bind(handler, open_services))
+        parser.set_defaults(handler=bind_handler(handler, open_services))
 
 
-def _bind(
+def bind_handler(
     handler: Callable[[Services, argparse.Namespace], int], open_services: OpenServices
 ) -> Callable[[argparse.Namespace], int]:
     return lambda args: handler(open_services(args), args)
