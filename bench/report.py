@@ -98,15 +98,19 @@ def check_targets(
             )
         )
     rows.append(_rss_row(huge.get("clindav")))
-    total = (pipeline or {}).get("total", {}).get("cpu_ms_median_sum")
-    missing = (pipeline or {}).get("total", {}).get("missing", [])
+    rows.append(_rss_growth_row(huge.get("clindav")))
+    target = (pipeline or {}).get("target_total", {})
+    figure = target.get("cpu_ms_median_sum")
+    missing = target.get("missing", [])
     note = f" (without {', '.join(missing)})" if missing else ""
+    whole = (pipeline or {}).get("total", {}).get("cpu_ms_median_sum")
     rows.append(
         _row(
-            f"pipeline CPU ms per 4 MB photo{note}",
-            total,
+            f"pipeline CPU ms per 4 MB photo: scrub + encrypt + hash + audit{note}",
+            figure,
             f"<= {PIPELINE_TARGET_MS}",
-            total is not None and total <= PIPELINE_TARGET_MS,
+            figure is not None and figure <= PIPELINE_TARGET_MS,
+            f"whole PUT pipeline with the filetype decode and consent: {_fmt(whole, 1)} ms",
         )
     )
     return rows
@@ -127,7 +131,25 @@ def _rss_row(huge: dict[str, Any] | None) -> dict[str, Any]:
             f"PUT refused: {put.get('statuses')} {put['errors'][0][:120]}",
         )
     peak = max(put.get("peak_rss_mib") or 0, get.get("peak_rss_mib") or 0)
-    return _row(name, peak, f"<= {RSS_TARGET_MIB:.0f}", peak <= RSS_TARGET_MIB)
+    return _row(
+        name,
+        peak,
+        f"<= {RSS_TARGET_MIB:.0f}",
+        peak <= RSS_TARGET_MIB,
+        f"whole process tree (supervisor and workers); {put.get('rss_before_mib') or 0:.0f} "
+        "MiB before the PUT",
+    )
+
+
+def _rss_growth_row(huge: dict[str, Any] | None) -> dict[str, Any]:
+    """How much the transfer itself adds: what "flat" asks of a streamed body."""
+    size = (huge or {}).get("bytes", 0) / 1e6
+    name = f"RSS growth MiB during {size:.0f} MB PUT and GET (peak over the RSS before)"
+    put, get = (huge or {}).get("put", {}), (huge or {}).get("get", {})
+    if not huge or put.get("errors"):
+        return _row(name, None, f"<= {RSS_TARGET_MIB:.0f}", False, "not measured")
+    growth = max(put.get("rss_growth_mib") or 0, get.get("rss_growth_mib") or 0)
+    return _row(name, growth, f"<= {RSS_TARGET_MIB:.0f}", growth <= RSS_TARGET_MIB)
 
 
 def target_row(
@@ -372,11 +394,14 @@ def _pipeline_table(result: dict[str, Any]) -> str:
             f"| {name} | {_fmt(step['cpu_ms_median'], 2)} "
             f"| {_fmt(step['wall_ms_median'], 2)} | {step['n']} |"
         )
-    total = pipeline["total"]
-    lines.append(
-        f"| **total** ({' + '.join(total['parts'])}) "
-        f"| {_fmt(total['cpu_ms_median_sum'], 2)} | {_fmt(total['wall_ms_median_sum'], 2)} | |"
-    )
+    for key in ("target_total", "total"):
+        total = pipeline.get(key)
+        if total:
+            lines.append(
+                f"| **{key.replace('_', ' ')}** ({' + '.join(total['parts'])}) "
+                f"| {_fmt(total['cpu_ms_median_sum'], 2)} "
+                f"| {_fmt(total['wall_ms_median_sum'], 2)} | |"
+            )
     return "\n".join(lines)
 
 

@@ -44,8 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions (default 5, quick 2)")
     parser.add_argument(
         "--peers",
-        default="rclone",
-        help="optional peers, comma-separated: rclone, apache, or none (default: rclone)",
+        default="rclone,apache",
+        help="optional peers, comma-separated: rclone, apache, or none (default: both, "
+        "each when installed)",
     )
     parser.add_argument(
         "--skip", default="", help=f"comma-separated parts to skip: {', '.join(SKIPPABLE)}"

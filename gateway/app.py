@@ -81,7 +81,12 @@ def load_master_keys(settings: Settings) -> MasterKeys:
     return key_source(settings).load()
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Services:
+    """Everything a serving process needs.
+
+    ``sweep_temp_files``: remove temp files left by interrupted writes; only
+    when no other process can be writing (not in a worker started beside others).
+    """
     source = key_source(settings)
     masters = source.load()
     check_backing_folders(settings)
@@ -100,7 +105,7 @@ def build_services(settings: Settings) -> Services:
         )
         for name, conf in settings.shares.items()
     }
-    for share in shares.values():
+    for share in shares.values() if sweep_temp_files else ():
         swept = share.store.sweep_temp_files()
         if swept:
             log.warning(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
     from gateway.keys import FileKeySource
+    from gateway.server import Server
     from gateway.services import Services
     from gateway.settings import Settings
     from plugins.audit import AuditLog
@@ -222,43 +224,94 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.app import build_app, build_services
+    from gateway.app import build_services
     from gateway.instance import init_instance
-    from gateway.scheduler import AuditAnchor, TrashSweeper
-    from gateway.server import make_server, run_until_signalled
+    from gateway.server import LISTEN_BACKLOG
+    from gateway.workers import listening_sockets, run_workers
 
     if args.config is None and not DEFAULT_CONFIG.exists():
         print(f"no instance yet: creating the embedded default in {DEFAULT_INSTANCE.resolve()}")
         init_instance(DEFAULT_INSTANCE)
     settings = _settings(args)
     logging.getLogger().setLevel(settings.log_level.upper())
+    # Checks, migrations and the temp-file sweep run once, before any worker serves.
     services = build_services(settings)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
-    server = make_server(settings, build_app(services), host=host, port=port, tls=not args.no_tls)
+    tls = not args.no_tls
+    workers = settings.process_count()
+    if workers == 1:
+        server = _worker_server(services, host=host, port=port, tls=tls, listener=None)
+        _announce(args, server.bind_addr[:2], services, workers)
+        _serve_with_background(server, services, background=True)
+        return 0
+    sockets = listening_sockets(host, port, workers, backlog=LISTEN_BACKLOG)
+    _announce(args, sockets[0].getsockname()[:2], services, workers)
+    services.sessions.kw["bind"].dispose()  # no pooled connection crosses a fork
+
+    def serve(index: int, listener: socket.socket) -> None:
+        own = build_services(settings, sweep_temp_files=False)
+        server = _worker_server(own, host=host, port=port, tls=tls, listener=listener)
+        # One process runs the trash sweeper and the audit anchor.
+        _serve_with_background(server, own, background=index == 0)
+
+    return run_workers(sockets, serve)
+
+
+def _worker_server(
+    services: Services, *, host: str, port: int, tls: bool, listener: socket.socket | None
+) -> Server:
+    from gateway.app import build_app
+    from gateway.server import make_server
+
+    server = make_server(
+        services.settings,
+        build_app(services),
+        host=host,
+        port=port,
+        tls=tls,
+        audit=services.audit,
+        listener=listener,
+    )
     server.prepare()
-    bound_host, bound_port = server.bind_addr[:2]
+    return server
+
+
+def _announce(
+    args: argparse.Namespace, address: tuple[str, int], services: Services, workers: int
+) -> None:
+    bound_host, bound_port = address
     scheme = "http" if args.no_tls else "https"
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = (args.config or DEFAULT_CONFIG).resolve()
     print(f"clindav serving {scheme}://{shown}:{bound_port}/", flush=True)
     print(f"shares: {', '.join(s.url + '/' for s in services.shares.values())}", flush=True)
+    if workers > 1:
+        print(f"worker processes: {workers}", flush=True)
     print(
         f"add a user: clindav user add NAME --group clinicians --password-stdin --config {config}",
         flush=True,
     )
-    background: list[TrashSweeper | AuditAnchor] = [
-        TrashSweeper(services, settings.trash.sweep_interval),
-        AuditAnchor(services, settings.audit.anchor_interval),
-    ]
-    for thread in background:
+
+
+def _serve_with_background(server: Server, services: Services, *, background: bool) -> None:
+    from gateway.scheduler import AuditAnchor, TrashSweeper
+    from gateway.server import run_until_signalled
+
+    settings = services.settings
+    threads: list[TrashSweeper | AuditAnchor] = []
+    if background:
+        threads = [
+            TrashSweeper(services, settings.trash.sweep_interval),
+            AuditAnchor(services, settings.audit.anchor_interval),
+        ]
+    for thread in threads:
         thread.start()
     try:
         run_until_signalled(server)
     finally:
-        for thread in background:
+        for thread in threads:
             thread.stop()
-    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

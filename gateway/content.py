@@ -25,6 +25,8 @@ from gateway.crypto.fileformat import (
     EncryptedFileReader,
     FileEncryptor,
     FileHeader,
+    ciphertext_size_for,
+    decrypt_bytes,
     plaintext_size_for,
     read_header,
 )
@@ -36,6 +38,12 @@ from gateway.storage import INTERNAL_PREFIX
 VERIFY_WHOLE_LIMIT = 16 * 1024 * 1024
 # Every file clindav writes has this header layout (see KEY_ID_LENGTH).
 _STANDARD_HEADER = FileHeader.create(uuid.UUID(int=0), "x" * KEY_ID_LENGTH, DEFAULT_CHUNK_SIZE)
+# Header and tags of a VERIFY_WHOLE_LIMIT body: stored files up to that plus
+# this are read whole.
+_MAX_OVERHEAD = (
+    ciphertext_size_for(VERIFY_WHOLE_LIMIT, _STANDARD_HEADER.size, DEFAULT_CHUNK_SIZE)
+    - VERIFY_WHOLE_LIMIT
+)
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,13 @@ class EncryptedContent:
         self._keys = keys
 
     def seal(self, file_id: uuid.UUID, body: bytes) -> Sealed:
-        data_key, row = self._keys.new_file_key(file_id)
-        encryptor = FileEncryptor(data_key, file_id, row.key_id)
+        encryptor, row = self.encryptor(file_id)
         return Sealed((encryptor.header(), encryptor.update(body), encryptor.finalize()), row)
+
+    def encryptor(self, file_id: uuid.UUID) -> tuple[FileEncryptor, DataKey]:
+        """A streaming CLDV writer under a fresh data key, and that key's row (not committed)."""
+        data_key, row = self._keys.new_file_key(file_id)
+        return FileEncryptor(data_key, file_id, row.key_id), row
 
     def plaintext_size(self, stored_size: int) -> int:
         return plaintext_size_for(stored_size, _STANDARD_HEADER)
@@ -63,13 +75,17 @@ class EncryptedContent:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         stored = os.fdopen(fd, "rb")
         try:
+            size = os.fstat(fd).st_size
+            if size <= VERIFY_WHOLE_LIMIT + _MAX_OVERHEAD:
+                # One read and decryption from memory (see decrypt_bytes).
+                whole = stored.read()
+                stored.close()
+                header = read_header(io.BytesIO(whole))
+                data_key = self._keys.data_key(header.key_id, header.file_id)
+                return io.BytesIO(decrypt_bytes(data_key, whole))
             header = read_header(stored)
             data_key = self._keys.data_key(header.key_id, header.file_id)
-            reader = EncryptedFileReader(stored, data_key, header, os.fstat(fd).st_size)
-            if reader.plaintext_size <= VERIFY_WHOLE_LIMIT:
-                body = b"".join(reader.iter_plaintext())
-                stored.close()
-                return io.BytesIO(body)
+            reader = EncryptedFileReader(stored, data_key, header, size)
         except BaseException:
             stored.close()
             raise
@@ -131,3 +147,11 @@ class EncryptedNames:
             return self._cipher.decrypt(stored)
         except NameDecryptError:
             return None
+
+    def decode_many(self, stored: list[str]) -> list[str | None]:
+        # The cipher's bulk path: no exception per foreign name, one cache lookup each.
+        decoded = self._cipher.decrypt_many(stored)
+        return [
+            None if s.startswith(INTERNAL_PREFIX) else d
+            for s, d in zip(stored, decoded, strict=True)
+        ]

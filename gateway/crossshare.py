@@ -21,6 +21,7 @@ from wsgidav import util
 
 from gateway.db import StoredObject
 from gateway.errors import ClindavError, Conflict, NotFound
+from gateway.limits import CopyTooLarge
 from gateway.pipeline import PutContext, RequestInfo
 from gateway.provider import AUDITED, commit_object
 from gateway.services import Services, ShareRuntime
@@ -107,6 +108,16 @@ def _read_source(services: Services, share: ShareRuntime, path: str) -> tuple[by
         ).first()
     if row is not None and row.held_until is not None:
         raise NotFound(f"{share.name}:{path} awaits consent")
+    size, limit = (
+        share.content.plaintext_size(st.st_size),
+        services.settings.limits.max_upload_bytes,
+    )
+    if size > limit:
+        # The destination's stages judge the whole body, in memory, as for an upload.
+        raise CopyTooLarge(
+            f"{share.name}:{path} holds {size} bytes, over limits.max_upload_bytes",
+            public="Files this large cannot be copied between shares; download and upload it.",
+        )
     with share.content.open(target) as plain:
         return plain.read(), row.patient_id if row else None
 

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from gateway import propfind
 from gateway.auth import Principal
 from gateway.crossshare import copy_across
 from gateway.errors import (
@@ -42,7 +43,7 @@ from gateway.errors import (
     PolicyDenied,
 )
 from gateway.junk import PhantomStore, answer_junk, is_junk
-from gateway.limits import check_request
+from gateway.limits import check_copy_size, check_dead_properties, check_request
 from gateway.locks import begin_request
 from gateway.manifest import handle_manifest, is_manifest
 from gateway.policy import ACTIONS, Action, Check, Decision
@@ -87,6 +88,9 @@ class GatewayMiddleware(BaseMiddleware):
             if outcome.destination is not None and outcome.destination[0] != outcome.share:
                 yield from self._across(environ, start_response, outcome)
                 return
+            if outcome.share is not None and propfind.serves(environ, self.services.settings):
+                yield from self._propfind(environ, start_response, outcome)
+                return
             yield from self._run(environ, start_response, outcome)
             return
         except ClindavError as exc:
@@ -120,6 +124,7 @@ class GatewayMiddleware(BaseMiddleware):
     # --- authentication --------------------------------------------------
 
     def _authenticate(self, environ: dict[str, Any], outcome: _Outcome) -> Principal:
+        outcome.action = environ.get("REQUEST_METHOD", "-").upper()  # audited even if refused
         outcome.request = _request_info(environ, outcome.request_id, None)
         user, password = _parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
         if user is None:
@@ -153,7 +158,8 @@ class GatewayMiddleware(BaseMiddleware):
         path = environ.get("PATH_INFO", "/")
         outcome.share, outcome.path = share, path
         split_path(path)
-        outcome.destination = self._destination(environ)
+        # Only COPY and MOVE have a destination (limits.py drops the header elsewhere).
+        outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
         checks = _checks(method, share, path, outcome.destination)
         if method in ("DELETE", "MOVE", "COPY"):
             # A folder operation reaches everything below it: each item must pass too.
@@ -168,6 +174,9 @@ class GatewayMiddleware(BaseMiddleware):
                 raise PolicyDenied(f"rule {verdict.rule} denies {check}")
             decision = decision or verdict
         environ[DECISION] = decision
+        if method == "COPY":  # after the policy (no size hints to strangers), before any copy
+            limits = self.services.settings.limits
+            check_copy_size(provider.share, split_path(path), environ.get("HTTP_DEPTH"), limits)
         if method in ("PUT", "MOVE", "PROPPATCH") or outcome.destination is not None:
             # A hold stops overwrites and moves as well as deletes.
             holds = Trash(self.services, self.services.clock)
@@ -177,6 +186,10 @@ class GatewayMiddleware(BaseMiddleware):
                 dest_share, dest_path = outcome.destination
                 holds.check_not_held(dest_share, "/" + "/".join(split_path(dest_path)))
         self._check_length(environ)
+        if method == "PROPPATCH" and provider.prop_manager is not None:
+            resource = provider.get_resource_inst(path, environ)
+            if resource is not None:  # else WsgiDAV answers 404
+                check_dead_properties(environ, resource, provider.prop_manager)
 
     def _destination(self, environ: dict[str, Any]) -> tuple[str, str] | None:
         header = environ.get("HTTP_DESTINATION")
@@ -186,6 +199,8 @@ class GatewayMiddleware(BaseMiddleware):
             dest_path = unquote(urlparse(header).path, errors="strict")
         except UnicodeDecodeError:
             raise InvalidPath("Destination is not valid UTF-8") from None
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise InvalidPath("Destination is not a URL") from None
         for name, share in self.services.shares.items():
             prefix = share.url.lower()
             if dest_path.lower() == prefix or dest_path.lower().startswith(prefix + "/"):
@@ -195,12 +210,27 @@ class GatewayMiddleware(BaseMiddleware):
         raise PolicyDenied(f"destination {dest_path!r} is in no share")
 
     def _check_length(self, environ: dict[str, Any]) -> None:
+        """A declared length over what the request can take: 413 before any byte is read.
+
+        Bodies up to ``limits.max_upload_bytes`` are held in memory.  A larger
+        PUT is streamed (gateway/provider.py), up to ``limits.max_stream_bytes``,
+        if every stage of its pipeline can judge a streamed upload; otherwise
+        the refusal names the stage that needs the whole body.
+        """
+        limits = self.services.settings.limits
         for key in ("CONTENT_LENGTH", "HTTP_X_EXPECTED_ENTITY_LENGTH"):
             raw = environ.get(key) or ""
             if raw and (not raw.isdigit() or len(raw) > 18):
                 raise BadRequest(f"bad {key}: {raw[:32]!r}")
-            if raw and int(raw) > self.services.settings.limits.max_upload_bytes:
+            if not raw or int(raw) <= limits.max_upload_bytes:
+                continue
+            if environ["REQUEST_METHOD"].upper() != "PUT":
                 raise PayloadTooLarge(f"{key} {raw}")
+            refusal = environ[DECISION].pipeline.stream_refusal()
+            if refusal is not None:
+                raise refusal
+            if int(raw) > limits.max_stream_bytes:
+                raise PayloadTooLarge(f"{key} {raw} over limits.max_stream_bytes")
 
     # --- running WsgiDAV and reporting the outcome ------------------------
 
@@ -280,6 +310,22 @@ class GatewayMiddleware(BaseMiddleware):
 
         body = answer_junk(environ, capture, principal.uid, self.phantoms)
         self._start(environ, start_response, outcome, captured, code="junk-not-stored")
+        yield from body
+
+    def _propfind(
+        self, environ: dict[str, Any], start_response: StartResponse, outcome: _Outcome
+    ) -> Iterator[bytes]:
+        """PROPFIND Depth 0/1 in a share, answered by gateway/propfind.py where it can."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        body = propfind.answer(environ, capture, environ["wsgidav.provider"])
+        if body is None:  # a request only WsgiDAV answers exactly
+            yield from self._run(environ, start_response, outcome)
+            return
+        self._start(environ, start_response, outcome, captured)
         yield from body
 
     def _start(

@@ -13,6 +13,15 @@ context object a hook receives.  A hook refuses by raising a
 :class:`~gateway.errors.ClindavError`; nothing is stored then, and the audit
 observer records the refusal with the error's code.
 
+Streamed uploads: a body larger than ``limits.max_upload_bytes`` is not held
+in memory (docs/ARCHITECTURE.md).  Its stages run once its first
+:data:`HEAD_BYTES` have arrived, on a context whose ``body`` is only that head
+and whose ``streamed_size`` is set.  A stage declares with ``streams = True``
+that it can judge such an upload from the head (and the path) and that it
+never replaces its body; it may still refuse one it would need whole, with
+:meth:`UploadTooLargeForChecks.by` (413).  Stages default to ``streams =
+False``: a share whose pipeline has one takes no streamed upload at all.
+
 Built-in stages are listed explicitly in :data:`BUILTIN_STAGES`; third-party
 stages are found through the entry-point group ``clindav.plugins`` (each entry
 point names a stage class).
@@ -30,8 +39,26 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.auth import Principal
+from gateway.errors import PayloadTooLarge
 
 ENTRY_POINT_GROUP = "clindav.plugins"
+# What the stages see of a streamed upload: enough for every format signature
+# (and a PDF or ISO BMFF header), small enough to hold for every request.
+HEAD_BYTES = 64 * 1024
+
+
+class UploadTooLargeForChecks(PayloadTooLarge):
+    code = "upload-too-large-for-checks"
+    message = "The file is too large for this share's checks, which need the whole file."
+
+    @classmethod
+    def by(cls, stage: str, detail: str = "") -> UploadTooLargeForChecks:
+        """The refusal of a streamed upload, naming the stage that needs the whole body."""
+        return cls(
+            f"stage {stage}: {detail or 'cannot judge a streamed upload'}",
+            public=f"The file is too large for this share's {stage} check, which needs the "
+            "whole file; it was not stored.",
+        )
 
 
 class NoOptions(BaseModel):
@@ -75,8 +102,16 @@ class PutContext:
     # the patient from the first segment only if ``legacy_patient_folders``.
     legacy: bool = False
     legacy_patient_folders: bool = True
+    # A streamed upload (see the module docstring): ``body`` is its first
+    # HEAD_BYTES only, and this is its size as far as known when the stages
+    # run: the declared length, or the bytes received so far of a chunked body
+    # (which may grow).  None: ``body`` is the whole upload.
+    streamed_size: int | None = None
 
     def sha256(self) -> str:
+        """Of the whole body; a streamed upload's is known only when it is sealed."""
+        if self.streamed_size is not None:
+            raise ValueError("a streamed upload's sha256 is not in its context")
         return hashlib.sha256(self.body).hexdigest()
 
 
@@ -95,6 +130,7 @@ class ObjectContext:
 class Stage(Protocol):
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]]
+    streams: ClassVar[bool]
 
     def on_put(self, ctx: PutContext) -> None: ...
     def on_get(self, ctx: ObjectContext) -> None: ...
@@ -108,6 +144,10 @@ class BaseStage:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # Whether on_put can judge a streamed upload (module docstring).  False
+    # unless a stage says so: a stage written for whole bodies must never be
+    # handed a head as if it were the file.
+    streams: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel) -> None:
         self.options = options
@@ -213,9 +253,23 @@ class Pipeline:
     def find(self, name: str) -> BaseStage | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    def stream_refusal(self) -> UploadTooLargeForChecks | None:
+        """The refusal for any streamed upload, when a stage cannot judge one."""
+        # getattr: a third-party stage need not subclass BaseStage (then it does not stream).
+        blocker = next((s for s in self.stages if not getattr(s, "streams", False)), None)
+        return None if blocker is None else UploadTooLargeForChecks.by(blocker.name)
+
     def run_put(self, ctx: PutContext) -> None:
+        refusal = self.stream_refusal() if ctx.streamed_size is not None else None
+        if refusal is not None:
+            raise refusal
+        head = ctx.body
         for stage in self.stages:
             stage.on_put(ctx)
+            if ctx.streamed_size is not None and ctx.body is not head:
+                # What is stored is the stream, not ctx.body: a changed body
+                # (a scrubbed head) would silently not be what gets stored.
+                raise RuntimeError(f"stage {stage.name} replaced a streamed upload's body")
 
     def run_get(self, ctx: ObjectContext) -> None:
         for stage in self.stages:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -149,13 +150,35 @@ class Policy:
         self._rule_pipelines = rule_pipelines
 
     def decide(self, principal: Principal, check: Check) -> Decision:
-        for index, rule in enumerate(self.doc.rules):
-            if _matches(rule, principal, check):
-                if rule.effect == "deny":
-                    return Decision(False, rule.name, Pipeline())
-                pipeline = self._rule_pipelines.get(index) or self.pipeline(check.share)
-                return Decision(True, rule.name, pipeline)
-        return _DENY
+        return self.decider(principal, check.share, check.method, check.action)(check.path)
+
+    def decider(
+        self, principal: Principal, share: str, method: str, action: Action
+    ) -> Callable[[str], Decision]:
+        """:meth:`decide` for many paths of one principal, share and method (a listing).
+
+        Rules that cannot apply whatever the path are left out once; each path
+        then meets the globs of the others, in order, and the first match wins.
+        """
+        rules = [
+            (_glob(rule.path), self._verdict(index, rule, share))
+            for index, rule in enumerate(self.doc.rules)
+            if _applies(rule, principal, share, method, action)
+        ]
+
+        def decide_path(path: str) -> Decision:
+            stripped = path.strip("/")
+            for glob, verdict in rules:
+                if glob.fullmatch(stripped) is not None:
+                    return verdict
+            return _DENY
+
+        return decide_path
+
+    def _verdict(self, index: int, rule: Rule, share: str) -> Decision:
+        if rule.effect == "deny":
+            return Decision(False, rule.name, Pipeline())
+        return Decision(True, rule.name, self._rule_pipelines.get(index) or self.pipeline(share))
 
     def pipeline(self, share: str) -> Pipeline:
         return self._pipelines.get(share, Pipeline())
@@ -180,14 +203,13 @@ class Policy:
         ]
 
 
-def _matches(rule: Rule, principal: Principal, check: Check) -> bool:
-    if rule.share not in ("*", check.share):
+def _applies(rule: Rule, principal: Principal, share: str, method: str, action: Action) -> bool:
+    """Whether ``rule`` can decide for this principal, share and method (its path aside)."""
+    if rule.share not in ("*", share):
         return False
-    if check.action not in rule.methods and check.method not in rule.methods:
+    if action not in rule.methods and method not in rule.methods:
         return False
-    if "*" not in rule.groups and not principal.groups.intersection(rule.groups):
-        return False
-    return _glob(rule.path).fullmatch(check.path.strip("/")) is not None
+    return "*" in rule.groups or bool(principal.groups.intersection(rule.groups))
 
 
 @lru_cache(maxsize=512)

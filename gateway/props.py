@@ -25,6 +25,7 @@ from gateway.db import DeadProperty
 
 PROPERTY_SEED = "@dead-properties"
 _CACHE = "clindav.dead-properties"
+_SEAL_OVERHEAD = 12 + 16  # AES-GCM nonce and tag
 
 
 def _forget(environ: Any) -> None:
@@ -64,20 +65,34 @@ class DatabasePropertyManager:
         query for the folder instead of one per member (the cache lives in the
         request's environ, so nothing outlives the request or crosses users).
         """
-        folder = norm_url.rstrip("/").rsplit("/", 1)[0] + "/"
-        cache = environ.setdefault(_CACHE, {}) if environ is not None else {}
-        if folder not in cache:
-            props: dict[str, dict[str, bytes]] = {}
-            with self._sessions() as session:
-                rows = session.execute(
-                    select(DeadProperty.url, DeadProperty.name, DeadProperty.value).where(
-                        DeadProperty.url.startswith(folder, autoescape=True)
-                    )
+        return self.read_below(norm_url.rstrip("/").rsplit("/", 1)[0] + "/", environ, url=norm_url)
+
+    def read_below(
+        self, folder: str, environ: Any, *, url: str | None = None
+    ) -> dict[str, dict[str, bytes]]:
+        """URL -> name -> stored (sealed) value, for ``folder`` (ending in /) and below.
+
+        One query per request: a read of a folder above ``url`` (default:
+        ``folder``) holds its properties too, so a listing's members and the
+        folder itself come from one read.
+        """
+        cache: dict[str, dict[str, dict[str, bytes]]] = (
+            environ.setdefault(_CACHE, {}) if environ is not None else {}
+        )
+        for read, found in cache.items():
+            if (url or folder).startswith(read):
+                return found
+        props: dict[str, dict[str, bytes]] = {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(DeadProperty.url, DeadProperty.name, DeadProperty.value).where(
+                    DeadProperty.url.startswith(folder, autoescape=True)
                 )
-                for url, name, value in rows:
-                    props.setdefault(url, {})[name] = value
-            cache[folder] = props
-        return cache[folder]
+            )
+            for row_url, name, value in rows:
+                props.setdefault(row_url, {})[name] = value
+        cache[folder] = props
+        return props
 
     def get_properties(self, norm_url: str, environ: Any = None) -> list[str]:
         return list(self._folder_props(norm_url, environ).get(norm_url, {}))
@@ -85,6 +100,11 @@ class DatabasePropertyManager:
     def get_property(self, norm_url: str, name: str, environ: Any = None) -> bytes | None:
         stored = self._folder_props(norm_url, environ).get(norm_url, {}).get(name)
         return None if stored is None else self._cipher.open(name, stored)
+
+    def usage(self, norm_url: str, environ: Any = None) -> dict[str, int]:
+        """Name -> plaintext size of each dead property of a resource (for the caps)."""
+        stored = self._folder_props(norm_url, environ).get(norm_url, {})
+        return {name: len(value) - _SEAL_OVERHEAD for name, value in stored.items()}
 
     def write_property(
         self, norm_url: str, name: str, value: bytes, dry_run: bool = False, environ: Any = None

@@ -5,11 +5,15 @@ body is complete and has passed the pipeline:
 
 * ``create_empty_resource`` returns a resource that exists only in memory
   (PUT and LOCK on an unmapped URL create nothing on disk);
-* ``begin_write`` returns a bounded in-memory :class:`Spool` (never
-  plaintext on disk) that checks the declared length;
-* ``end_write`` runs the share's pipeline, writes the stored form to a temp
-  file, fsyncs it, and under the path's lock renames it into place inside the
-  database transaction that records the object and its audit event.
+* ``begin_write`` returns a :class:`Spool` (never plaintext on disk) that
+  checks the declared length.  It holds a body of up to
+  ``limits.max_upload_bytes`` in memory; a larger one is streamed: judged by
+  the stages from its head, then sealed chunk by chunk into a hidden temp file
+  (:class:`SealingWriter`) as it arrives, up to ``limits.max_stream_bytes``;
+* ``end_write`` runs the share's pipeline (for an in-memory body), writes the
+  stored form to a temp file, fsyncs it, and under the path's lock renames it
+  into place inside the database transaction that records the object and its
+  audit event (:func:`commit_object`, the same for both kinds of body).
 
 A cut-off body, a refusal or a crash therefore leaves the previous version.
 """
@@ -24,6 +28,8 @@ import re
 import stat
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -41,11 +47,10 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from gateway.pipeline import ObjectContext, Pipeline, PutContext, RequestInfo
-from gateway.policy import Check
+from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.root import PRINCIPAL
-from gateway.services import Services, ShareRuntime
-from gateway.storage import fsync_dir, replace_into, split_path, write_temp
+from gateway.services import ContentCodec, Services, ShareRuntime
+from gateway.storage import TempFile, fsync_dir, replace_into, split_path
 
 REQUEST = "clindav.request"
 DECISION = "clindav.decision"
@@ -88,8 +93,10 @@ class ShareProvider(DAVProvider):
     def is_readonly(self) -> bool:
         return False
 
-    def commit_object(self, ctx: PutContext, target: Path, *, audit: Any) -> None:
-        commit_object(self.services, self.share, ctx, target, audit=audit)
+    def commit_object(
+        self, ctx: PutContext, target: Path, *, audit: Any, sealed: SealedTemp | None = None
+    ) -> None:
+        commit_object(self.services, self.share, ctx, target, audit=audit, sealed=sealed)
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
         return self.resource(path, environ, check_visible=True)
@@ -102,9 +109,17 @@ class ShareProvider(DAVProvider):
         if st is None:
             return None
         logical = "/" + "/".join(segments)
+        if stat.S_ISREG(st.st_mode) and check_visible and not self._visible(logical, environ):
+            return None
+        return self.from_stat(logical, environ, target, st)
+
+    def from_stat(
+        self, logical: str, environ: dict[str, Any], target: Path, st: os.stat_result
+    ) -> Folder | StoredFile | None:
+        """The resource for an entry already found and checked (a folder, a file, or nothing)."""
         if stat.S_ISDIR(st.st_mode):
             return Folder(logical, environ, self, target, st)
-        if stat.S_ISREG(st.st_mode) and (not check_visible or self._visible(logical, environ)):
+        if stat.S_ISREG(st.st_mode):
             return StoredFile(logical, environ, self, target, st)
         return None
 
@@ -137,13 +152,109 @@ class ShareProvider(DAVProvider):
             paths = session.scalars(select(StoredObject.logical_path).where(*where)).all()
         return {p[len(prefix) :] for p in paths if "/" not in p[len(prefix) :]}
 
+    def visible_entries(
+        self, folder: str, target: Path, environ: dict[str, Any]
+    ) -> list[tuple[str, os.DirEntry[str]]]:
+        """(name, entry) of the members of a folder this user may read, sorted by name.
+
+        The one listing filter (WsgiDAV's listings and gateway/propfind.py):
+        names that do not decode are not ours (legacy, foreign), held images
+        and placeholders of others are private, and the policy decides each
+        member as a PROPFIND of it.
+        """
+        entries = self.share.store.list_entries(target)
+        principal = environ.get(PRINCIPAL)
+        if principal is not None:
+            decide = self.services.policy.decider(principal, self.share.name, "PROPFIND", "read")
+            base = folder.rstrip("/")
+            private = self.private_names(folder, environ)
+            entries = [
+                (n, e) for n, e in entries if n not in private and decide(f"{base}/{n}").allowed
+            ]
+        return sorted(entries, key=itemgetter(0))
+
+
+@dataclass(frozen=True)
+class SealedTemp:
+    """A body already in its stored form, in a hidden temp file beside its target."""
+
+    path: Path
+    key_row: DataKey  # not committed yet: commit_object does, just before the rename
+    file_id: uuid.UUID
+    size: int  # of the plaintext
+    sha256: str  # of the plaintext
+
+
+class SealingWriter:
+    """Seals plaintext straight into a new temp file in ``folder``, as it arrives.
+
+    A fresh data key (as ``seal`` takes), the CLDV format written chunk by
+    chunk, the SHA-256 and size of the plaintext counted on the way: no
+    plaintext reaches the disk and memory stays at about one chunk.  Nothing
+    is in the database until :func:`commit_object`, so :meth:`discard` leaves
+    nothing behind.
+    """
+
+    def __init__(self, content: ContentCodec, folder: Path) -> None:
+        self.file_id = uuid.uuid4()
+        self._encryptor, self._key_row = content.encryptor(self.file_id)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._temp = TempFile(folder)
+        try:
+            self._temp.write(self._encryptor.header())
+        except BaseException:
+            self._temp.discard()
+            raise
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+        self._temp.write(self._encryptor.update(data))
+
+    def finish(self) -> SealedTemp:
+        """The sealed, fsynced temp file; from here on it is the caller's to commit or delete."""
+        try:
+            self._temp.write(self._encryptor.finalize())
+            path = self._temp.finish()
+        except BaseException:
+            self._temp.discard()
+            raise
+        return SealedTemp(path, self._key_row, self.file_id, self._size, self._hash.hexdigest())
+
+    def discard(self) -> None:
+        self._temp.discard()
+
+
+# Pieces an in-memory body is sealed in: the ciphertext is never held whole.
+_SEAL_PIECE = 1024 * 1024
+
+
+def seal_bytes(content: ContentCodec, folder: Path, body: bytes) -> SealedTemp:
+    writer = SealingWriter(content, folder)
+    try:
+        for start in range(0, len(body), _SEAL_PIECE):
+            writer.write(body[start : start + _SEAL_PIECE])
+        return writer.finish()
+    except BaseException:
+        writer.discard()
+        raise
+
 
 def commit_object(
-    services: Services, share: ShareRuntime, ctx: PutContext, target: Path, *, audit: Any
+    services: Services,
+    share: ShareRuntime,
+    ctx: PutContext,
+    target: Path,
+    *,
+    audit: Any,
+    sealed: SealedTemp | None = None,
 ) -> None:
-    """Seal ``ctx.body`` and make it the version at ``target``, atomically.
+    """Make ``ctx``'s upload the version at ``target``, atomically.
 
-    Order (see docs/ARCHITECTURE.md): ciphertext to a temp file and fsync;
+    The body is either ``ctx.body``, sealed here, or (a streamed upload)
+    ``sealed``, already in its temp file, which this function then owns.
+    Order (see docs/ARCHITECTURE.md): ciphertext in a temp file, fsynced;
     commit its key row; then one transaction, which first takes the audit
     chain's lock (serialising commits, also across gateway processes),
     records the object (and its audit event) and renames the temp file into
@@ -151,9 +262,8 @@ def commit_object(
     version; after it, the new file is readable (its key row is committed)
     and ``clindav fsck --repair`` re-registers it.
     """
-    file_id = uuid.uuid4()
-    sealed = share.content.seal(file_id, ctx.body)
-    temp = write_temp(target.parent, sealed.chunks)
+    if sealed is None:
+        sealed = seal_bytes(share.content, target.parent, ctx.body)
     sessions = services.sessions
     replaced = False
     try:
@@ -161,17 +271,17 @@ def commit_object(
             session.add(sealed.key_row)
         with sessions.begin() as session:
             services.audit.lock_head(session)
-            old_file_id = _upsert(session, ctx, file_id)
+            old_file_id = _upsert(session, ctx, sealed)
             if old_file_id:
                 session.execute(delete(DataKey).where(DataKey.file_id == old_file_id))
             if audit is not None:
                 services.audit.append(session, audit)
             session.flush()
-            replace_into(temp, target)
+            replace_into(sealed.path, target)
             replaced = True
     except BaseException:
         if not replaced:
-            temp.unlink(missing_ok=True)
+            sealed.path.unlink(missing_ok=True)
             _discard_key(sessions, sealed.key_row.key_id)
         raise
 
@@ -206,20 +316,9 @@ class Folder(DAVCollection):
         return self.name
 
     def get_member_names(self) -> list[str]:
-        """Members this user may read: a folder the policy hides is not listed."""
-        names = self.provider.share.store.list_names(self.target)
-        principal = self.environ.get(PRINCIPAL)
-        if principal is None:
-            return sorted(names)
-        policy, share = self.provider.services.policy, self.provider.share.name
-        base = self.path.rstrip("/")
-        private = self.provider.private_names(self.path, self.environ)
-        return sorted(
-            n
-            for n in names
-            if n not in private
-            and policy.decide(principal, Check(share, f"{base}/{n}", "PROPFIND", "read")).allowed
-        )
+        """Members this user may read (ShareProvider.visible_entries)."""
+        entries = self.provider.visible_entries(self.path, self.target, self.environ)
+        return [name for name, _entry in entries]
 
     def get_member(self, name: str) -> Any:
         # Names come from get_member_names, which already left out private objects.
@@ -238,6 +337,15 @@ class Folder(DAVCollection):
         target = self.provider.share.store.locate(segments)
         resource = StoredFile(path, self.environ, self.provider, target, None)
         if self.environ.get("REQUEST_METHOD") == "LOCK":
+            # WsgiDAV checks the parent's locks only after this returns: a
+            # placeholder in a folder someone else locked must not be stored.
+            if self.provider.lock_manager:
+                self.provider.lock_manager.check_write_permission(
+                    url=resource.get_ref_url(),
+                    depth="0",
+                    token_list=self.environ.get("wsgidav.ifLockTokenList", []),
+                    principal=self.environ.get("wsgidav.user_name"),
+                )
             resource.store_body(b"")
         return resource
 
@@ -409,34 +517,61 @@ class StoredFile(DAVNonCollection):
         return self.provider.share.content.open(self.target)
 
     def begin_write(self, *, content_type: str | None = None) -> Spool:
-        limit = self.provider.services.settings.limits.max_upload_bytes
-        self._spool = Spool(limit, _declared_length(self.environ))
+        limits = self.provider.services.settings.limits
+        self._spool = Spool(
+            limits.max_upload_bytes,
+            _declared_length(self.environ),
+            judge=self._judge_streamed,
+            stream_limit=limits.max_stream_bytes,
+        )
         return self._spool
 
     def end_write(self, *, with_errors: bool) -> None:
         spool, self._spool = self._spool, None
-        if with_errors or spool is None:
+        if spool is None:
             return
-        self.store_body(spool.getvalue())
+        if with_errors:
+            spool.discard()  # a streamed upload's temp file goes; its key was never committed
+        elif spool.streamed is None:
+            self.store_body(spool.getvalue())
+        else:
+            ctx, writer = spool.streamed
+            self._etag_withheld = False  # streaming stages never change the body
+            self._commit(ctx, writer.finish())
 
     def store_body(self, body: bytes) -> None:
         """Run the pipeline on a complete body and commit what it yields."""
-        ctx = PutContext(
-            request=self.environ[REQUEST],
-            share=self.provider.share.name,
-            path=self.path,
-            body=body,
-            content_type=self.get_content_type(),
-        )
+        ctx = self._context(body)
         pipeline: Pipeline = self.environ[DECISION].pipeline
         pipeline.run_put(ctx)
         self._etag_withheld = ctx.body != body
         self._commit(ctx)
 
-    def _commit(self, ctx: PutContext) -> None:
+    def _judge_streamed(self, head: bytes, size: int) -> tuple[PutContext, SealingWriter]:
+        """Run the pipeline on a streamed upload's head; if it passes, open its sealed temp file."""
+        ctx = self._context(head, streamed_size=size)
+        pipeline: Pipeline = self.environ[DECISION].pipeline
+        pipeline.run_put(ctx)
+        ctx.details["streamed"] = True  # the audit event says the stages saw only the head
+        return ctx, SealingWriter(self.provider.share.content, self.target.parent)
+
+    def _context(self, body: bytes, streamed_size: int | None = None) -> PutContext:
+        return PutContext(
+            request=self.environ[REQUEST],
+            share=self.provider.share.name,
+            path=self.path,
+            body=body,
+            content_type=self.get_content_type(),
+            streamed_size=streamed_size,
+        )
+
+    def _commit(self, ctx: PutContext, sealed: SealedTemp | None = None) -> None:
         """Store the pipeline's result atomically, with its registry row and audit event."""
         self.provider.commit_object(
-            ctx, self.target, audit=_audit_put(self.provider, ctx, created=self.st is None)
+            ctx,
+            self.target,
+            audit=_audit_put(self.provider, ctx, created=self.st is None),
+            sealed=sealed,
         )
         self.environ[AUDITED] = True
         self.st = os.lstat(self.target)
@@ -497,14 +632,14 @@ class StoredFile(DAVNonCollection):
     def _copy_to(self, dest: Path, dest_key: str) -> None:
         """A copy is a new object with its own file id and its own data key."""
         share = self.provider.share
-        with share.content.open(self.target) as src:
-            body = src.read()
+        sealed = self._seal_copy(dest.parent)
         ctx = PutContext(
             request=self.environ[REQUEST],
             share=share.name,
             path=dest_key,
-            body=body,
+            body=b"",
             content_type=self.get_content_type(),
+            streamed_size=sealed.size,
         )
         # The copy is the same patient's image under the same consent, and stays
         # held (private to its uploader) while the original is.
@@ -518,7 +653,19 @@ class StoredFile(DAVNonCollection):
         if source is not None:
             ctx.patient_id, ctx.consent_id = source.patient_id, source.consent_id
             ctx.held_until, ctx.placeholder = source.held_until, source.placeholder
-        self.provider.commit_object(ctx, dest, audit=None)
+        self.provider.commit_object(ctx, dest, audit=None, sealed=sealed)
+
+    def _seal_copy(self, folder: Path) -> SealedTemp:
+        """The content re-sealed under a new key, a block at a time (any size, flat memory)."""
+        writer = SealingWriter(self.provider.share.content, folder)
+        try:
+            with self.provider.share.content.open(self.target) as src:
+                while block := src.read(_SEAL_PIECE):
+                    writer.write(block)
+            return writer.finish()
+        except BaseException:
+            writer.discard()
+            raise
 
 
 def _delete_row(share: str, logical_path: str) -> Any:
@@ -536,7 +683,7 @@ def _discard_key(sessions: Any, key_id: str) -> None:
         pass
 
 
-def _upsert(session: Any, ctx: PutContext, file_id: uuid.UUID) -> str | None:
+def _upsert(session: Any, ctx: PutContext, sealed: SealedTemp) -> str | None:
     """Record ``ctx`` as the object at its path; returns the replaced version's file id."""
     key = _registry_path(ctx.path)
     old = session.scalar(
@@ -550,9 +697,9 @@ def _upsert(session: Any, ctx: PutContext, file_id: uuid.UUID) -> str | None:
         StoredObject(
             share=ctx.share,
             logical_path=key,
-            file_id=str(file_id),
-            size=len(ctx.body),
-            sha256=ctx.sha256(),
+            file_id=str(sealed.file_id),
+            size=sealed.size,
+            sha256=sealed.sha256,
             content_type=ctx.content_type,
             uploader=uploader,
             placeholder=ctx.placeholder,
@@ -588,24 +735,89 @@ def _declared_length(environ: dict[str, Any]) -> int | None:
     return None
 
 
-class Spool:
-    """An in-memory, bounded write target for one request body."""
+Judge = Callable[[bytes, int], tuple[PutContext, SealingWriter]]
 
-    def __init__(self, limit: int, declared: int | None) -> None:
+
+class Spool:
+    """The write target of one PUT body: WsgiDAV calls write() per block, then close().
+
+    Up to ``limit`` bytes (``limits.max_upload_bytes``) the body is held in
+    memory and the stages see it whole (:meth:`getvalue`).  A larger one,
+    declared or grown past the limit, is streamed: once its first
+    :data:`HEAD_BYTES` are in, ``judge`` runs the stages on that head and
+    opens a :class:`SealingWriter`, and every byte from then on goes straight
+    into the sealed temp file (:attr:`streamed`), up to ``stream_limit``.
+
+    A 413 is raised at once: cheroot then closes the connection.  Any other
+    failure of a streamed upload (a stage's refusal, a full disk) is kept and
+    raised by close(), the rest of the body being read and dropped: on an
+    error cheroot would read the unread rest of a Content-Length body in one
+    piece, into memory, to keep the connection alive.
+    """
+
+    def __init__(
+        self, limit: int, declared: int | None, *, judge: Judge, stream_limit: int
+    ) -> None:
         self._parts: list[bytes] = []
         self._size = 0
         self._limit = limit
         self._declared = declared
+        self._judge = judge
+        self._stream_limit = stream_limit
+        self._streaming = declared is not None and declared > limit
+        self._failure: Exception | None = None
+        self.streamed: tuple[PutContext, SealingWriter] | None = None
 
     def write(self, data: bytes) -> None:
         self._size += len(data)
-        if self._size > self._limit:
-            raise PayloadTooLarge(f"body over {self._limit} bytes")
+        self._streaming = self._streaming or self._size > self._limit
+        if self._streaming and self._size > self._stream_limit:
+            raise PayloadTooLarge(f"body over {self._stream_limit} bytes")
+        if self._failure is not None:
+            return
+        if self.streamed is not None:
+            try:
+                self.streamed[1].write(data)
+            except Exception as exc:
+                self._fail(exc)
+            return
         self._parts.append(data)
+        if self._streaming and self._size >= HEAD_BYTES:
+            self._start_stream()
+
+    def _start_stream(self) -> None:
+        held, self._parts = self._parts, []
+        head = b""
+        for part in held:
+            head += part[: HEAD_BYTES - len(head)]
+        try:
+            self.streamed = self._judge(head, max(self._size, self._declared or 0))
+            for part in held:  # block by block: never a second copy of what was held
+                self.streamed[1].write(part)
+        except PayloadTooLarge:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self._failure = exc
+        self.discard()
 
     def close(self) -> None:
         if self._declared is not None and self._size != self._declared:
             raise IncompleteBody(f"got {self._size} of {self._declared} bytes")
+        if self._streaming and self.streamed is None and self._failure is None:
+            self._start_stream()  # the body ended before a whole head (a limit below it)
+        if self._failure is not None:
+            raise self._failure
 
     def getvalue(self) -> bytes:
-        return b"".join(self._parts)
+        body, self._parts = b"".join(self._parts), []
+        return body
+
+    def discard(self) -> None:
+        """Drop whatever was received; a streamed upload's temp file is deleted."""
+        self._parts = []
+        streamed, self.streamed = self.streamed, None
+        if streamed is not None:
+            streamed[1].discard()

@@ -2,38 +2,172 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 import threading
-from typing import Any
+import uuid
+from typing import Any, cast
 
-from cheroot import wsgi
+from cheroot import errors, wsgi
+from cheroot.makefile import StreamWriter
+from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from gateway.errors import ConfigError
+from gateway.errors import ClindavError, ConfigError
+from gateway.limits import MAX_REQUEST_HEADERS, HeaderFieldsTooLarge
+from gateway.pipeline import RequestInfo
 from gateway.settings import Settings, is_loopback
+from plugins.audit import AuditLog
 
 log = logging.getLogger("clindav")
+# Explorer and Finder open bursts of connections; cheroot's default backlog
+# of 5 makes some of them wait a second for a retransmit.
+LISTEN_BACKLOG = 128
 
 
-def make_server(settings: Settings, app: Any, *, host: str, port: int, tls: bool) -> wsgi.Server:
+class _Request(HTTPRequest):
+    """cheroot's request, but a header flood answers 431 (RFC 6585), not 413.
+
+    cheroot reads at most ``max_request_header_size`` bytes of headers and
+    raises ``MaxSizeExceeded``; its own answer is "413 Request Entity Too
+    Large", which tells a client its *body* is too big.  The refusal happens
+    before WSGI, so it is audited (and logged by the audit log) from here.
+    """
+
+    server: Server
+
+    def read_request_headers(self) -> bool:
+        try:
+            return bool(super().read_request_headers())
+        except errors.MaxSizeExceeded:
+            self._refuse(HeaderFieldsTooLarge(f"request headers over {MAX_REQUEST_HEADERS} bytes"))
+            return False
+
+    def send_headers(self) -> None:
+        """Close the connection after a request whose body framing cannot be trusted.
+
+        RFC 9112 section 6.3: after a request with both ``Transfer-Encoding``
+        and ``Content-Length`` the server MUST close the connection.  And
+        cheroot drains an unread Content-Length body but not an unread chunked
+        one: without closing, the rest of a refused chunked body would be read
+        as the next request on this connection.
+        """
+        if self.chunked_read and (
+            b"Content-Length" in self.inheaders or not getattr(self.rfile, "closed", True)
+        ):
+            self.close_connection = True
+        super().send_headers()
+
+    def _refuse(self, error: ClindavError) -> None:
+        request_id = uuid.uuid4().hex[:16]
+        agent = self.inheaders.get(b"User-Agent", b"")[:255].decode("latin-1")
+        method = (self.method or b"-").decode("latin-1")
+        request = RequestInfo(request_id, None, self.conn.remote_addr or "-", agent, method)
+        if self.server.audit is None:
+            log.warning("request %s: refused %s: %s %s", request_id, method, error.code, error)
+        else:
+            try:
+                self.server.audit.record(
+                    request,
+                    action=method,
+                    share=None,
+                    path=None,
+                    status=error.status,
+                    code=error.code,
+                    reason=error.detail,
+                )
+            except ClindavError as exc:  # an unrecorded refusal answers 503, as in the middleware
+                error = exc
+        body = f"{error.status} {error.code}: {error.public_message}\nrequest id: {request_id}\n"
+        phrase = "Request Header Fields Too Large" if error.status == 431 else "Error"
+        head = (
+            f"{self.server.protocol} {error.status} {phrase}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n"
+            f"X-Request-Id: {request_id}\r\n"
+            f"X-Clindav-Error: {error.code}\r\n"
+            "X-Content-Type-Options: nosniff\r\n\r\n"
+        )
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client went away: nothing left to tell it
+            self.conn.wfile.write((head + body).encode("latin-1"))
+
+
+class _SendallWriter(StreamWriter):
+    """Response bytes go out with one ``sendall`` per write.
+
+    cheroot's writer copies every write into a buffer and copies the rest of
+    that buffer again after each partial ``send``: a 1 MiB block over a
+    200 KiB socket buffer was copied about three times.  ``sendall`` on the
+    caller's bytes copies nothing and keeps the socket's timeout.
+    """
+
+    def write(self, b: Any) -> int:
+        self._checkClosed()
+        with self._write_lock:  # type: ignore[attr-defined]
+            self._flush_unlocked()  # type: ignore[attr-defined]
+            cast(Any, self.raw)._sock.sendall(b)
+        self.bytes_written += len(b)
+        return len(b)
+
+
+class _Connection(HTTPConnection):
+    RequestHandlerClass = _Request
+
+    def __init__(self, server: Any, sock: Any, makefile: Any) -> None:
+        super().__init__(server, sock, makefile)
+        self.wfile = _SendallWriter(sock, "wb", self.wbufsize)
+
+
+class Server(wsgi.Server):
+    """cheroot's WSGI server with clindav's request class and an audit log for refusals."""
+
+    ConnectionClass = _Connection
+    audit: AuditLog | None = None
+    # A socket already bound and listening (``server.workers``): used instead of binding.
+    listener: socket.socket | None = None
+
+    def bind(self, family: int, type: int, proto: int = 0) -> socket.socket:
+        if self.listener is None:
+            return cast(socket.socket, super().bind(family, type, proto))
+        sock = self.listener
+        if self.ssl_adapter is not None:
+            sock = self.ssl_adapter.bind(sock)
+        self.socket = sock
+        self.bind_addr = self.resolve_real_bind_addr(sock)
+        return sock
+
+
+def make_server(
+    settings: Settings,
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    tls: bool,
+    audit: AuditLog | None = None,
+    listener: socket.socket | None = None,
+) -> Server:
     if not tls and not is_loopback(host):
         raise ConfigError.single(
             "settings", "server.tls", "--no-tls is allowed only on loopback addresses"
         )
     if tls and settings.server.tls is None:
         raise ConfigError.single("settings", "server.tls", "no certificate configured")
-    server = wsgi.Server(
+    server = Server(
         (host, port),
         app,
         numthreads=settings.server.threads,
         timeout=settings.server.socket_timeout,
         server_name="clindav",
-        # Explorer and Finder open bursts of connections; cheroot's default
-        # backlog of 5 makes some of them wait a second for a retransmit.
-        request_queue_size=128,
+        request_queue_size=LISTEN_BACKLOG,
     )
-    server.max_request_header_size = 64 * 1024
+    server.listener = listener
+    server.max_request_header_size = MAX_REQUEST_HEADERS
+    server.audit = audit
     if tls:
         assert settings.server.tls is not None
         server.ssl_adapter = BuiltinSSLAdapter(

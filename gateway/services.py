@@ -18,6 +18,8 @@ from sqlalchemy.orm import sessionmaker
 from gateway.auth import Authenticator
 from gateway.clock import Clock
 from gateway.content import Sealed
+from gateway.crypto.fileformat import FileEncryptor
+from gateway.db import DataKey
 from gateway.keystore import KeyStore
 from gateway.policy import Policy
 from gateway.settings import Settings
@@ -28,6 +30,10 @@ from plugins.audit import AuditLog
 class ContentCodec(Protocol):
     def seal(self, file_id: uuid.UUID, body: bytes) -> Sealed:
         """The ciphertext to store for ``body`` and its key row."""
+        ...
+
+    def encryptor(self, file_id: uuid.UUID) -> tuple[FileEncryptor, DataKey]:
+        """A streaming writer of the stored form under a fresh data key, and its key row."""
         ...
 
     def plaintext_size(self, stored_size: int) -> int: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,11 +25,14 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from gateway.errors import ConfigError, ConfigProblem
 
 MiB = 1024 * 1024
+# server.workers: 0 runs one process per core, up to this many.
+MAX_AUTO_WORKERS = 4
 
 
 class _Strict(BaseModel):
@@ -53,12 +57,22 @@ class ServerSettings(_Strict):
         256 * 1024,
         description="Bytes per read/write when moving bodies (chosen by measurement, bench/).",
     )
+    workers: Annotated[int, Field(ge=0, le=64)] = Field(
+        0,
+        description="Serving processes on the one port; 0: one per CPU core, at most 4 "
+        "(locks.storage: memory allows only one).",
+    )
     socket_timeout: Annotated[int, Field(ge=1, le=3600)] = Field(
         60, description="Seconds a client may stay silent mid-request."
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses of reverse proxies whose X-Forwarded-* headers are believed.",
+    )
+    propfind_fast_path: bool = Field(
+        True,
+        description="Answer PROPFIND Depth 0/1 in shares without WsgiDAV's per-property "
+        "work (gateway/propfind.py); false only to compare the two.",
     )
 
 
@@ -253,7 +267,18 @@ class LockSettings(_Strict):
 class LimitSettings(_Strict):
     max_upload_bytes: Annotated[int, Field(ge=0)] = Field(
         128 * MiB,
-        description="Largest PUT body; bodies are held in memory, never as plaintext on disk.",
+        description="Largest PUT body held in memory and checked whole by the stages; "
+        "larger ones are streamed where the share's stages allow it.",
+    )
+    max_stream_bytes: Annotated[int, Field(ge=0)] = Field(
+        16 * 1024 * MiB,
+        description="Largest streamed PUT body (sealed into its temp file as it arrives).",
+    )
+    max_copy_members: Annotated[int, Field(ge=0)] = Field(
+        10_000, description="Most entries below a folder that one COPY may copy."
+    )
+    max_copy_bytes: Annotated[int, Field(ge=0)] = Field(
+        10 * 1024 * MiB, description="Most bytes (as stored) below a folder that one COPY may copy."
     )
 
 
@@ -300,6 +325,22 @@ class Settings(_Strict):
     def resolve(self, path: Path) -> Path:
         """An instance path made absolute against the settings file's folder."""
         return path if path.is_absolute() else (self.base_dir / path)
+
+    @model_validator(mode="after")
+    def _shared_locks_for_workers(self) -> Settings:
+        if self.server.workers > 1 and self.locks.storage == "memory":
+            raise ValueError(
+                "server.workers above 1 needs locks.storage 'database' or a redis:// URL"
+            )
+        return self
+
+    def process_count(self) -> int:
+        """How many serving processes to run (``server.workers``, resolved)."""
+        if self.locks.storage == "memory":
+            return 1  # locks held in one process's memory cannot be shared
+        if self.server.workers:
+            return self.server.workers
+        return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
     def sqlalchemy_url(self) -> str:
         prefix = "sqlite:///"

@@ -7,14 +7,16 @@ Contract:
   (plain, or encrypted by the encryption stage) and the result is checked to
   stay inside the folder; no symlink is ever followed.
 * :func:`write_atomic` writes a new version to a hidden temp name in the target
-  folder, fsyncs it and only then renames it over the target, so a reader or a
-  crash sees the old version or the new one, never a mix.
+  folder (:class:`TempFile`), fsyncs it and only then renames it over the
+  target, so a reader or a crash sees the old version or the new one, never a
+  mix.
 * Names starting with ``.clindav-`` are the gateway's own (temp files, trash)
   and never appear in a listing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -39,6 +41,10 @@ class NameCodec(Protocol):
         """The logical name, or None when the entry is not one of ours."""
         ...
 
+    def decode_many(self, stored: list[str]) -> list[str | None]:
+        """:meth:`decode` of each name of a listing, in one call."""
+        ...
+
 
 class PlainNames:
     """Names stored as they are (a share policy's ``names: plain``)."""
@@ -48,6 +54,9 @@ class PlainNames:
 
     def decode(self, stored: str) -> str | None:
         return None if stored.startswith(INTERNAL_PREFIX) else stored
+
+    def decode_many(self, stored: list[str]) -> list[str | None]:
+        return [None if s.startswith(INTERNAL_PREFIX) else s for s in stored]
 
 
 def split_path(path: str) -> list[str]:
@@ -93,7 +102,25 @@ class TrailingDotOrSpace(InvalidPath):
 
 _FORBIDDEN = set('\\/:*?"<>|')
 # Bidi overrides and isolates can make "gpj.exe" read as "exe.jpg".
-_BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+_BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def _is_control(ch: str) -> bool:
+    """C0 and C1 controls, bidi marks, and noncharacters (U+FFFE, U+FFFF, ...).
+
+    Noncharacters cannot be written in XML: a stored U+FFFE name made every
+    PROPFIND of its folder fail.
+    """
+    code = ord(ch)
+    return (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or code in _BIDI
+        or 0xFDD0 <= code <= 0xFDEF
+        or code & 0xFFFE == 0xFFFE
+    )
+
+
 _WINDOWS_DEVICES = {
     "con",
     "prn",
@@ -110,7 +137,7 @@ def _check_segment(segment: str) -> None:
         raise InvalidPath("dot segment")
     if any(ch in _FORBIDDEN for ch in segment):
         raise ForbiddenCharacter("forbidden character in name")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or ord(ch) in _BIDI for ch in segment):
+    if any(_is_control(ch) for ch in segment):
         raise ControlCharacter("control or bidi character in name")
     if segment.startswith(INTERNAL_PREFIX) or segment.split(".")[0].lower() in _WINDOWS_DEVICES:
         raise ReservedName("reserved name")
@@ -175,15 +202,21 @@ class BackingStore:
 
     def list_names(self, folder: Path) -> list[str]:
         """Logical names of the entries in ``folder`` (ours only, no links)."""
-        names = []
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_symlink():
-                    continue
-                name = self.names.decode(entry.name)
-                if name is not None:
-                    names.append(name)
-        return names
+        return [name for name, _entry in self.list_entries(folder)]
+
+    def list_entries(self, folder: Path) -> list[tuple[str, os.DirEntry[str]]]:
+        """(logical name, entry) of each entry in ``folder``: ours only, no links.
+
+        One ``scandir``; names are decoded in one call (the codec's cache makes
+        a folder listed again cheap), and the entries keep what ``scandir``
+        learnt, so a listing need not look each member up again.
+        """
+        with os.scandir(folder) as scan:
+            entries = [entry for entry in scan if not entry.is_symlink()]
+        names = self.names.decode_many([entry.name for entry in entries])
+        return [
+            (name, entry) for name, entry in zip(names, entries, strict=True) if name is not None
+        ]
 
     def sweep_temp_files(self, older_than: float = 3600.0) -> int:
         """Remove temp files left by a crash; returns how many."""
@@ -198,20 +231,43 @@ class BackingStore:
         return removed
 
 
+class TempFile:
+    """A new hidden temp file in ``folder`` (0600, never an existing file or a link).
+
+    Written piece by piece, then either :meth:`finish`ed (fsynced; the caller
+    owns the file at :attr:`path`) or :meth:`discard`ed (gone).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self._out = os.fdopen(fd, "wb", closefd=True)
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+
+    def finish(self) -> Path:
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        self._out.close()
+        return self.path
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):  # e.g. a full disk on the last flush: it goes anyway
+            self._out.close()
+        self.path.unlink(missing_ok=True)
+
+
 def write_temp(folder: Path, chunks: Iterable[bytes]) -> Path:
     """Write chunks to a new hidden temp file in ``folder`` and fsync it."""
-    temp = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    temp = TempFile(folder)
     try:
-        with os.fdopen(fd, "wb", closefd=True) as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        for chunk in chunks:
+            temp.write(chunk)
+        return temp.finish()
     except BaseException:
-        temp.unlink(missing_ok=True)
+        temp.discard()
         raise
-    return temp
 
 
 def replace_into(temp: Path, target: Path) -> None:

@@ -85,6 +85,8 @@ class ConsentOptions(BaseModel):
 class ConsentCheck(BaseStage):
     name: ClassVar[str] = "consent"
     Options: ClassVar[type[BaseModel]] = ConsentOptions
+    # It judges the path and the registry, never the bytes.
+    streams: ClassVar[bool] = True
 
     def attach(self, services: Any) -> None:
         self._service = ConsentService(services)

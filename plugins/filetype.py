@@ -14,6 +14,11 @@ to the one format the content claims, so none of Pillow's other
 auto-detected decoders ever runs on uploaded bytes.  Too many pixels
 (``max_pixels``) is refused before decoding.  Failures answer 422
 ``undecodable-image``.
+
+A streamed upload (larger than ``limits.max_upload_bytes``, see
+gateway/pipeline.py) is sniffed from its head; one that would have to be
+decoded (an image, with ``decode: true``) cannot be checked, and is refused
+413 ``upload-too-large-for-checks``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import UnprocessableContent, UnsupportedMediaType
-from gateway.pipeline import BaseStage, PutContext
+from gateway.pipeline import BaseStage, PutContext, UploadTooLargeForChecks
 
 # Format name -> (content type, file extensions). Image formats first.
 FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -92,6 +97,7 @@ class FileTypeOptions(BaseModel):
 class FileTypeCheck(BaseStage):
     name: ClassVar[str] = "filetype"
     Options: ClassVar[type[BaseModel]] = FileTypeOptions
+    streams: ClassVar[bool] = True
 
     def on_put(self, ctx: PutContext) -> None:
         if not ctx.body:
@@ -112,6 +118,8 @@ class FileTypeCheck(BaseStage):
         if fmt is not None:
             ctx.content_type = FORMATS[fmt][0]
         if fmt in PILLOW_FORMATS and options.decode:
+            if ctx.streamed_size is not None:
+                raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be decoded whole")
             decode_fully(ctx.body, fmt, options.max_pixels)
 
 

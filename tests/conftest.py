@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -131,6 +132,11 @@ def make_instance(root: Path, database: str = "sqlite") -> Instance:
 
     folder = root / "instance"
     inst = Instance(folder, init_instance(folder), database)
+    # One serving process per test gateway keeps the suite within its CI time;
+    # tests/integration/test_workers.py and the README test run several.
+    data = inst.settings()
+    data["server"]["workers"] = 1
+    inst.write_settings(data)
     if database == "postgres":
         name = _postgres_database()
         data = inst.settings()
@@ -231,6 +237,22 @@ def gateway(instance: Instance) -> Iterator[Gateway]:
     gw = start_gateway(instance)
     yield gw
     gw.stop()
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One HTTP answer from a raw socket: up to its Content-Length, or until the server
+    closes, resets or goes quiet (the socket's timeout)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+            head, separator, body = data.partition(b"\r\n\r\n")
+            length = [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")]
+            if separator and length and len(body) >= int(length[0].split(b":")[1]):
+                break
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return data
 
 
 def require_tool(name: str) -> str:

@@ -11,6 +11,11 @@ Options: ``keep_capture_date`` (DateTimeOriginal, default true: clinicians
 compare lesions over time), ``max_pixels`` (decompression-bomb limit) and
 ``other_files``: ``refuse`` (image shares) or ``pass`` (a share that also
 holds documents: formats without a scrubber are stored as they are).
+
+A streamed upload (larger than ``limits.max_upload_bytes``) of a format this
+stage scrubs cannot be rewritten, so it is refused 413
+``upload-too-large-for-checks``; other streamed uploads are judged as above
+(``pass`` stores them, ``refuse`` refuses them).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import ClassVar, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import UnsupportedMediaType
-from gateway.pipeline import BaseStage, PutContext
+from gateway.pipeline import BaseStage, PutContext, UploadTooLargeForChecks
 from plugins.scrub import SCRUBBERS, ScrubOptions
 
 # filetype's names -> scrubber format names
@@ -76,6 +81,7 @@ class NotScrubbable(UnsupportedMediaType):
 class ScrubStage(BaseStage):
     name: ClassVar[str] = "scrub"
     Options: ClassVar[type[BaseModel]] = ScrubStageOptions
+    streams: ClassVar[bool] = True
 
     def on_put(self, ctx: PutContext) -> None:
         if ctx.placeholder:
@@ -87,6 +93,8 @@ class ScrubStage(BaseStage):
             if options.other_files == "pass":
                 return
             raise NotScrubbable(f"no scrubber for {fmt or 'unknown content'}")
+        if ctx.streamed_size is not None:
+            raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be scrubbed whole")
         result = scrubber.clean(
             ctx.body,
             ScrubOptions(

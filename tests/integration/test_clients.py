@@ -78,7 +78,11 @@ def test_litmus_all_suites_pass_over_http(gateway: Gateway, tmp_path: Path) -> N
 
 
 def test_litmus_all_suites_pass_over_https(instance: Instance, tmp_path: Path) -> None:
-    """Same over TLS: 0 failures; only expect100 is skipped (litmus skips it for SSL servers)."""
+    """Same over TLS, with two worker processes (locks and properties shared through
+    the database): 0 failures; only expect100 is skipped (litmus skips it for SSL servers)."""
+    data = instance.settings()
+    data["server"]["workers"] = 2
+    instance.write_settings(data)
     gw = start_gateway(instance, tls=True)
     try:
         assert gw.url.startswith("https://")
