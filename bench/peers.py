@@ -408,6 +408,10 @@ _APACHE_MODULES = (
 )
 
 
+# Debian's mime.conf points mod_mime here (the compiled-in default is under /etc/apache2).
+_MIME_TYPES = "/etc/mime.types"
+
+
 def apache_binary() -> str | None:
     return shutil.which("apache2") or (
         "/usr/sbin/apache2" if Path("/usr/sbin/apache2").exists() else None
@@ -472,6 +476,7 @@ ErrorLog {home}/error.log
 LogLevel warn
 DocumentRoot {root}
 DavLockDB {home}/DavLock
+TypesConfig {_MIME_TYPES if Path(_MIME_TYPES).exists() else "/dev/null"}
 LimitRequestBody 0
 <Directory {root}>
     Dav On

@@ -11,8 +11,10 @@ segment under the share's deterministic name cipher.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import io
+import itertools
 import os
 import uuid
 from collections.abc import Iterable
@@ -22,11 +24,13 @@ from typing import BinaryIO, cast
 
 from gateway.crypto.fileformat import (
     DEFAULT_CHUNK_SIZE,
+    MAX_HEADER_SIZE,
     EncryptedFileReader,
     FileEncryptor,
     FileHeader,
+    TamperedContent,
     ciphertext_size_for,
-    decrypt_bytes,
+    decrypt_chunks,
     plaintext_size_for,
     read_header,
 )
@@ -77,12 +81,15 @@ class EncryptedContent:
         try:
             size = os.fstat(fd).st_size
             if size <= VERIFY_WHOLE_LIMIT + _MAX_OVERHEAD:
-                # One read and decryption from memory (see decrypt_bytes).
-                whole = stored.read()
+                # One read, decryption from memory (see decrypt_chunks), no join.
+                whole = bytearray(size)
+                got = stored.readinto(whole)
                 stored.close()
-                header = read_header(io.BytesIO(whole))
+                if got != size:
+                    raise TamperedContent(f"stored file shrank while read ({got} of {size})")
+                header = read_header(io.BytesIO(whole[:MAX_HEADER_SIZE]))
                 data_key = self._keys.data_key(header.key_id, header.file_id)
-                return io.BytesIO(decrypt_bytes(data_key, whole))
+                return cast(BinaryIO, _PlaintextChunks(decrypt_chunks(data_key, whole)))
             header = read_header(stored)
             data_key = self._keys.data_key(header.key_id, header.file_id)
             reader = EncryptedFileReader(stored, data_key, header, size)
@@ -94,6 +101,49 @@ class EncryptedContent:
     def file_id_of(self, path: Path) -> uuid.UUID:
         with open(path, "rb") as stored:
             return read_header(stored).file_id
+
+
+class _PlaintextChunks(io.RawIOBase):
+    """Seekable reader over verified plaintext chunks.
+
+    ``read(n)`` hands out at most one chunk, the chunk object itself when it
+    fits: WsgiDAV sends each read as it comes, so a GET copies no plaintext
+    between decryption and the socket.
+    """
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self._starts = list(itertools.accumulate((len(c) for c in chunks), initial=0))
+        self._size = self._starts[-1]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}
+        self._pos = max(0, base[whence] + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while piece := self.read(self._size):
+                parts.append(piece)
+            return b"".join(parts)
+        if size == 0 or self._pos >= self._size:
+            return b""
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        chunk, offset = self._chunks[index], self._pos - self._starts[index]
+        piece = chunk if offset == 0 and size >= len(chunk) else chunk[offset : offset + size]
+        self._pos += len(piece)
+        return piece
 
 
 class _StreamingPlaintext(io.RawIOBase):

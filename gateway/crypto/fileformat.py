@@ -80,6 +80,8 @@ TAG_SIZE = 16
 MAX_KEY_ID_LENGTH = 255
 _FIXED = struct.Struct(">4sB16sB")  # magic, version, file id, key id length
 _CHUNK_SIZE = struct.Struct(">I")
+# The largest header: a key id of 255 bytes (its length is one byte).
+MAX_HEADER_SIZE = _FIXED.size + 255 + _CHUNK_SIZE.size
 _MAX_CHUNKS = 1 << 88  # the 11-byte counter
 
 
@@ -378,21 +380,26 @@ def _open_chunk(
 
 
 def decrypt_bytes(data_key: bytes, stored: bytes) -> bytes:
-    """Plaintext of a whole stored file held in memory (errors as the reader).
+    """Plaintext of a whole stored file held in memory (errors as the reader)."""
+    return b"".join(decrypt_chunks(data_key, stored))
 
-    Chunks are decrypted from slices of ``stored``: no read or copy per chunk,
-    which is most of what a small GET costs otherwise.
+
+def decrypt_chunks(data_key: bytes, stored: bytes | bytearray) -> list[bytes]:
+    """Every chunk's plaintext, each authenticated, of a whole stored file in memory.
+
+    Chunks are decrypted from slices of ``stored`` and not joined: no read,
+    seek or copy per chunk, which is most of what a small GET costs otherwise.
     """
-    header = read_header(io.BytesIO(stored))  # BytesIO shares the bytes: no copy
+    view = memoryview(stored)
+    header = read_header(io.BytesIO(view[:MAX_HEADER_SIZE]))  # copies only the header
     _check_data_key(data_key)
     plaintext_size_for(len(stored), header)  # refuses impossible sizes
     aead, associated_data = AESGCM(data_key), header.to_bytes()
     sealed_size = header.chunk_size + TAG_SIZE
     count = max(1, -(-(len(stored) - header.size) // sealed_size))
-    view = memoryview(stored)
     parts = []
     for index in range(count):
         offset = header.size + index * sealed_size
         sealed = view[offset : offset + sealed_size]
         parts.append(_open_chunk(aead, associated_data, index, index == count - 1, sealed))
-    return b"".join(parts)
+    return parts
