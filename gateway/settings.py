@@ -54,7 +54,7 @@ class ServerSettings(_Strict):
         32, description="Worker threads; Explorer opens several connections per drive."
     )
     block_size: Annotated[int, Field(ge=4096, le=16 * MiB)] = Field(
-        256 * 1024,
+        1024 * 1024,
         description="Bytes per read/write when moving bodies (chosen by measurement, bench/).",
     )
     workers: Annotated[int, Field(ge=0, le=64)] = Field(

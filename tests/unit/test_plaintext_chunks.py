@@ -36,10 +36,11 @@ def test_random_seeks_and_reads_match_a_plain_file() -> None:
             assert reader.tell() == plain.tell()
 
 
-def test_whole_chunks_are_handed_out_as_they_are() -> None:
-    chunks = [b"a" * 65536, b"b" * 65536, b"c" * 10]
+def test_reads_hand_out_whole_chunks() -> None:
+    chunks = [b"a" * 65536, b"b" * 65536, b"c" * 65536, b"d" * 10]
     reader = _PlaintextChunks(chunks)
-    assert [reader.read(262144) for _ in range(4)] == [*chunks, b""]
-    reader.seek(0)
-    assert reader.read(262144) is chunks[0]
-    assert reader.read() == chunks[1] + chunks[2]
+    assert reader.read(65536 * 2 + 100) == chunks[0] + chunks[1]  # whole chunks that fit
+    assert reader.read(100_000) is chunks[2]  # one chunk: the object itself, no copy
+    assert reader.read(5) == b"ddddd"
+    assert reader.read() == b"ddddd"
+    assert reader.read(1 << 20) == b""
