@@ -39,6 +39,7 @@ from wsgidav import util
 from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from gateway.crypto.fileformat import TamperedContent
 from gateway.db import DataKey, StoredObject, utcnow
 from gateway.errors import (
     ClindavError,
@@ -162,7 +163,7 @@ class ShareProvider(DAVProvider):
         and placeholders of others are private, and the policy decides each
         member as a PROPFIND of it.
         """
-        entries = self.share.store.list_entries(target)
+        entries = [(n, e) for n, e in self.share.store.list_entries(target) if self._ours(e)]
         principal = environ.get(PRINCIPAL)
         if principal is not None:
             decide = self.services.policy.decider(principal, self.share.name, "PROPFIND", "read")
@@ -172,6 +173,18 @@ class ShareProvider(DAVProvider):
                 (n, e) for n, e in entries if n not in private and decide(f"{base}/{n}").allowed
             ]
         return sorted(entries, key=itemgetter(0))
+
+    def _ours(self, entry: os.DirEntry[str]) -> bool:
+        """A folder, or a file whose size a stored file can have (a file put on the
+        share by something else would otherwise fail the whole listing)."""
+        st = entry.stat(follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            return stat.S_ISDIR(st.st_mode)
+        try:
+            self.share.content.plaintext_size(st.st_size)
+        except TamperedContent:
+            return False
+        return True
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,19 @@ class PlainNames:
         return segment
 
     def decode(self, stored: str) -> str | None:
-        return None if stored.startswith(INTERNAL_PREFIX) else stored
+        """The name, unless it is internal or one clindav would refuse (placed on the
+        share by something else): such entries are not listed, as undecodable
+        names are not on encrypted shares."""
+        if stored.startswith(INTERNAL_PREFIX) or unicodedata.normalize("NFC", stored) != stored:
+            return None
+        try:
+            _check_segment(stored)
+        except InvalidPath:
+            return None
+        return stored
 
     def decode_many(self, stored: list[str]) -> list[str | None]:
-        return [None if s.startswith(INTERNAL_PREFIX) else s for s in stored]
+        return [self.decode(s) for s in stored]
 
 
 def split_path(path: str) -> list[str]:

@@ -648,6 +648,28 @@ def test_traversal_cannot_reach_a_denied_share(policed: Gateway, instance: Insta
     assert gw.session().get(f"{gw.url}/clinical/p1/x.txt").status_code == 404
 
 
+def test_foreign_entries_on_a_plain_share_do_not_break_its_listing(
+    policed: Gateway, instance: Instance
+) -> None:
+    """Files put on the share by something else, under names clindav refuses or in
+    no format of ours, are left out of listings instead of failing them."""
+    gw = policed
+    docs = instance.share_dir("documents")
+    for name in ("ctl\x07bell.txt", "trailing.", "CON", "bidi\u202etxt.exe"):
+        (docs / name).write_bytes(b"placed on the share directly")
+    (docs / "notours.txt").write_bytes(b"x" * 17)  # no stored file has 17 bytes
+    os.mkfifo(docs / "pipe")
+    s = gw.session()
+    for depth in ("1", "0"):
+        listing = s.request("PROPFIND", f"{gw.url}/documents/", headers={"Depth": depth})
+        assert listing.status_code == 207, listing.text[:300]
+    listing = s.request("PROPFIND", f"{gw.url}/documents/", headers={"Depth": "1"})
+    for name in ("ctl", "trailing", "CON", "bidi", "notours", "pipe"):
+        assert name not in listing.text, name
+    assert "/documents/mine.txt" in listing.text and "/documents/archive/" in listing.text
+    assert s.get(f"{gw.url}/documents/mine.txt").status_code == 200
+
+
 def test_symlinks_in_the_backing_folder_are_not_followed(
     policed: Gateway, instance: Instance
 ) -> None:
