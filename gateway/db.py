@@ -28,13 +28,57 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    true,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class _CodePointOrder(ColumnElement[str]):
+    """A text column compared in code point order.
+
+    SQLite's default collation (BINARY) already is; PostgreSQL's may be a
+    locale's, in which a prefix is not a contiguous range, so there the
+    comparison is made ``COLLATE "C"``.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_CodePointOrder)
+def _collate_c(element: _CodePointOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'{compiler.process(element.column, **kw)} COLLATE "C"'
+
+
+@compiles(_CodePointOrder, "sqlite")
+def _binary(element: _CodePointOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+def starts_with(column: Any, prefix: str) -> Any:
+    """``column`` begins with ``prefix``, exactly (case counts), as an index range.
+
+    ``LIKE 'prefix%'`` is case-insensitive in SQLite, where it also cannot
+    use an index: a folder's rows were found by scanning the share's rows,
+    and ``/Photos/`` matched ``/photos/...`` too.
+    """
+    if not prefix:
+        return true()
+    ordered = _CodePointOrder(column)
+    return (ordered >= prefix) & (ordered < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
 class Base(DeclarativeBase):

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 
-from gateway.db import DavLock
+from gateway.db import DavLock, starts_with
 from gateway.limits import MAX_LOCK_SECONDS
 
 _READS = threading.local()
@@ -112,7 +112,7 @@ class DatabaseLockStorage:
         if include_root:
             conditions.append(DavLock.root == root)
         if include_children:
-            conditions.append(DavLock.root.startswith(root.rstrip("/") + "/", autoescape=True))
+            conditions.append(starts_with(DavLock.root, root.rstrip("/") + "/"))
         with self._sessions() as session:
             rows = session.scalars(
                 query.where(

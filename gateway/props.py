@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
 from gateway.crypto.fileformat import TamperedContent
-from gateway.db import DeadProperty
+from gateway.db import DeadProperty, starts_with
 
 PROPERTY_SEED = "@dead-properties"
 _CACHE = "clindav.dead-properties"
@@ -86,7 +86,7 @@ class DatabasePropertyManager:
         with self._sessions() as session:
             rows = session.execute(
                 select(DeadProperty.url, DeadProperty.name, DeadProperty.value).where(
-                    DeadProperty.url.startswith(folder, autoescape=True)
+                    starts_with(DeadProperty.url, folder)
                 )
             )
             for row_url, name, value in rows:
@@ -158,4 +158,4 @@ class DatabasePropertyManager:
 
 def _url_or_child(url: str) -> Any:
     base = url.rstrip("/")
-    return (DeadProperty.url == url) | DeadProperty.url.startswith(base + "/", autoescape=True)
+    return (DeadProperty.url == url) | starts_with(DeadProperty.url, base + "/")

@@ -40,7 +40,7 @@ from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from gateway.crypto.fileformat import TamperedContent
-from gateway.db import DataKey, StoredObject, utcnow
+from gateway.db import DataKey, StoredObject, starts_with, utcnow
 from gateway.errors import (
     ClindavError,
     DatabaseUnavailable,
@@ -147,7 +147,7 @@ class ShareProvider(DAVProvider):
         where.append(
             StoredObject.logical_path == only
             if only
-            else StoredObject.logical_path.startswith(prefix, autoescape=True)
+            else starts_with(StoredObject.logical_path, prefix)
         )
         with self.services.sessions() as session:
             paths = session.scalars(select(StoredObject.logical_path).where(*where)).all()
@@ -403,7 +403,7 @@ class Folder(DAVCollection):
             rows = session.scalars(
                 select(StoredObject).where(
                     StoredObject.share == self.provider.share.name,
-                    StoredObject.logical_path.startswith(src_prefix + "/", autoescape=True),
+                    starts_with(StoredObject.logical_path, src_prefix + "/"),
                 )
             )
             for row in rows:

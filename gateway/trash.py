@@ -31,7 +31,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from gateway.clock import Clock, aware
-from gateway.db import DataKey, LegalHold, StoredObject, TrashItem
+from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
 from gateway.pipeline import RequestInfo
 from gateway.services import Services, ShareRuntime
@@ -78,7 +78,7 @@ class Actor:
 def _at_or_below(share: str, path: str) -> Any:
     return (StoredObject.share == share) & (
         (StoredObject.logical_path == path)
-        | StoredObject.logical_path.startswith(path.rstrip("/") + "/", autoescape=True)
+        | starts_with(StoredObject.logical_path, path.rstrip("/") + "/")
     )
 
 
@@ -358,7 +358,7 @@ class Trash:
             query = query.where(TrashItem.share == share)
         if patient:
             query = query.where(
-                TrashItem.logical_path.startswith(f"/{patient}/", autoescape=True)
+                starts_with(TrashItem.logical_path, f"/{patient}/")
                 | (TrashItem.logical_path == f"/{patient}")
             )
         with self.services.sessions() as session:

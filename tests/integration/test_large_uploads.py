@@ -322,7 +322,7 @@ def test_streamed_body_refused_by_content_is_read_to_its_end(
     s = big.session()
     assert s.request("MKCOL", f"{big.url}/clinical/{PATIENT}").status_code == 201
     peak = PeakRss(big)
-    size = 32 * MiB
+    size = 64 * MiB  # well above the few 1 MiB blocks a streamed body is read in
     conn = http.client.HTTPConnection("127.0.0.1", big.port, timeout=120)
     conn.putrequest("PUT", f"/clinical/{PATIENT}/scan.bin")
     conn.putheader("Authorization", AUTH)
