@@ -130,7 +130,7 @@ def _authenticator(settings: Settings, sessions: sessionmaker) -> Authenticator:
         from gateway.ldapauth import LdapAuthenticator  # ldap3 only when configured
 
         return LdapAuthenticator(settings.auth.ldap, settings.resolve)
-    return LocalAuthenticator(sessions)
+    return LocalAuthenticator(sessions, settings.auth.throttle)
 
 
 def _names(policy: Policy, keys: KeyStore, share: str) -> NameCodec:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import sessionmaker
 
 from gateway.db import LocalUser
 from gateway.errors import ClindavError, ServiceUnavailable
+from gateway.settings import ThrottleSettings
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class LoginThrottle:
         self._clock = clock
         self._failures: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def configured(cls, conf: ThrottleSettings) -> LoginThrottle:
+        return cls(conf.max_failures_per_user, conf.max_failures_per_address, conf.window)
 
     def check(self, user: str, client: str) -> None:
         """Raise LoginThrottled when the user or the address is over its limit."""
@@ -235,9 +240,13 @@ _DUMMY_HASH = hash_password(os.urandom(16).hex())
 class LocalAuthenticator(Authenticator):
     """Accounts kept in clindav's own database (``clindav user add``)."""
 
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: sessionmaker, throttle: ThrottleSettings | None = None) -> None:
         super().__init__()
         self._sessions = sessions
+        if throttle is not None:
+            # Guessing a local password costs a scrypt per try: the throttle
+            # stops a guesser before the gateway's CPU does.
+            self.throttle = LoginThrottle.configured(throttle)
 
     def _login(self, user: str, password: str) -> Principal | None:
         try:

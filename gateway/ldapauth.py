@@ -336,11 +336,7 @@ class LdapAuthenticator(Authenticator):
         super().__init__()
         self.directory = LdapDirectory(conf, resolve)
         self.cache_ttl = conf.cache_ttl
-        self.throttle = LoginThrottle(
-            conf.throttle.max_failures_per_user,
-            conf.throttle.max_failures_per_address,
-            conf.throttle.window,
-        )
+        self.throttle = LoginThrottle.configured(conf.throttle)
         self._cached_during_outage = conf.cached_logins_during_outage
         self._health_lock = threading.Lock()
         self._health: tuple[float, bool] = (float("-inf"), True)

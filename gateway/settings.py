@@ -98,7 +98,7 @@ class KeySettings(_Strict):
     )
 
 
-class LdapThrottleSettings(_Strict):
+class ThrottleSettings(_Strict):
     """Failed logins allowed per window before further attempts answer 429 (0: off)."""
 
     max_failures_per_user: Annotated[int, Field(ge=0)] = 10
@@ -136,7 +136,7 @@ class LdapSettings(_Strict):
     group_map: dict[str, list[str]] = Field(default_factory=dict)
     cache_ttl: Annotated[float, Field(ge=0, le=3600)] = 60.0
     cached_logins_during_outage: bool = True
-    throttle: LdapThrottleSettings = LdapThrottleSettings()
+    throttle: ThrottleSettings = ThrottleSettings()
 
     @field_validator("servers")
     @classmethod
@@ -234,6 +234,9 @@ def _checked_dn(value: str) -> str:
 class AuthSettings(_Strict):
     backend: Literal["local", "ldap"] = Field("local", description="Where accounts live.")
     realm: str = Field("clindav", description="Basic-auth realm shown by clients.")
+    throttle: ThrottleSettings = Field(
+        ThrottleSettings(), description="Failed-login limits for local accounts."
+    )
     ldap: LdapSettings | None = Field(None, validate_default=True)
 
     @field_validator("ldap")
