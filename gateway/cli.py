@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, help="TCP port, 0 for any free one (default: from settings)"
     )
     serve.add_argument("--no-tls", action="store_true", help="plain HTTP; allowed on loopback only")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="serving processes; 0 = one per CPU core, at most 4 (default: server.workers)",
+    )
     serve.set_defaults(handler=_cmd_serve)
 
     check = sub.add_parser(
@@ -223,6 +228,12 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) > 64:
+        raise argparse.ArgumentTypeError("a whole number from 0 to 64")
+    return int(text)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import build_services
     from gateway.instance import init_instance
@@ -233,6 +244,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"no instance yet: creating the embedded default in {DEFAULT_INSTANCE.resolve()}")
         init_instance(DEFAULT_INSTANCE)
     settings = _settings(args)
+    if args.workers is not None:
+        try:
+            settings = settings.with_workers(args.workers)
+        except ValueError as exc:
+            raise ConfigError.single("command line", "--workers", str(exc)) from None
     logging.getLogger().setLevel(settings.log_level.upper())
     # Checks, migrations and the temp-file sweep run once, before any worker serves.
     services = build_services(settings)

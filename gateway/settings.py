@@ -331,11 +331,19 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _shared_locks_for_workers(self) -> Settings:
+        return self._checked_workers()
+
+    def _checked_workers(self) -> Settings:
         if self.server.workers > 1 and self.locks.storage == "memory":
             raise ValueError(
                 "server.workers above 1 needs locks.storage 'database' or a redis:// URL"
             )
         return self
+
+    def with_workers(self, workers: int) -> Settings:
+        """These settings with ``server.workers`` replaced (``clindav serve --workers``)."""
+        server = self.server.model_copy(update={"workers": workers})
+        return self.model_copy(update={"server": server})._checked_workers()
 
     def process_count(self) -> int:
         """How many serving processes to run (``server.workers``, resolved)."""

@@ -181,3 +181,20 @@ def test_memory_locks_refuse_several_workers(instance: Instance) -> None:
     check = run_cli("check-config", config=instance.config, check=False)
     assert check.returncode != 0
     assert "server.workers above 1 needs locks.storage" in check.stdout + check.stderr
+
+
+def test_workers_from_the_command_line(instance: Instance) -> None:
+    """``clindav serve --workers N`` overrides the settings; with memory locks it is refused."""
+    gw = start_gateway(instance, extra=("--workers", "2"))  # the test instance says 1
+    try:
+        assert _wait_until(lambda: len(_children(gw.process.pid)) == 2), gw.log()
+    finally:
+        gw.stop()
+    data = instance.settings()
+    data["locks"] = {"storage": "memory"}
+    instance.write_settings(data)
+    refused = run_cli(
+        "serve", "--no-tls", "--port", "0", "--workers", "2", config=instance.config, check=False
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--workers" in refused.stderr and "locks.storage" in refused.stderr
