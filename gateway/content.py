@@ -103,19 +103,11 @@ class EncryptedContent:
             return read_header(stored).file_id
 
 
-class _PlaintextChunks(io.RawIOBase):
-    """Seekable reader over verified plaintext chunks, never joined as a whole.
+class _SeekablePlaintext(io.RawIOBase):
+    """Position keeping shared by the plaintext readers; ``_size`` is the plaintext size."""
 
-    ``read(n)`` hands out the whole chunks that fit in ``n`` (WsgiDAV reads
-    ``server.block_size`` at a time), or part of one chunk: a short read, as
-    a raw file may give.
-    """
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
-        self._starts = list(itertools.accumulate((len(c) for c in chunks), initial=0))
-        self._size = self._starts[-1]
-        self._pos = 0
+    _size: int
+    _pos: int = 0
 
     def readable(self) -> bool:
         return True
@@ -130,6 +122,20 @@ class _PlaintextChunks(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+
+class _PlaintextChunks(_SeekablePlaintext):
+    """Seekable reader over verified plaintext chunks, never joined as a whole.
+
+    ``read(n)`` hands out the whole chunks that fit in ``n`` (WsgiDAV reads
+    ``server.block_size`` at a time), or part of one chunk: a short read, as
+    a raw file may give.
+    """
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self._starts = list(itertools.accumulate((len(c) for c in chunks), initial=0))
+        self._size = self._starts[-1]
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -152,30 +158,16 @@ class _PlaintextChunks(io.RawIOBase):
         return piece
 
 
-class _StreamingPlaintext(io.RawIOBase):
+class _StreamingPlaintext(_SeekablePlaintext):
     """Seekable plaintext view of a large stored file; decrypts only what is read."""
 
     def __init__(self, reader: EncryptedFileReader, stored: BinaryIO) -> None:
         self._reader = reader
         self._stored = stored
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._reader.plaintext_size}
-        self._pos = max(0, base[whence] + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
+        self._size = reader.plaintext_size
 
     def read(self, size: int = -1) -> bytes:
-        end = self._reader.plaintext_size if size < 0 else self._pos + size
+        end = self._size if size < 0 else self._pos + size
         data = b"".join(self._reader.iter_plaintext(self._pos, end))
         self._pos += len(data)
         return data
