@@ -101,7 +101,7 @@ class ForbiddenCharacter(InvalidPath):
 
 class ControlCharacter(InvalidPath):
     code = "control-character"
-    message = "The name contains a control or text-direction character."
+    message = "The name contains a control, invisible or text-direction character."
 
 
 class TrailingDotOrSpace(InvalidPath):
@@ -110,34 +110,42 @@ class TrailingDotOrSpace(InvalidPath):
 
 
 _FORBIDDEN = set('\\/:*?"<>|')
-# Bidi overrides and isolates can make "gpj.exe" read as "exe.jpg".
-_BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+# Cc: C0 and C1 controls.  Cf: invisible format characters; bidi overrides and
+# isolates can make "gpj.exe" read as "exe.jpg", and zero-width ones (U+200B,
+# U+FEFF, ...) make two different names look the same.  Zl, Zp: line breaks.
+_CONTROL_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
 
 
 def _is_control(ch: str) -> bool:
-    """C0 and C1 controls, bidi marks, and noncharacters (U+FFFE, U+FFFF, ...).
+    """Controls, invisible format characters, and noncharacters (U+FFFE, U+FFFF, ...).
 
     Noncharacters cannot be written in XML: a stored U+FFFE name made every
     PROPFIND of its folder fail.
     """
     code = ord(ch)
     return (
-        code < 0x20
-        or 0x7F <= code <= 0x9F
-        or code in _BIDI
+        unicodedata.category(ch) in _CONTROL_CATEGORIES
         or 0xFDD0 <= code <= 0xFDEF
         or code & 0xFFFE == 0xFFFE
     )
 
 
+# Windows reads COM¹..COM³ as COM1..COM3, and CONIN$/CONOUT$ are the console.
 _WINDOWS_DEVICES = {
     "con",
     "prn",
     "aux",
     "nul",
-    *(f"com{i}" for i in range(1, 10)),
-    *(f"lpt{i}" for i in range(1, 10)),
+    "conin$",
+    "conout$",
+    *(f"{port}{n}" for port in ("com", "lpt") for n in "0123456789\u00b9\u00b2\u00b3"),
 }
+
+
+def _is_device(segment: str) -> bool:
+    """A Windows device name, whatever follows its first dot: Windows drops the
+    spaces before the dot too (``CON .txt`` is the console)."""
+    return segment.split(".")[0].rstrip(" ").lower() in _WINDOWS_DEVICES
 
 
 def _check_segment(segment: str) -> None:
@@ -148,9 +156,10 @@ def _check_segment(segment: str) -> None:
         raise ForbiddenCharacter("forbidden character in name")
     if any(_is_control(ch) for ch in segment):
         raise ControlCharacter("control or bidi character in name")
-    if segment.startswith(INTERNAL_PREFIX) or segment.split(".")[0].lower() in _WINDOWS_DEVICES:
+    if segment.startswith(INTERNAL_PREFIX) or _is_device(segment):
         raise ReservedName("reserved name")
-    if segment[-1] in ". ":
+    # Any Unicode space counts (U+00A0, U+3000...): a name of spaces only is no name.
+    if segment[-1] == "." or segment[-1].isspace():
         raise TrailingDotOrSpace("trailing dot or space")
     try:
         segment.encode("utf-8")
