@@ -5,10 +5,20 @@ them: a path that is not valid UTF-8 makes it raise (the client's connection
 drops with no answer), and dot segments that climb above the root get a 400
 whose declared body never comes.  Such a request answers a complete
 ``400 invalid-path`` with its request id, and is audited.
+
+Every other path is NFC-normalised here, once, before anything reads it: a
+Mac sends names decomposed (NFD), and a name stored as sent escaped the
+checks that compare NFC names (held images of others were listed and read).
+The Destination of COPY/MOVE gets the same normalisation where it is read
+(gateway/destination.py).
+
+Every response leaving through this layer gets the security headers, built
+in one place (:func:`security_headers`).
 """
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,6 +27,17 @@ from gateway.pipeline import RequestInfo
 from gateway.services import Services
 
 StartResponse = Callable[..., Any]
+# A year; no includeSubDomains: other hosts of the practice are not ours to pin.
+HSTS = "max-age=31536000"
+
+
+def security_headers(https: bool) -> list[tuple[str, str]]:
+    """The headers every response carries; Strict-Transport-Security under TLS."""
+    headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("Content-Security-Policy", "sandbox; default-src 'none'"),
+    ]
+    return [*headers, ("Strict-Transport-Security", HSTS)] if https else headers
 
 
 def path_problem(raw: str) -> str | None:
@@ -38,9 +59,18 @@ class PathGuard:
         self.services = services
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        problem = path_problem(environ.get("PATH_INFO", ""))
+        added = security_headers(environ.get("wsgi.url_scheme") == "https")
+        names = {name.lower() for name, _ in added}
+
+        def secured(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            kept = [(k, v) for k, v in headers if k.lower() not in names]
+            return start_response(status, [*kept, *added], exc_info)
+
+        raw = environ.get("PATH_INFO", "")
+        problem = path_problem(raw)
         if problem is None:
-            return self.app(environ, start_response)
+            environ["PATH_INFO"] = _nfc(raw)
+            return self.app(environ, secured)
         request_id = uuid.uuid4().hex[:16]
         request = RequestInfo(
             request_id,
@@ -59,15 +89,19 @@ class PathGuard:
             reason=problem,
         )
         body = f"400 invalid-path: {problem}.\nrequest id: {request_id}\n".encode()
-        start_response(
+        secured(
             "400 Bad Request",
             [
                 ("Content-Type", "text/plain; charset=utf-8"),
                 ("Content-Length", str(len(body))),
                 ("X-Request-Id", request_id),
                 ("X-Clindav-Error", "invalid-path"),
-                ("X-Content-Type-Options", "nosniff"),
-                ("Content-Security-Policy", "sandbox; default-src 'none'"),
             ],
         )
         return [body]
+
+
+def _nfc(raw: str) -> str:
+    """A WSGI PATH_INFO (latin-1 decoded UTF-8, already checked) with its text in NFC."""
+    path = raw.encode("latin-1").decode("utf-8")
+    return unicodedata.normalize("NFC", path).encode("utf-8").decode("latin-1")

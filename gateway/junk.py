@@ -6,12 +6,17 @@ carry thumbnails and metadata), Office owner files ``~$*`` and LibreOffice
 behaviour in Explorer mid-copy), so clindav plays along and keeps nothing:
 
 * PUT drains the body and answers 201/204;
-* LOCK answers a lock with a fresh token, UNLOCK 204, PROPPATCH 207 with every
+* LOCK answers a lock with a fresh token (a refresh, which names its token in
+  ``If``, gets that token back), UNLOCK 204, PROPPATCH 207 with every
   property accepted;
 * for a few minutes after its PUT, HEAD and PROPFIND of the same path by the
   same user answer as if it existed (Explorer checks with HEAD mid-copy); it
   never appears in a listing and GET answers 404;
 * DELETE answers 204, COPY/MOVE of junk answer 201 and do nothing.
+
+A junk name is never the Destination of a COPY or MOVE of anything else
+(403 ``junk-destination``): the item would be stored under a name every later
+request answers as junk, hidden for ever.
 
 Only a small in-memory record (user, URL, size, expiry) is kept, never bytes.
 """
@@ -28,7 +33,7 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, Forbidden
 
 StartResponse = Callable[..., Any]
 
@@ -37,6 +42,14 @@ PHANTOM_SECONDS = 300.0
 MAX_XML_BODY = 64 * 1024
 _BLOCK = 256 * 1024
 _SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+
+class JunkDestination(Forbidden):
+    code = "junk-destination"
+    message = (
+        "Files cannot be copied or moved onto a name clients keep for themselves "
+        "(Thumbs.db, .DS_Store, ._*, ...); clindav never stores such names."
+    )
 
 
 def is_junk(path: str) -> bool:
@@ -92,8 +105,9 @@ def answer_junk(
         replaced = phantoms.remember(user, url, drain(environ))
         return _reply(start_response, 204 if replaced else 201)
     if method == "LOCK":
-        drain_limited(environ)
-        return _lock_reply(start_response, url)
+        # A refresh (RFC 4918 9.10.2) has no body and names its lock in If.
+        refresh = not drain_limited(environ) and environ.get("wsgidav.ifLockTokenList")
+        return _lock_reply(start_response, url, refresh[0] if refresh else None)
     if method == "PROPPATCH":
         return _proppatch_reply(start_response, url, drain_limited(environ))
     if method in ("UNLOCK", "OPTIONS"):
@@ -140,8 +154,10 @@ def _xml(
     return iter([data])
 
 
-def _lock_reply(start_response: StartResponse, url: str) -> Iterator[bytes]:
-    token = f"opaquelocktoken:{uuid.uuid4()}"
+def _lock_reply(start_response: StartResponse, url: str, refreshed: str | None) -> Iterator[bytes]:
+    """A new lock, or for a refresh the lock it names: Finder goes on using the
+    token it holds and fails the copy if the answer names another."""
+    token = refreshed or f"opaquelocktoken:{uuid.uuid4()}"
     body = (
         '<D:prop xmlns:D="DAV:"><D:lockdiscovery><D:activelock>'
         "<D:locktype><D:write/></D:locktype><D:lockscope><D:exclusive/></D:lockscope>"
@@ -150,7 +166,9 @@ def _lock_reply(start_response: StartResponse, url: str) -> Iterator[bytes]:
         f"<D:lockroot><D:href>{escape(url)}</D:href></D:lockroot>"
         "</D:activelock></D:lockdiscovery></D:prop>"
     )
-    return _xml(start_response, "200 OK", body, [("Lock-Token", f"<{token}>")])
+    # The Lock-Token header announces a new lock only (RFC 4918 10.5).
+    created = [] if refreshed else [("Lock-Token", f"<{token}>")]
+    return _xml(start_response, "200 OK", body, created)
 
 
 def _proppatch_reply(start_response: StartResponse, url: str, body: bytes) -> Iterator[bytes]:

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from sqlalchemy.exc import SQLAlchemyError
 from wsgidav.dav_error import DAVError
@@ -33,16 +32,16 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from gateway import propfind
 from gateway.auth import Principal
 from gateway.crossshare import copy_across
+from gateway.destination import Destination, resolve_destination
 from gateway.errors import (
     AuthenticationRequired,
     BadRequest,
     ClindavError,
     DatabaseUnavailable,
-    InvalidPath,
     PayloadTooLarge,
     PolicyDenied,
 )
-from gateway.junk import PhantomStore, answer_junk, is_junk
+from gateway.junk import JunkDestination, PhantomStore, answer_junk, is_junk
 from gateway.limits import check_copy_size, check_dead_properties, check_request
 from gateway.locks import begin_request
 from gateway.manifest import handle_manifest, is_manifest
@@ -56,10 +55,10 @@ from gateway.trash import Trash
 log = logging.getLogger("clindav.request")
 
 StartResponse = Callable[..., Any]
-_SECURITY_HEADERS = [
-    ("X-Content-Type-Options", "nosniff"),
-    ("Content-Security-Policy", "sandbox; default-src 'none'"),
-]
+# Their success says nothing beyond the status; WsgiDAV's status page for it
+# names its product and version, so it is never sent.
+_STATUS_ONLY_METHODS = frozenset({"PUT", "MKCOL", "COPY", "MOVE", "DELETE", "UNLOCK"})
+_BODY_HEADERS = ("content-type", "content-length")
 
 
 class GatewayMiddleware(BaseMiddleware):
@@ -157,6 +156,9 @@ class GatewayMiddleware(BaseMiddleware):
         share = provider.share.name
         path = environ.get("PATH_INFO", "/")
         outcome.share, outcome.path = share, path
+        if is_junk(path):
+            self._gate_junk(environ, principal, method, share, path)
+            return
         split_path(path)
         # Only COPY and MOVE have a destination (limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
@@ -167,13 +169,7 @@ class GatewayMiddleware(BaseMiddleware):
                 Check(share, sub, method, checks[0].action)
                 for sub in provider.share.store.descendants(split_path(path))
             ]
-        decision: Decision | None = None
-        for check in checks:
-            verdict = self.services.policy.decide(principal, check)
-            if not verdict.allowed:
-                raise PolicyDenied(f"rule {verdict.rule} denies {check}")
-            decision = decision or verdict
-        environ[DECISION] = decision
+        environ[DECISION] = self._decide(principal, checks)
         if method == "COPY":  # after the policy (no size hints to strangers), before any copy
             limits = self.services.settings.limits
             check_copy_size(provider.share, split_path(path), environ.get("HTTP_DEPTH"), limits)
@@ -191,23 +187,39 @@ class GatewayMiddleware(BaseMiddleware):
             if resource is not None:  # else WsgiDAV answers 404
                 check_dead_properties(environ, resource, provider.prop_manager)
 
-    def _destination(self, environ: dict[str, Any]) -> tuple[str, str] | None:
-        header = environ.get("HTTP_DESTINATION")
-        if not header:
-            return None
-        try:
-            dest_path = unquote(urlparse(header).path, errors="strict")
-        except UnicodeDecodeError:
-            raise InvalidPath("Destination is not valid UTF-8") from None
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            raise InvalidPath("Destination is not a URL") from None
-        for name, share in self.services.shares.items():
-            prefix = share.url.lower()
-            if dest_path.lower() == prefix or dest_path.lower().startswith(prefix + "/"):
-                rest = dest_path[len(prefix) :] or "/"
-                split_path(rest)
-                return name, rest
-        raise PolicyDenied(f"destination {dest_path!r} is in no share")
+    def _decide(self, principal: Principal, checks: list[Check]) -> Decision | None:
+        """Every check must pass; the first one's decision carries the pipeline."""
+        decision: Decision | None = None
+        for check in checks:
+            verdict = self.services.policy.decide(principal, check)
+            if not verdict.allowed:
+                raise PolicyDenied(f"rule {verdict.rule} denies {check}")
+            decision = decision or verdict
+        return decision
+
+    def _gate_junk(
+        self, environ: dict[str, Any], principal: Principal, method: str, share: str, path: str
+    ) -> None:
+        """Client junk is answered and never stored (gateway/junk.py), so its own name
+        need not be one clindav could store (Finder probes ``._.``): its folder must
+        be, and the policy decides as for any request at that path."""
+        split_path(path.rstrip("/").rsplit("/", 1)[0])
+        check = Check(share, path, method, ACTIONS.get(method, "write"))
+        environ[DECISION] = self._decide(principal, [check])
+        self._check_length(environ)
+
+    def _destination(self, environ: dict[str, Any]) -> Destination | None:
+        """The one reading of a COPY/MOVE Destination (gateway/destination.py).
+
+        Its share and NFC share-relative path are what the gate judges, and
+        ``HTTP_DESTINATION`` now holds exactly that path for WsgiDAV.  Client
+        junk is never a destination: it would be stored under a name every
+        later request answers as junk, hidden for ever.
+        """
+        destination = resolve_destination(environ, self.services.shares)
+        if destination is not None and is_junk(destination.path):
+            raise JunkDestination(f"{destination.share}:{destination.path}")
+        return destination
 
     def _check_length(self, environ: dict[str, Any]) -> None:
         """A declared length over what the request can take: 413 before any byte is read.
@@ -254,6 +266,12 @@ class GatewayMiddleware(BaseMiddleware):
                 raise recorded if isinstance(recorded, ClindavError) else DAVError(status)
             if status == 207:
                 first, chunks = _sanitised_multistatus(first, chunks, captured)
+            elif environ["REQUEST_METHOD"].upper() in _STATUS_ONLY_METHODS:
+                first, chunks = b"", iter(())
+                captured["headers"] = [
+                    *(h for h in captured["headers"] if h[0].lower() not in _BODY_HEADERS),
+                    ("Content-Length", "0"),
+                ]
             self._start(environ, start_response, outcome, captured)
             yield first
             yield from chunks
@@ -341,7 +359,7 @@ class GatewayMiddleware(BaseMiddleware):
         outcome.code = code or ("ok" if status < 400 else _status_code(status))
         # Reads are audited before the first byte leaves.
         self._audit(environ, outcome)
-        headers = [*captured["headers"], *_SECURITY_HEADERS, ("X-Request-Id", outcome.request_id)]
+        headers = [*captured["headers"], ("X-Request-Id", outcome.request_id)]
         start_response(captured["status"], headers)
         outcome.started = True
 
@@ -373,7 +391,6 @@ class GatewayMiddleware(BaseMiddleware):
             ("Content-Length", "0" if outcome.status in (204, 304) else str(len(data))),
             ("X-Request-Id", outcome.request_id),
             ("X-Clindav-Error", outcome.code),
-            *_SECURITY_HEADERS,
         ]
         if outcome.challenge:
             realm = self.services.settings.auth.realm.replace('"', "")
@@ -418,7 +435,8 @@ class _Outcome:
         self.reason = ""
         self.challenge = False
         self.started = False
-        self.destination: tuple[str, str] | None = None
+        # COPY/MOVE: the Destination as read once and judged (gateway/destination.py).
+        self.destination: Destination | None = None
 
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason

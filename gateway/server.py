@@ -16,6 +16,7 @@ from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from gateway.errors import ClindavError, ConfigError
+from gateway.guard import security_headers
 from gateway.limits import MAX_REQUEST_HEADERS, HeaderFieldsTooLarge
 from gateway.pipeline import RequestInfo
 from gateway.settings import Settings, is_loopback
@@ -82,6 +83,10 @@ class _Request(HTTPRequest):
                 error = exc
         body = f"{error.status} {error.code}: {error.public_message}\nrequest id: {request_id}\n"
         phrase = "Request Header Fields Too Large" if error.status == 431 else "Error"
+        secure = "".join(
+            f"{name}: {value}\r\n"
+            for name, value in security_headers(self.server.ssl_adapter is not None)
+        )
         head = (
             f"{self.server.protocol} {error.status} {phrase}\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n"
@@ -89,7 +94,7 @@ class _Request(HTTPRequest):
             "Connection: close\r\n"
             f"X-Request-Id: {request_id}\r\n"
             f"X-Clindav-Error: {error.code}\r\n"
-            "X-Content-Type-Options: nosniff\r\n\r\n"
+            f"{secure}\r\n"
         )
         self.close_connection = True
         with contextlib.suppress(OSError):  # the client went away: nothing left to tell it
