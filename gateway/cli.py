@@ -237,7 +237,7 @@ def _worker_count(text: str) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import build_services
     from gateway.instance import init_instance
-    from gateway.server import LISTEN_BACKLOG
+    from gateway.server import LISTEN_BACKLOG, check_listen
     from gateway.workers import listening_sockets, run_workers
 
     if args.config is None and not DEFAULT_CONFIG.exists():
@@ -250,11 +250,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError.single("command line", "--workers", str(exc)) from None
     logging.getLogger().setLevel(settings.log_level.upper())
-    # Checks, migrations and the temp-file sweep run once, before any worker serves.
-    services = build_services(settings)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     tls = not args.no_tls
+    check_listen(settings, host=host, tls=tls)  # before any socket is bound
+    # Checks, migrations and the temp-file sweep run once, before any worker serves.
+    services = build_services(settings)
     workers = settings.process_count()
     if workers == 1:
         server = _worker_server(services, host=host, port=port, tls=tls, listener=None)

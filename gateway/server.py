@@ -146,6 +146,16 @@ class Server(wsgi.Server):
         return sock
 
 
+def check_listen(settings: Settings, *, host: str, tls: bool) -> None:
+    """Refuse an address and TLS choice that must not serve, before anything is bound."""
+    if not tls and not is_loopback(host):
+        raise ConfigError.single(
+            "settings", "server.tls", "--no-tls is allowed only on loopback addresses"
+        )
+    if tls and settings.server.tls is None:
+        raise ConfigError.single("settings", "server.tls", "no certificate configured")
+
+
 def make_server(
     settings: Settings,
     app: Any,
@@ -156,12 +166,7 @@ def make_server(
     audit: AuditLog | None = None,
     listener: socket.socket | None = None,
 ) -> Server:
-    if not tls and not is_loopback(host):
-        raise ConfigError.single(
-            "settings", "server.tls", "--no-tls is allowed only on loopback addresses"
-        )
-    if tls and settings.server.tls is None:
-        raise ConfigError.single("settings", "server.tls", "no certificate configured")
+    check_listen(settings, host=host, tls=tls)
     server = Server(
         (host, port),
         app,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from sqlalchemy.pool import NullPool
 from gateway.limits import MAX_REQUEST_HEADERS
 from gateway.settings import load_settings
 from tests.conftest import (
+    CLINDAV,
     Gateway,
+    _env,
     make_instance,
     read_answer,
     run_cli,
@@ -371,6 +374,39 @@ def test_no_server_product_or_version_in_any_response(gw: Gateway) -> None:
 
 
 # --- issue 15 point 21: --no-tls on a public address ---------------------------
+
+
+def test_no_tls_on_a_public_address_is_refused_before_binding(tmp_path: Path) -> None:
+    """The refusal comes before any socket is bound (with several workers the
+    listening sockets were bound first): a port someone else holds shows it."""
+    instance = make_instance(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        proc = subprocess.run(
+            [
+                *CLINDAV,
+                "serve",
+                "--config",
+                str(instance.config),
+                "--no-tls",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_env(),
+        )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "--no-tls is allowed only on loopback addresses" in output
+    assert "in use" not in output and "Traceback" not in output
 
 
 # --- issue 16 point 10: Finder ---------------------------------------------------
