@@ -19,6 +19,13 @@ Options (policy, per share):
   ``intimate_min_age`` refuses them outright below that age when the consent
   record has a date of birth.
 
+Copies and moves (between shares, and within one: gateway/placement.py) are
+judged here too, with what the image already is: its patient (it goes only
+into that patient's folder), its hold (kept, never started anew), and
+whether it is intimate where it is stored (``carries_intimate``): an
+intimate image leaves intimate folders only for a place only
+``intimate_group`` may read.
+
 The consent check costs one indexed query per PUT.  Every refusal has its own
 code and is audited with the reason.
 """
