@@ -5,8 +5,10 @@ it applies the same rules as a PUT at the destination: the destination
 share's whole pipeline runs on the copy (file type, the consent scope that
 share requires, its scrubbing, e.g. no capture date in teaching), the copy
 gets its own file id and data key, and it remembers whose image it is even
-when its path must not say so.  A MOVE is a copy followed by sending the
-source to the trash.  Folders are copied between shares one file at a time
+when its path must not say so.  An intimate image stays intimate: the
+destination judges the copy as intimate wherever it goes (it needs intimate
+consent, and a place only the intimate group may read).  A MOVE is a copy
+followed by sending the source to the trash.  Folders are copied between shares one file at a time
 by the client (a folder answers 409 ``cross-share-folder``).
 """
 
@@ -23,9 +25,10 @@ from gateway.db import StoredObject
 from gateway.errors import ClindavError, Conflict, NotFound
 from gateway.limits import CopyTooLarge
 from gateway.pipeline import PutContext, RequestInfo
-from gateway.provider import AUDITED, commit_object
+from gateway.provider import AUDITED, ShareProvider, commit_object
 from gateway.services import Services, ShareRuntime
 from gateway.storage import split_path
+from plugins.consent import carries_intimate
 
 StartResponse = Callable[..., Any]
 
@@ -64,7 +67,7 @@ def copy_across(
     )
     body, patient = _read_source(services, src_share, src_path)
     dest_target = dest_share.store.locate(split_path(dest_path))
-    existed = _prepare_destination(environ, services, dest_share, dest_path)
+    existed = _check_destination(environ, services, dest_share, dest_path)
     ctx = PutContext(
         request=request,
         share=dest_share.name,
@@ -72,8 +75,18 @@ def copy_across(
         body=body,
         content_type=mimetypes.guess_type(dest_path)[0] or "application/octet-stream",
         source_patient_id=patient,
+        intimate=carries_intimate(services.policy, src_share.name, src_path),
     )
     services.policy.pipeline(dest_share.name).run_put(ctx)
+    if existed:  # only once the copy passed: a refused copy leaves the target alone
+        _trash(
+            services,
+            dest_share,
+            dest_path,
+            request,
+            reason=environ.get("HTTP_X_CLINDAV_REASON", "")[:500],
+            details={"replaced_by": request.method},
+        )
     status = 204 if existed else 201
     event = services.audit.event(
         request,
@@ -83,12 +96,17 @@ def copy_across(
         status=status,
         code="moved" if is_move else "copied",
         patient_id=ctx.patient_id,
-        details={**ctx.details, "from": f"{src_share.name}:{src_path}"},
+        details={
+            **ctx.details,
+            "from": f"{src_share.name}:{src_path}",
+            "to": f"{dest_share.name}:{dest_path}",
+        },
     )
     commit_object(services, dest_share, ctx, dest_target, audit=event)
     environ[AUDITED] = True
-    if is_move:
-        _trash_source(services, src_share, src_path, request)
+    if is_move:  # the MOVE's own event says where it went
+        reason = "moved to another share"
+        _trash(services, src_share, src_path, request, reason=reason, audited=False)
     start_response(f"{status} {'No Content' if existed else 'Created'}", [("Content-Length", "0")])
     return iter([b""])
 
@@ -122,10 +140,10 @@ def _read_source(services: Services, share: ShareRuntime, path: str) -> tuple[by
         return plain.read(), row.patient_id if row else None
 
 
-def _prepare_destination(
+def _check_destination(
     environ: dict[str, Any], services: Services, share: ShareRuntime, path: str
 ) -> bool:
-    """Check parent, Overwrite and locks; an overwritten file goes to the trash first."""
+    """Check parent, locks, Overwrite and the name; True when a file is to be replaced."""
     parent = share.store.locate(split_path(path)[:-1])
     if share.store.lstat(parent) is None or not parent.is_dir():
         raise Conflict(f"{share.name}:{path}: parent folder missing")
@@ -142,20 +160,22 @@ def _prepare_destination(
         except Exception:  # WsgiDAV signals a conflicting lock with DAVError(423)
             raise DestinationLocked(f"{share.name}:{path}") from None
     exists = share.store.lstat(share.store.locate(split_path(path))) is not None
+    if exists:
+        ShareProvider(services, share).check_name_free(path, environ)
     if exists and environ.get("HTTP_OVERWRITE", "T").upper() == "F":
         raise DestinationExists(f"{share.name}:{path}")
-    if exists:
-        _trash_source(services, share, path, environ["clindav.request"], audited=False)
     return exists
 
 
-def _trash_source(
+def _trash(
     services: Services,
     share: ShareRuntime,
     path: str,
     request: RequestInfo,
     *,
-    audited: bool = False,
+    reason: str,
+    audited: bool = True,
+    details: dict[str, Any] | None = None,
 ) -> None:
     from gateway.trash import Actor, Trash
 
@@ -166,6 +186,7 @@ def _trash_source(
         path,
         is_folder=False,
         actor=Actor(request, admin),
-        reason="moved to another share",
+        reason=reason,
         audited=audited,
+        details=details,
     )

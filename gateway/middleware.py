@@ -45,6 +45,7 @@ from gateway.junk import JunkDestination, PhantomStore, answer_junk, is_junk
 from gateway.limits import check_copy_size, check_dead_properties, check_request
 from gateway.locks import begin_request
 from gateway.manifest import handle_manifest, is_manifest
+from gateway.placement import judge_relocation
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
 from gateway.root import PRINCIPAL
@@ -173,6 +174,11 @@ class GatewayMiddleware(BaseMiddleware):
         if method == "COPY":  # after the policy (no size hints to strangers), before any copy
             limits = self.services.settings.limits
             check_copy_size(provider.share, split_path(path), environ.get("HTTP_DEPTH"), limits)
+        if outcome.destination is not None and outcome.destination[0] == share:
+            # Into another share, gateway/crossshare.py runs that share's pipeline.
+            judge_relocation(
+                self.services, provider, environ, principal, path, outcome.destination[1]
+            )
         if method in ("PUT", "MOVE", "PROPPATCH") or outcome.destination is not None:
             # A hold stops overwrites and moves as well as deletes.
             holds = Trash(self.services, self.services.clock)
@@ -418,6 +424,7 @@ class GatewayMiddleware(BaseMiddleware):
             status=outcome.status,
             code=outcome.code,
             reason=outcome.reason,
+            details=outcome.moves(),
         )
 
 
@@ -440,6 +447,12 @@ class _Outcome:
 
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason
+
+    def moves(self) -> dict[str, str] | None:
+        """A COPY's or MOVE's source and destination, for its audit event."""
+        if self.destination is None:
+            return None
+        return {"from": f"{self.share}:{self.path}", "to": "{}:{}".format(*self.destination)}
 
 
 def _apply_forwarding(environ: dict[str, Any], trusted: list[str]) -> None:

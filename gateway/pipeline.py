@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.auth import Principal
-from gateway.errors import PayloadTooLarge
+from gateway.errors import Forbidden, PayloadTooLarge
 
 ENTRY_POINT_GROUP = "clindav.plugins"
 # What the stages see of a streamed upload: enough for every format signature
@@ -59,6 +59,11 @@ class UploadTooLargeForChecks(PayloadTooLarge):
             public=f"The file is too large for this share's {stage} check, which needs the "
             "whole file; it was not stored.",
         )
+
+
+class IntimateDestinationNotRestricted(Forbidden):
+    code = "intimate-destination-not-restricted"
+    message = "Intimate images can only be stored where only their group may see them."
 
 
 class NoOptions(BaseModel):
@@ -102,6 +107,11 @@ class PutContext:
     # the patient from the first segment only if ``legacy_patient_folders``.
     legacy: bool = False
     legacy_patient_folders: bool = True
+    # A copy or move of an image that is intimate where it is stored
+    # (plugins/consent.py ``carries_intimate``): the destination judges it as
+    # intimate wherever it goes.  A stage that judged an image as intimate sets
+    # ``details["intimate"]``; an intimate image no stage judged is refused.
+    intimate: bool = False
     # A streamed upload (see the module docstring): ``body`` is its first
     # HEAD_BYTES only, and this is its size as far as known when the stages
     # run: the declared length, or the bytes received so far of a chunked body
@@ -148,6 +158,10 @@ class BaseStage:
     # unless a stage says so: a stage written for whole bodies must never be
     # handed a head as if it were the file.
     streams: ClassVar[bool] = False
+    # Whether on_put judges where an object may be (its path, the registry),
+    # never its bytes: such a stage also judges each file a COPY or MOVE within
+    # a share puts somewhere (Pipeline.run_placement).
+    judges_placement: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel) -> None:
         self.options = options
@@ -270,6 +284,19 @@ class Pipeline:
                 # What is stored is the stream, not ctx.body: a changed body
                 # (a scrubbed head) would silently not be what gets stored.
                 raise RuntimeError(f"stage {stage.name} replaced a streamed upload's body")
+        _check_intimate_judged(ctx)
+
+    def run_placement(self, ctx: PutContext) -> None:
+        """Judge a file a COPY or MOVE within one share puts at ``ctx.path``, as a PUT there.
+
+        Only the stages that judge where an object may be run (the consent
+        stage: patient folder, consent scope, intimate consent and group); the
+        stored bytes already passed this share's stages that judge bytes.
+        """
+        for stage in self.stages:
+            if getattr(stage, "judges_placement", False):
+                stage.on_put(ctx)
+        _check_intimate_judged(ctx)
 
     def run_get(self, ctx: ObjectContext) -> None:
         for stage in self.stages:
@@ -282,3 +309,14 @@ class Pipeline:
     def run_copy(self, ctx: ObjectContext, *, is_move: bool) -> None:
         for stage in self.stages:
             (stage.on_move if is_move else stage.on_copy)(ctx)
+
+
+def _check_intimate_judged(ctx: PutContext) -> None:
+    """An intimate image stays intimate: a pipeline where no stage judged it so cannot take it.
+
+    (A 0-byte placeholder is no image yet: stages skip it.)
+    """
+    if ctx.intimate and not ctx.placeholder and not ctx.details.get("intimate"):
+        raise IntimateDestinationNotRestricted(
+            f"{ctx.share}:{ctx.path}: no stage here judges intimate images"
+        )

@@ -193,6 +193,27 @@ class Policy:
         stage = self.pipeline(share).find("consent")
         return None if stage is None else str(getattr(stage.options, "requires", None))
 
+    def readers(self, share: str, path: str) -> frozenset[str]:
+        """The groups whose members may read ``path`` of ``share``; "*": users in no group.
+
+        Matching only grows with a user's groups and the first matching rule
+        decides, so a user may read exactly when one of their groups alone may
+        (or no group, by a ``"*"`` rule): trying each group the rules name on
+        its own answers "who may read this" exactly.  Reading is any read
+        method, or the source of a COPY.
+        """
+        named = {g for rule in self.doc.rules for g in rule.groups if g != "*"}
+        candidates = [(g, frozenset({g})) for g in named] + [("*", frozenset[str]())]
+        methods = [m for m, action in ACTIONS.items() if action == "read"] + ["COPY"]
+        return frozenset(
+            name
+            for name, groups in candidates
+            if any(
+                self.decide(Principal("-", groups), Check(share, path, m, "read")).allowed
+                for m in methods
+            )
+        )
+
     def share(self, share: str) -> SharePolicy:
         return self.doc.shares.get(share) or SharePolicy()
 

@@ -43,6 +43,7 @@ from gateway.crypto.fileformat import TamperedContent
 from gateway.db import DataKey, StoredObject, starts_with, utcnow
 from gateway.errors import (
     ClindavError,
+    Conflict,
     DatabaseUnavailable,
     IncompleteBody,
     NotFound,
@@ -57,6 +58,9 @@ REQUEST = "clindav.request"
 DECISION = "clindav.decision"
 AUDITED = "clindav.audited"
 ERROR = "clindav.error"
+# Destination path -> the PutContext a COPY/MOVE within a share was judged with
+# (gateway/placement.py), for what the provider records at each destination.
+PLACEMENTS = "clindav.placements"
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
@@ -80,6 +84,14 @@ def keeps_error(method: _Method) -> _Method:
         raise DAVError(error.status, src_exception=error)
 
     return cast(_Method, wrapper)
+
+
+class NameOccupied(Conflict):
+    code = "name-occupied"
+    message = (
+        "Another user's file (awaiting consent, or an upload in progress) already has this "
+        "name; use another name."
+    )
 
 
 class ShareProvider(DAVProvider):
@@ -129,6 +141,21 @@ class ShareProvider(DAVProvider):
         return logical.rsplit("/", 1)[-1] not in self.private_names(
             logical.rsplit("/", 1)[0] or "/", environ, only=logical
         )
+
+    def check_name_free(self, logical: str, environ: dict[str, Any]) -> None:
+        """NameOccupied when a file this user may not see holds ``logical``.
+
+        Another user's held image or placeholder is invisible to this user,
+        which makes its name look free: a PUT, LOCK, COPY or MOVE onto it
+        would replace it with no trash copy.
+        """
+        segments = split_path(logical)
+        st = self.share.store.lstat(self.share.store.locate(segments))
+        if st is None or stat.S_ISDIR(st.st_mode):
+            return  # folders are nobody's private objects
+        path = "/" + "/".join(segments)
+        if not stat.S_ISREG(st.st_mode) or not self._visible(path, environ):
+            raise NameOccupied(f"{self.share.name}:{path} is another user's private object")
 
     def private_names(
         self, folder: str, environ: dict[str, Any], *, only: str | None = None
@@ -346,6 +373,9 @@ class Folder(DAVCollection):
         resource to hang on.
         """
         path = util.join_uri(self.path, name)
+        # WsgiDAV asks only for names it could not resolve: one that exists
+        # is another user's private object, never to be replaced unseen.
+        self.provider.check_name_free(path, self.environ)
         segments = split_path(path)
         target = self.provider.share.store.locate(segments)
         resource = StoredFile(path, self.environ, self.provider, target, None)
@@ -375,12 +405,12 @@ class Folder(DAVCollection):
 
     @keeps_error
     def handle_delete(self) -> bool:
-        delete_tree(self, is_folder=True, audited=True)
+        delete_tree(self, is_folder=True)
         return True
 
     @keeps_error
     def delete(self) -> None:
-        delete_tree(self, is_folder=True, audited=False)
+        delete_tree(self, is_folder=True, replaced=True)
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         dest = self.provider.share.store.locate(split_path(_registry_path(dest_path)))
@@ -408,6 +438,8 @@ class Folder(DAVCollection):
             )
             for row in rows:
                 row.logical_path = dest_prefix + row.logical_path[len(src_prefix) :]
+                for column, value in _placed(placement(self.environ, row.logical_path)).items():
+                    setattr(row, column, value)
             session.flush()
             os.rename(self.target, dest)
         fsync_dir(dest.parent)
@@ -436,12 +468,13 @@ def _check_not_locked(resource: Folder | StoredFile) -> None:
     )
 
 
-def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, audited: bool) -> None:
+def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, replaced: bool = False) -> None:
     """DELETE of a file or folder: into the share's trash (gateway/trash.py).
 
-    ``audited=False`` for the deletion WsgiDAV does before a COPY/MOVE that
-    overwrites: the old target goes to the trash too, and that request gets
-    its own single event.  Dead properties and locks of the path are dropped.
+    ``replaced`` for the deletion WsgiDAV does before a COPY/MOVE that
+    overwrites: the old target goes to the trash with its own event, and the
+    request still gets its own.  Dead properties and locks of the path are
+    dropped.
     """
     from gateway.trash import Actor, Trash
 
@@ -457,9 +490,9 @@ def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, audited: bool
         is_folder=is_folder,
         actor=Actor(request, admin),
         reason=reason,
-        audited=audited,
+        details={"replaced_by": request.method} if replaced else None,
     )
-    resource.environ[AUDITED] = resource.environ.get(AUDITED) or audited
+    resource.environ[AUDITED] = resource.environ.get(AUDITED) or not replaced
     resource.remove_all_properties(recursive=True)
     resource.remove_all_locks(recursive=True)
 
@@ -596,7 +629,7 @@ class StoredFile(DAVNonCollection):
 
     @keeps_error
     def handle_delete(self) -> bool:
-        delete_tree(self, is_folder=False, audited=True)
+        delete_tree(self, is_folder=False)
         return True
 
     @keeps_error
@@ -606,7 +639,7 @@ class StoredFile(DAVNonCollection):
             # our move was a rename, so only the locks are left to drop.
             self.remove_all_locks(recursive=True)
             return
-        delete_tree(self, is_folder=False, audited=False)
+        delete_tree(self, is_folder=False, replaced=True)
 
     @keeps_error
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
@@ -623,6 +656,7 @@ class StoredFile(DAVNonCollection):
             destination_path=dest_key,
         )
         self.provider.services.policy.pipeline(share.name).run_copy(hooks, is_move=is_move)
+        judged = placement(self.environ, dest_key)
         if is_move:
             with self.provider.services.sessions.begin() as session:
                 self.provider.services.audit.lock_head(session)
@@ -630,7 +664,7 @@ class StoredFile(DAVNonCollection):
                 session.execute(
                     update(StoredObject)
                     .where(StoredObject.share == share.name, StoredObject.logical_path == src_key)
-                    .values(logical_path=dest_key)
+                    .values(logical_path=dest_key, **_placed(judged))
                 )
                 session.flush()
                 replace_into(self.target, dest)
@@ -638,35 +672,19 @@ class StoredFile(DAVNonCollection):
             if props:
                 props.move_properties(self.get_ref_url(), share.url + dest_key, with_children=False)
             return
-        self._copy_to(dest, dest_key)
+        self._copy_to(dest, judged)
         if props:
             props.copy_properties(self.get_ref_url(), share.url + dest_key)
 
-    def _copy_to(self, dest: Path, dest_key: str) -> None:
-        """A copy is a new object with its own file id and its own data key."""
-        share = self.provider.share
+    def _copy_to(self, dest: Path, judged: PutContext) -> None:
+        """A copy is a new object with its own file id and its own data key.
+
+        It is recorded as judged at its destination (gateway/placement.py):
+        the source's patient, the consent record that covers it there, and
+        held (private to its uploader) while the original is.
+        """
         sealed = self._seal_copy(dest.parent)
-        ctx = PutContext(
-            request=self.environ[REQUEST],
-            share=share.name,
-            path=dest_key,
-            body=b"",
-            content_type=self.get_content_type(),
-            streamed_size=sealed.size,
-        )
-        # The copy is the same patient's image under the same consent, and stays
-        # held (private to its uploader) while the original is.
-        with self.provider.services.sessions() as session:
-            source = session.scalar(
-                select(StoredObject).where(
-                    StoredObject.share == share.name,
-                    StoredObject.logical_path == _registry_path(self.path),
-                )
-            )
-        if source is not None:
-            ctx.patient_id, ctx.consent_id = source.patient_id, source.consent_id
-            ctx.held_until, ctx.placeholder = source.held_until, source.placeholder
-        self.provider.commit_object(ctx, dest, audit=None, sealed=sealed)
+        self.provider.commit_object(judged, dest, audit=None, sealed=sealed)
 
     def _seal_copy(self, folder: Path) -> SealedTemp:
         """The content re-sealed under a new key, a block at a time (any size, flat memory)."""
@@ -679,6 +697,24 @@ class StoredFile(DAVNonCollection):
         except BaseException:
             writer.discard()
             raise
+
+
+def placement(environ: dict[str, Any], dest_path: str) -> PutContext:
+    """How the gate judged the file a COPY/MOVE puts at ``dest_path`` (gateway/placement.py)."""
+    key = "/" + "/".join(split_path(_registry_path(dest_path)))
+    judged: PutContext | None = environ.get(PLACEMENTS, {}).get(key)
+    if judged is None:  # the gate judges every destination: never store an unjudged one
+        raise ClindavError(f"{dest_path} was not judged as a destination")
+    return judged
+
+
+def _placed(judged: PutContext) -> dict[str, Any]:
+    """The registry columns a moved file takes from its judgement at the destination."""
+    return {
+        "patient_id": judged.patient_id,
+        "consent_id": judged.consent_id,
+        "held_until": judged.held_until,
+    }
 
 
 def _delete_row(share: str, logical_path: str) -> Any:

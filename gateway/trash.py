@@ -98,8 +98,12 @@ class Trash:
         actor: Actor,
         reason: str = "",
         audited: bool = True,
+        details: dict[str, Any] | None = None,
     ) -> str:
-        """Move ``path`` into the trash; returns the trash item id."""
+        """Move ``path`` into the trash; returns the trash item id.
+
+        ``details`` go on its event (e.g. which method replaced it).
+        """
         now = self.clock.now()
         item_id = uuid.uuid4().hex
         folder = share.store.root / TRASH_FOLDER
@@ -138,7 +142,7 @@ class Trash:
                     204,
                     "trashed",
                     reason,
-                    {"trash_id": item_id, "files": count},
+                    {"trash_id": item_id, "files": count, **(details or {})},
                 )
             session.flush()
             os.rename(source, folder / item_id)

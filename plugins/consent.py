@@ -19,6 +19,13 @@ Options (policy, per share):
   ``intimate_min_age`` refuses them outright below that age when the consent
   record has a date of birth.
 
+Copies and moves (between shares, and within one: gateway/placement.py) are
+judged here too, with what the image already is: its patient (it goes only
+into that patient's folder), its hold (kept, never started anew), and
+whether it is intimate where it is stored (``carries_intimate``): an
+intimate image leaves intimate folders only for a place only
+``intimate_group`` may read.
+
 The consent check costs one indexed query per PUT.  Every refusal has its own
 code and is audited with the reason.
 """
@@ -34,7 +41,7 @@ from gateway.clock import Duration
 from gateway.consent import ConsentService, ConsentView
 from gateway.errors import Conflict, Forbidden
 from gateway.patients import PatientScheme, scheme_problem
-from gateway.pipeline import BaseStage, PutContext
+from gateway.pipeline import BaseStage, IntimateDestinationNotRestricted, PutContext
 
 
 class ConsentMissing(Forbidden):
@@ -45,6 +52,11 @@ class ConsentMissing(Forbidden):
 class NotInPatientFolder(Conflict):
     code = "not-in-patient-folder"
     message = "Images in this share belong in a patient folder: /<patient id>/<file>."
+
+
+class WrongPatientFolder(Conflict):
+    code = "wrong-patient-folder"
+    message = "This image belongs to another patient; it cannot be stored in this patient's folder."
 
 
 class PatientIdInPath(Forbidden):
@@ -87,6 +99,7 @@ class ConsentCheck(BaseStage):
     Options: ClassVar[type[BaseModel]] = ConsentOptions
     # It judges the path and the registry, never the bytes.
     streams: ClassVar[bool] = True
+    judges_placement: ClassVar[bool] = True
 
     def attach(self, services: Any) -> None:
         self._service = ConsentService(services)
@@ -110,11 +123,15 @@ class ConsentCheck(BaseStage):
         ctx.patient_id = patient
         if view is not None:
             self._check_age(view, intimate)
-            ctx.consent_id = view.record.id
+            ctx.consent_id, ctx.held_until = view.record.id, None
             ctx.details["consent"] = view.record.id
             return
-        if self.opts.missing == "hold" and ctx.source_patient_id is None:
-            ctx.held_until = self._clock.now() + self.opts.hold_window
+        if self.opts.missing == "hold" and (
+            ctx.source_patient_id is None or ctx.held_until is not None
+        ):
+            # Copies are never held, but a held image copied or moved within
+            # its share stays held, with its window.
+            ctx.held_until = ctx.held_until or self._clock.now() + self.opts.hold_window
             ctx.details["held"] = f"awaiting {self.opts.requires} consent"
             return
         extra = " with intimate images allowed" if intimate else ""
@@ -144,32 +161,68 @@ class ConsentCheck(BaseStage):
             ctx.details["consent"] = "legacy-unverified"
 
     def _patient(self, ctx: PutContext, segments: list[str]) -> str:
-        if ctx.source_patient_id is not None:
-            if self.opts.patient_id_in_path == "forbidden" and any(
-                ctx.source_patient_id in s.replace(" ", "").replace("-", "") for s in segments
-            ):
-                raise PatientIdInPath(
-                    f"{ctx.path} names patient {ctx.source_patient_id}",
-                    public="Teaching copies must not carry the patient identifier; "
-                    "name the folder or file with a case label such as case-2026-014.",
+        """Whose image: a copy's or move's source says; else the patient folder."""
+        patient = ctx.source_patient_id
+        if patient is None:
+            if self.opts.patients is None:
+                raise ConsentMissing(
+                    f"{ctx.path}: upload without a known patient",
+                    public="Only copies of recorded clinical images can be put in this share.",
                 )
-            return ctx.source_patient_id
-        if self.opts.patients is None:
-            raise ConsentMissing(
-                f"{ctx.path}: upload without a known patient",
-                public="Only copies of recorded clinical images can be put in this share.",
+            return self._folder_patient(ctx, segments)
+        if self.opts.patient_id_in_path == "forbidden" and any(
+            patient in s.replace(" ", "").replace("-", "") for s in segments
+        ):
+            raise PatientIdInPath(
+                f"{ctx.path} names patient {patient}",
+                public="Teaching copies must not carry the patient identifier; "
+                "name the folder or file with a case label such as case-2026-014.",
             )
+        if self.opts.patients is not None and self._folder_patient(ctx, segments) != patient:
+            # Filing an image under another patient is a clinical-safety incident.
+            raise WrongPatientFolder(f"{ctx.path}: the image is patient {patient}'s")
+        return patient
+
+    def _folder_patient(self, ctx: PutContext, segments: list[str]) -> str:
+        assert self.opts.patients is not None
         if len(segments) < 2:
             raise NotInPatientFolder(f"{ctx.path} is not inside a patient folder")
         return PatientScheme(self.opts.patients).check(segments[0])
 
-    def _is_intimate(self, segments: list[str], ctx: PutContext) -> bool:
+    def _in_intimate_folder(self, segments: list[str]) -> bool:
         folder = self.opts.intimate_folder
-        intimate = folder is not None and len(segments) > 2 and segments[1] == folder
+        return folder is not None and len(segments) > 2 and segments[1] == folder
+
+    def _is_intimate(self, segments: list[str], ctx: PutContext) -> bool:
+        """In an intimate folder, or carried by a copy or move of an intimate image.
+
+        A carried one may leave intimate folders only for a place that only
+        ``intimate_group`` may read (by the policy's rules), else it would be
+        readable by everyone there.
+        """
+        in_folder = self._in_intimate_folder(segments)
+        if not (in_folder or ctx.intimate):
+            return False
+        group = self.opts.intimate_group
         principal = ctx.request.principal
-        if intimate and (principal is None or self.opts.intimate_group not in principal.groups):
-            raise IntimateAccessDenied(f"{ctx.path}: user not in {self.opts.intimate_group}")
-        return intimate
+        if principal is None or group not in principal.groups:
+            raise IntimateAccessDenied(f"{ctx.path}: user not in {group}")
+        if not in_folder and not self._policy.readers(ctx.share, ctx.path) <= {group}:
+            raise IntimateDestinationNotRestricted(
+                f"{ctx.share}:{ctx.path}: an intimate image would be readable beyond {group}",
+                public=f"This image is intimate: it can only be stored in an intimate folder or "
+                f"where only {group} can see it.",
+            )
+        ctx.details["intimate"] = True
+        return True
+
+    def holds_intimate(self, share: str, path: str) -> bool:
+        """Whether an object stored at ``path`` is intimate: in a patient's intimate
+        folder, or where only ``intimate_group`` may read it (a carried copy)."""
+        segments = [s for s in path.split("/") if s]
+        return self._in_intimate_folder(segments) or self._policy.readers(share, path) == {
+            self.opts.intimate_group
+        }
 
     def _check_age(self, view: ConsentView, intimate: bool) -> None:
         dob, limit = view.record.date_of_birth, self.opts.intimate_min_age
@@ -179,3 +232,13 @@ class ConsentCheck(BaseStage):
         age = today.year - dob.year - ((today.month, today.day) < (dob.month, dob.day))
         if age < limit:
             raise IntimateMinorRefused(f"patient aged {age} < {limit}")
+
+
+def carries_intimate(policy: Any, share: str, path: str) -> bool:
+    """Whether a copy or move of the image at ``share:path`` carries "intimate" with it.
+
+    The share's consent stage says (``ConsentCheck.holds_intimate``); a share
+    without one holds no intimate images.
+    """
+    stage = policy.pipeline(share).find(ConsentCheck.name)
+    return isinstance(stage, ConsentCheck) and stage.holds_intimate(share, path)

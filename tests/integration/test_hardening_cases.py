@@ -814,8 +814,15 @@ def test_overwriting_copy_and_move_send_the_old_target_to_the_trash(gw: Gateway)
         "MOVE", f"{base}/{name}-d.txt", headers={"Destination": f"{base}/{name}-c.txt"}
     )
     assert (copy.status_code, move.status_code) == (204, 204)
-    assert audited(gw, copy.headers["X-Request-Id"]) == [("COPY", 204, "ok")]
-    assert audited(gw, move.headers["X-Request-Id"]) == [("MOVE", 204, "ok")]
+    # The replaced target's own event, then the request's (issue 15, point 10).
+    assert audited(gw, copy.headers["X-Request-Id"]) == [
+        ("DELETE", 204, "trashed"),
+        ("COPY", 204, "ok"),
+    ]
+    assert audited(gw, move.headers["X-Request-Id"]) == [
+        ("DELETE", 204, "trashed"),
+        ("MOVE", 204, "ok"),
+    ]
     assert s.get(f"{base}/{name}-a.txt").content == b"new b"
     assert s.get(f"{base}/{name}-c.txt").content == b"new d"
     items = trash_items(gw)
