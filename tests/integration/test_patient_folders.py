@@ -53,4 +53,6 @@ def test_a_patient_folder_cannot_be_renamed_to_an_invalid_id(gateway: Gateway) -
         "COPY", f"{clinical}/{PATIENT}/", headers={"Destination": "/clinical/9434765918/"}
     )
     assert copied.status_code == 422 and copied.headers["X-Clindav-Error"] == "invalid-patient-id"
-    assert s.request("PROPFIND", f"{clinical}/{PATIENT}/", headers={"Depth": "0"}).status_code == 207
+    assert (
+        s.request("PROPFIND", f"{clinical}/{PATIENT}/", headers={"Depth": "0"}).status_code == 207
+    )
