@@ -40,7 +40,7 @@ def add_audit_commands(
     config_arg(export)
     export.set_defaults(handler=lambda args: cmd_export(open_audit(args), args, sys.stdout))
     tail = actions.add_parser("tail", help="print new events as they happen (Ctrl-C stops)")
-    tail.add_argument("--refusals", action="store_true", help="only refusals (status >= 400)")
+    tail.add_argument("--refusals", action="store_true", help="only refusals (not misses)")
     tail.add_argument("--count", type=int, default=10, help="events to show first (default 10)")
     config_arg(tail)
     tail.set_defaults(handler=lambda args: cmd_tail(open_audit(args), args, sys.stdout))
