@@ -98,8 +98,14 @@ class Trash:
         actor: Actor,
         reason: str = "",
         audited: bool = True,
+        still: Any = None,
     ) -> str:
-        """Move ``path`` into the trash; returns the trash item id."""
+        """Move ``path`` into the trash; returns the trash item id.
+
+        ``still``: a condition the file's registry row must still meet under the
+        chain's lock (the server's clean-ups: an upload that replaced a stale
+        placeholder or held image since it was found is not theirs to remove).
+        """
         now = self.clock.now()
         item_id = uuid.uuid4().hex
         folder = share.store.root / TRASH_FOLDER
@@ -107,6 +113,8 @@ class Trash:
         source = share.store.locate([s for s in path.split("/") if s])
         with self.services.sessions.begin() as session:
             self.services.audit.lock_head(session)
+            if still is not None and not self._row_still(session, share.name, path, still):
+                raise TrashNotFound(f"{share.name}:{path} changed since it was found")
             self._check_holds(session, share.name, path)
             retained = self._retained_until(session, share.name, path, now)
             if retained is not None and retained > now:
@@ -145,6 +153,14 @@ class Trash:
         fsync_dir(source.parent)
         return item_id
 
+    def _row_still(self, session: Session, share: str, path: str, condition: Any) -> bool:
+        row = session.scalar(
+            select(StoredObject.id).where(
+                StoredObject.share == share, StoredObject.logical_path == path, condition
+            )
+        )
+        return row is not None
+
     def check_not_held(self, share: str, path: str) -> None:
         """LegalHoldActive when a hold covers ``path`` (overwrites and moves, too)."""
         with self.services.sessions() as session:
@@ -168,7 +184,10 @@ class Trash:
         if retention is None:
             return None
         # The youngest retained file decides how long the whole item is kept.
-        query = select(func.max(StoredObject.created_at)).where(_at_or_below(share, path))
+        # A 0-byte placeholder is not part of the record: it is never retained.
+        query = select(func.max(StoredObject.created_at)).where(
+            _at_or_below(share, path), StoredObject.placeholder.is_(False)
+        )
         if retention.applies_to == "images":
             query = query.where(
                 StoredObject.content_type.startswith(IMAGE_TYPES[0])
@@ -349,6 +368,15 @@ class Trash:
             except (RetentionProtected, LegalHoldActive, TrashNotFound):
                 continue
         return purged
+
+    def discard(
+        self, share: ShareRuntime, path: str, actor: Actor, reason: str, *, still: Any
+    ) -> str:
+        """Trash a file that still meets ``still`` and purge it at once (the server's
+        own clean-ups); returns the trash id."""
+        item_id = self.trash(share, path, is_folder=False, actor=actor, reason=reason, still=still)
+        self.purge(item_id, actor, reason=reason)
+        return item_id
 
     def items(
         self, *, share: str | None = None, patient: str | None = None, state: str = "trashed"
