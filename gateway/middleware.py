@@ -46,6 +46,7 @@ from gateway.junk import PhantomStore, answer_junk, is_junk
 from gateway.limits import check_copy_size, check_dead_properties, check_request
 from gateway.locks import begin_request
 from gateway.manifest import handle_manifest, is_manifest
+from gateway.patientpaths import patient_of
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
 from gateway.root import PRINCIPAL
@@ -158,6 +159,8 @@ class GatewayMiddleware(BaseMiddleware):
         path = environ.get("PATH_INFO", "/")
         outcome.share, outcome.path = share, path
         split_path(path)
+        # Before the request runs: a MOVE or DELETE takes the registry row away.
+        outcome.patient = patient_of(self.services, share, path)
         # Only COPY and MOVE have a destination (limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
         checks = _checks(method, share, path, outcome.destination)
@@ -401,6 +404,7 @@ class GatewayMiddleware(BaseMiddleware):
             status=outcome.status,
             code=outcome.code,
             reason=outcome.reason,
+            patient_id=outcome.patient,
         )
 
 
@@ -419,6 +423,7 @@ class _Outcome:
         self.challenge = False
         self.started = False
         self.destination: tuple[str, str] | None = None
+        self.patient: str | None = None  # whose object it touches (gateway/patientpaths.py)
 
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason

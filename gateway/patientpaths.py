@@ -14,6 +14,7 @@ row of the object remembers its patient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -52,23 +53,34 @@ def folder_patient(policy: Policy, share: str, path: str) -> str | None:
 
 
 def patient_of(
-    services: Services, share: str | None, path: str | None, session: Session | None = None
+    services: Services,
+    share: str | None,
+    path: str | None,
+    session: Session | None = None,
+    *,
+    rows_at: Sequence[str] = (),
 ) -> str | None:
     """The patient an event at ``share:path`` concerns: its folder's, else its object's.
 
-    The registry lookup (one indexed query) is only made in shares without
-    patient folders, where a copy's name need not (or must not) name its patient.
+    The registry lookup (one indexed query) is only made in shares that check
+    consent but have no patient folders (referral and teaching copies, whose
+    names need not or must not name the patient).  ``rows_at``: other paths
+    the object's registry row may be under (a trashed item's ``@trash/<id>/...``).
     """
     if share is None or path is None or share not in services.shares:
         return None
     patient = folder_patient(services.policy, share, path)
     if patient is not None or share_scheme(services.policy, share) is not None:
         return patient
+    if services.policy.pipeline(share).find("consent") is None:
+        return None  # nothing in this share belongs to a patient
     logical = "/" + "/".join(s for s in path.split("/") if s)
     query = select(StoredObject.patient_id).where(
-        StoredObject.share == share, StoredObject.logical_path == logical
+        StoredObject.share == share,
+        StoredObject.logical_path.in_([logical, *rows_at]),
+        StoredObject.patient_id.is_not(None),
     )
     if session is not None:
-        return session.scalar(query)
+        return session.scalars(query).first()
     with services.sessions() as own:
-        return own.scalar(query)
+        return own.scalars(query).first()

@@ -48,7 +48,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from gateway.patientpaths import check_patient_folder
+from gateway.patientpaths import check_patient_folder, folder_patient
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.root import PRINCIPAL
 from gateway.services import ContentCodec, Services, ShareRuntime
@@ -744,6 +744,8 @@ def _audit_put(provider: ShareProvider, ctx: PutContext, *, created: bool) -> An
         status=status,
         code="stored",
         details=ctx.details,
+        # A placeholder has no patient from the consent stage: its folder's.
+        patient_id=ctx.patient_id or folder_patient(provider.services.policy, ctx.share, ctx.path),
     )
 
 

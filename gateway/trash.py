@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from gateway.clock import Clock, aware
 from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
+from gateway.patientpaths import patient_of
 from gateway.pipeline import RequestInfo
 from gateway.services import Services, ShareRuntime
 from gateway.storage import INTERNAL_PREFIX, fsync_dir, split_path
@@ -224,6 +225,9 @@ class Trash:
         reason: str,
         details: dict[str, Any],
     ) -> None:
+        # The patient, for a copy whose name does not say it from its row: at
+        # ``path``, or still in the trash (call before a purge deletes the rows).
+        trashed = [TRASH_PREFIX + details["trash_id"] + path] if "trash_id" in details else []
         event = self.services.audit.event(
             actor.request,
             action=action,
@@ -233,6 +237,7 @@ class Trash:
             code=code,
             reason=reason,
             details=details,
+            patient_id=patient_of(self.services, share, path, session, rows_at=trashed),
         )
         self.services.audit.append(session, event)
 
@@ -302,11 +307,6 @@ class Trash:
                 raise TrashNotFound(f"no trashed item {item_id}")
             if item.state == "trashed":
                 self._check_purgeable(session, item)
-                rows = _at_or_below(item.share, TRASH_PREFIX + item_id + item.logical_path)
-                file_ids = select(StoredObject.file_id).where(rows).scalar_subquery()
-                session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
-                session.execute(delete(StoredObject).where(rows))
-                item.state, item.ended_at, item.ended_by = "purged", self.clock.now(), _uid(actor)
                 self._audit(
                     session,
                     actor,
@@ -318,6 +318,11 @@ class Trash:
                     reason,
                     {"trash_id": item_id, "files": item.files},
                 )
+                rows = _at_or_below(item.share, TRASH_PREFIX + item_id + item.logical_path)
+                file_ids = select(StoredObject.file_id).where(rows).scalar_subquery()
+                session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
+                session.execute(delete(StoredObject).where(rows))
+                item.state, item.ended_at, item.ended_by = "purged", self.clock.now(), _uid(actor)
         crash_point("purge-after-commit")
         self._unlink(item_id, item.share)
         self._checkpoint()
