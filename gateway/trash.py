@@ -225,8 +225,8 @@ class Trash:
         reason: str,
         details: dict[str, Any],
     ) -> None:
-        # The patient, for a copy whose name does not say it from its row: at
-        # ``path``, or still in the trash (call before a purge deletes the rows).
+        # The patient: for a copy named by case label, from its registry row, at
+        # ``path`` or still in the trash (so a purge records before it deletes rows).
         trashed = [TRASH_PREFIX + details["trash_id"] + path] if "trash_id" in details else []
         event = self.services.audit.event(
             actor.request,
