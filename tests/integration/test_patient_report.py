@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import requests
 
 from tests.conftest import Gateway, run_cli
@@ -19,6 +20,7 @@ from tests.integration.test_dav_methods import small_jpeg
 PATIENT, OTHER = "9434765919", "4010232137"
 
 
+@pytest.mark.parametrize("instance", ["sqlite", "postgres"], indirect=True)
 def test_the_patient_report_holds_every_access(gateway: Gateway) -> None:
     instance = gateway.instance
     consent(

@@ -14,6 +14,7 @@ import io
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from PIL import Image
 
@@ -118,6 +119,7 @@ class ClockAt:
         return self.when
 
 
+@pytest.mark.parametrize("instance", ["sqlite", "postgres"], indirect=True)
 def test_only_placeholders_older_than_the_age_are_swept(gateway: Gateway) -> None:
     """The age boundary, driven through the clock rather than by waiting."""
     from gateway.app import build_services
