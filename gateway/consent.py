@@ -327,17 +327,17 @@ class ConsentService:
         done = []
         for share, path in expired:
             try:
-                done.append(self._expire_one(trash, actor, share, path))
+                done.append(self._expire_one(trash, actor, share, path, now))
             except ClindavError as exc:  # a legal hold or retention keeps this one; go on
                 log.warning("held image %s:%s not expired: %s", share, path, exc.code)
         return done
 
-    def _expire_one(self, trash: Any, actor: Any, share: str, path: str) -> tuple[str, str]:
+    def _expire_one(
+        self, trash: Any, actor: Any, share: str, path: str, now: dt.datetime
+    ) -> tuple[str, str]:
         reason = "consent never recorded within the hold window"
-        item = trash.trash(
-            self.services.shares[share], path, is_folder=False, actor=actor, reason=reason
-        )
-        trash.purge(item, actor, reason=reason)
+        still = StoredObject.held_until <= now  # not released or replaced meanwhile
+        trash.discard(self.services.shares[share], path, actor, reason, still=still)
         return share, path
 
     def pending(self) -> list[StoredObject]:

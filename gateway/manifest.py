@@ -10,9 +10,11 @@ answered ``201`` with a JSON body; it is never stored as a file.  Format
      "consent": {"scopes": ["record", "share"], "given_by": "patient",
                  "method": "written", "form": "EHR-X/doc/881", "intimate": false,
                  "given_by_name": null, "date_of_birth": "1990-04-01",
-                 "recorded_by": "dr.smith", "note": ""}}
+                 "valid_until": "2027-01-01", "recorded_by": "dr.smith", "note": ""}}
 
 or ``{"patient": ..., "consent_id": 12}`` to confirm an existing record.
+The body may come with a Content-Length or chunked (at most
+:data:`MAX_MANIFEST` bytes either way); unknown fields are refused by name.
 Bad manifests answer 400 ``invalid-consent`` (or ``invalid-patient-id``) with
 the reason, and the refusal is audited like any other.
 """
@@ -92,12 +94,58 @@ def handle_manifest(
     return iter([body])
 
 
+# Every field a manifest may carry: anything else is refused by name, so a
+# typo ("intimte") or a field clindav does not know cannot be lost silently.
+MANIFEST_FIELDS = frozenset({"patient", "source_system", "consent", "consent_id"})
+CONSENT_FIELDS = frozenset(
+    {
+        "scopes",
+        "given_by",
+        "given_by_name",
+        "method",
+        "form",
+        "intimate",
+        "date_of_birth",
+        "valid_until",
+        "recorded_by",
+        "note",
+    }
+)
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    """The manifest's bytes, with a Content-Length or chunked; never more than MAX_MANIFEST.
+
+    A chunked body has no length up front: at most one byte over the limit is
+    read, and a longer one is refused (the server closes the connection on
+    the unread rest).  The middleware already refused a malformed length.
+    """
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length:
+        if int(length) > MAX_MANIFEST:
+            raise _too_large()
+        return bytes(stream.read(int(length)))
+    data = b""
+    while len(data) <= MAX_MANIFEST:
+        block = stream.read(MAX_MANIFEST + 1 - len(data))
+        if not block:
+            break
+        data += block
+    if len(data) > MAX_MANIFEST:
+        raise _too_large()
+    return data
+
+
+def _too_large() -> InvalidConsent:
+    return InvalidConsent(
+        f"manifest over {MAX_MANIFEST} bytes", public="The consent manifest is too large."
+    )
+
+
 def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
-    length = environ.get("CONTENT_LENGTH") or "0"
-    if not length.isdigit() or int(length) > MAX_MANIFEST:
-        raise InvalidConsent("manifest too large", public="The consent manifest is too large.")
     try:
-        data = json.loads(environ["wsgi.input"].read(int(length)) or b"null")
+        data = json.loads(_read_body(environ) or b"null")
     except (ValueError, UnicodeDecodeError):
         raise InvalidConsent(
             "manifest is not JSON", public="The consent manifest is not valid JSON."
@@ -105,6 +153,20 @@ def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidConsent(
             "manifest is not an object", public="The consent manifest must be a JSON object."
+        )
+    unknown = sorted(set(data) - MANIFEST_FIELDS)
+    if isinstance(data.get("consent"), dict):
+        unknown += sorted(f"consent.{name}" for name in set(data["consent"]) - CONSENT_FIELDS)
+    if unknown:
+        raise InvalidConsent(
+            f"unknown manifest fields {unknown}",
+            public=f"Unknown consent manifest field(s): {', '.join(unknown)}. "
+            "See docs/CONSENT.md for the fields a manifest may carry.",
+        )
+    if "consent" in data and "consent_id" in data:
+        raise InvalidConsent(
+            "both consent and consent_id",
+            public="A manifest carries either 'consent' or 'consent_id', not both.",
         )
     return data
 
@@ -116,17 +178,21 @@ def _new_consent(data: dict[str, Any], patient: str) -> NewConsent:
             "no consent object", public="The manifest needs 'consent' or 'consent_id'."
         )
     try:
-        dob = fields.get("date_of_birth")
+        scopes = fields.get("scopes") or []
+        intimate = fields.get("intimate", False)
+        if not isinstance(scopes, list) or not isinstance(intimate, bool):
+            raise TypeError("scopes must be a list, intimate true or false")
         return NewConsent(
             patient_id=patient,
-            scopes=tuple(fields.get("scopes") or ()),
+            scopes=tuple(str(scope) for scope in scopes),
             given_by=str(fields.get("given_by", "")),
             method=str(fields.get("method", "")),
             recorded_by=str(fields.get("recorded_by", "")),
             given_by_name=fields.get("given_by_name"),
             form_reference=fields.get("form"),
-            intimate=bool(fields.get("intimate", False)),
-            date_of_birth=dt.date.fromisoformat(dob) if dob else None,
+            intimate=intimate,
+            date_of_birth=_date(fields, "date_of_birth"),
+            valid_until=_end_of_validity(fields),
             source=str(data.get("source_system", "manifest"))[:255],
             note=str(fields.get("note", "")),
         )
@@ -134,3 +200,14 @@ def _new_consent(data: dict[str, Any], patient: str) -> NewConsent:
         raise InvalidConsent(
             f"bad field: {exc}", public="A consent manifest field has the wrong type or format."
         ) from None
+
+
+def _date(fields: dict[str, Any], name: str) -> dt.date | None:
+    value = fields.get(name)
+    return dt.date.fromisoformat(value) if value is not None else None
+
+
+def _end_of_validity(fields: dict[str, Any]) -> dt.datetime | None:
+    """``valid_until`` as ``clindav consent add --valid-until`` takes it: a date, from 00:00 UTC."""
+    day = _date(fields, "valid_until")
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) if day is not None else None

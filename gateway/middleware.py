@@ -45,6 +45,7 @@ from gateway.junk import JunkDestination, PhantomStore, answer_junk, is_junk
 from gateway.limits import check_copy_size, check_dead_properties, check_request
 from gateway.locks import begin_request
 from gateway.manifest import handle_manifest, is_manifest
+from gateway.patientpaths import patient_of
 from gateway.placement import judge_relocation
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.provider import AUDITED, DECISION, ERROR, REQUEST, ShareProvider
@@ -161,6 +162,8 @@ class GatewayMiddleware(BaseMiddleware):
             self._gate_junk(environ, principal, method, share, path)
             return
         split_path(path)
+        # Before the request runs: a MOVE or DELETE takes the registry row away.
+        outcome.patient = patient_of(self.services, share, path)
         # Only COPY and MOVE have a destination (limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
         checks = _checks(method, share, path, outcome.destination)
@@ -425,6 +428,7 @@ class GatewayMiddleware(BaseMiddleware):
             code=outcome.code,
             reason=outcome.reason,
             details=outcome.moves(),
+            patient_id=outcome.patient,
         )
 
 
@@ -444,6 +448,7 @@ class _Outcome:
         self.started = False
         # COPY/MOVE: the Destination as read once and judged (gateway/destination.py).
         self.destination: Destination | None = None
+        self.patient: str | None = None  # whose object it touches (gateway/patientpaths.py)
 
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason

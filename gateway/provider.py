@@ -49,6 +49,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from gateway.patientpaths import check_patient_folder, folder_patient
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.root import PRINCIPAL
 from gateway.services import ContentCodec, Services, ShareRuntime
@@ -392,8 +393,11 @@ class Folder(DAVCollection):
             resource.store_body(b"")
         return resource
 
+    @keeps_error
     def create_collection(self, name: str) -> None:
-        segments = split_path(util.join_uri(self.path, name))
+        path = util.join_uri(self.path, name)
+        check_patient_folder(self.provider.services.policy, self.provider.share.name, path)
+        segments = split_path(path)
         try:
             os.mkdir(self.provider.share.store.locate(segments), 0o700)
         except FileExistsError:
@@ -412,8 +416,10 @@ class Folder(DAVCollection):
     def delete(self) -> None:
         delete_tree(self, is_folder=True, replaced=True)
 
+    @keeps_error
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         dest = self.provider.share.store.locate(split_path(_registry_path(dest_path)))
+        check_patient_folder(self.provider.services.policy, self.provider.share.name, dest_path)
         if not dest.exists():
             os.mkdir(dest, 0o700)
         props = self.provider.prop_manager
@@ -426,8 +432,10 @@ class Folder(DAVCollection):
     def support_recursive_move(self, dest_path: str) -> bool:
         return True
 
+    @keeps_error
     def move_recursive(self, dest_path: str) -> None:
         dest = self.provider.share.store.locate(split_path(_registry_path(dest_path)))
+        check_patient_folder(self.provider.services.policy, self.provider.share.name, dest_path)
         src_prefix, dest_prefix = _registry_path(self.path), _registry_path(dest_path)
         with self.provider.services.sessions.begin() as session:
             rows = session.scalars(
@@ -772,6 +780,8 @@ def _audit_put(provider: ShareProvider, ctx: PutContext, *, created: bool) -> An
         status=status,
         code="stored",
         details=ctx.details,
+        # A placeholder has no patient from the consent stage: its folder's.
+        patient_id=ctx.patient_id or folder_patient(provider.services.policy, ctx.share, ctx.path),
     )
 
 

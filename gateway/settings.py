@@ -9,6 +9,7 @@ derives it from these settings.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import itertools
 import os
@@ -28,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
 
 MiB = 1024 * 1024
@@ -288,6 +290,11 @@ class LimitSettings(_Strict):
 class TrashSettings(_Strict):
     sweep_interval: Annotated[int, Field(ge=1, le=86400)] = Field(
         300, description="Seconds between the server's purges of trash items that are due."
+    )
+    placeholder_max_age: Duration = Field(
+        dt.timedelta(hours=1),
+        description="Age after which the sweeper removes a 0-byte placeholder whose upload "
+        "never came (e.g. 1h, 30m).",
     )
 
 

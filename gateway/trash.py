@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from gateway.clock import Clock, aware
 from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
+from gateway.patientpaths import patient_of
 from gateway.pipeline import RequestInfo
 from gateway.services import Services, ShareRuntime
 from gateway.storage import INTERNAL_PREFIX, fsync_dir, split_path
@@ -99,10 +100,14 @@ class Trash:
         reason: str = "",
         audited: bool = True,
         details: dict[str, Any] | None = None,
+        still: Any = None,
     ) -> str:
         """Move ``path`` into the trash; returns the trash item id.
 
         ``details`` go on its event (e.g. which method replaced it).
+        ``still``: a condition the file's registry row must still meet under the
+        chain's lock (the server's clean-ups: an upload that replaced a stale
+        placeholder or held image since it was found is not theirs to remove).
         """
         now = self.clock.now()
         item_id = uuid.uuid4().hex
@@ -111,6 +116,8 @@ class Trash:
         source = share.store.locate([s for s in path.split("/") if s])
         with self.services.sessions.begin() as session:
             self.services.audit.lock_head(session)
+            if still is not None and not self._row_still(session, share.name, path, still):
+                raise TrashNotFound(f"{share.name}:{path} changed since it was found")
             self._check_holds(session, share.name, path)
             retained = self._retained_until(session, share.name, path, now)
             if retained is not None and retained > now:
@@ -149,6 +156,14 @@ class Trash:
         fsync_dir(source.parent)
         return item_id
 
+    def _row_still(self, session: Session, share: str, path: str, condition: Any) -> bool:
+        row = session.scalar(
+            select(StoredObject.id).where(
+                StoredObject.share == share, StoredObject.logical_path == path, condition
+            )
+        )
+        return row is not None
+
     def check_not_held(self, share: str, path: str) -> None:
         """LegalHoldActive when a hold covers ``path`` (overwrites and moves, too)."""
         with self.services.sessions() as session:
@@ -172,7 +187,10 @@ class Trash:
         if retention is None:
             return None
         # The youngest retained file decides how long the whole item is kept.
-        query = select(func.max(StoredObject.created_at)).where(_at_or_below(share, path))
+        # A 0-byte placeholder is not part of the record: it is never retained.
+        query = select(func.max(StoredObject.created_at)).where(
+            _at_or_below(share, path), StoredObject.placeholder.is_(False)
+        )
         if retention.applies_to == "images":
             query = query.where(
                 StoredObject.content_type.startswith(IMAGE_TYPES[0])
@@ -209,6 +227,9 @@ class Trash:
         reason: str,
         details: dict[str, Any],
     ) -> None:
+        # The patient: for a copy named by case label, from its registry row, at
+        # ``path`` or still in the trash (so a purge records before it deletes rows).
+        trashed = [TRASH_PREFIX + details["trash_id"] + path] if "trash_id" in details else []
         event = self.services.audit.event(
             actor.request,
             action=action,
@@ -218,6 +239,7 @@ class Trash:
             code=code,
             reason=reason,
             details=details,
+            patient_id=patient_of(self.services, share, path, session, rows_at=trashed),
         )
         self.services.audit.append(session, event)
 
@@ -287,11 +309,6 @@ class Trash:
                 raise TrashNotFound(f"no trashed item {item_id}")
             if item.state == "trashed":
                 self._check_purgeable(session, item)
-                rows = _at_or_below(item.share, TRASH_PREFIX + item_id + item.logical_path)
-                file_ids = select(StoredObject.file_id).where(rows).scalar_subquery()
-                session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
-                session.execute(delete(StoredObject).where(rows))
-                item.state, item.ended_at, item.ended_by = "purged", self.clock.now(), _uid(actor)
                 self._audit(
                     session,
                     actor,
@@ -303,6 +320,11 @@ class Trash:
                     reason,
                     {"trash_id": item_id, "files": item.files},
                 )
+                rows = _at_or_below(item.share, TRASH_PREFIX + item_id + item.logical_path)
+                file_ids = select(StoredObject.file_id).where(rows).scalar_subquery()
+                session.execute(delete(DataKey).where(DataKey.file_id.in_(file_ids)))
+                session.execute(delete(StoredObject).where(rows))
+                item.state, item.ended_at, item.ended_by = "purged", self.clock.now(), _uid(actor)
         crash_point("purge-after-commit")
         self._unlink(item_id, item.share)
         self._checkpoint()
@@ -353,6 +375,15 @@ class Trash:
             except (RetentionProtected, LegalHoldActive, TrashNotFound):
                 continue
         return purged
+
+    def discard(
+        self, share: ShareRuntime, path: str, actor: Actor, reason: str, *, still: Any
+    ) -> str:
+        """Trash a file that still meets ``still`` and purge it at once (the server's
+        own clean-ups); returns the trash id."""
+        item_id = self.trash(share, path, is_folder=False, actor=actor, reason=reason, still=still)
+        self.purge(item_id, actor, reason=reason)
+        return item_id
 
     def items(
         self, *, share: str | None = None, patient: str | None = None, state: str = "trashed"

@@ -85,6 +85,27 @@ def _row(event: AuditEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in (*CHAINED_FIELDS, "mac")}
 
 
+# Outcomes of ordinary client behaviour, not of the gateway refusing anything:
+# a probe for a name that does not exist (404, which is also how private
+# objects of others look), MKCOL of a folder that exists (405) and client
+# junk answered without storing it.  They are recorded like every outcome but
+# are "misses", not refusals: no warning in the log, not in
+# ``audit tail --refusals`` (docs/AUDIT.md).
+MISS_CODES = frozenset({"not-found", "method-not-allowed", "junk-not-stored"})
+
+
+def outcome_class(status: int, code: str) -> str:
+    """``success``, ``miss`` or ``refusal`` (docs/AUDIT.md, "Outcome classes")."""
+    if status < 400:
+        return "success"
+    return "miss" if code in MISS_CODES else "refusal"
+
+
+def _is_refusal() -> Any:
+    """The SQL form of ``outcome_class(...) == "refusal"``."""
+    return (AuditEvent.status >= 400) & AuditEvent.code.not_in(MISS_CODES)
+
+
 class AuditUnavailable(ServiceUnavailable):
     code = "audit-unavailable"
     message = "The gateway cannot record this request in its audit trail; nothing was changed."
@@ -281,7 +302,7 @@ class AuditLog:
         if failure is not None:
             log.error("request %s: audit write failed: %s", request.request_id, failure)
             raise AuditUnavailable(f"audit write failed: {failure}")
-        if event.status >= 400:
+        if outcome_class(event.status, event.code) == "refusal":
             # Explorer and Finder show only generic errors: the reason lives here too.
             log.warning(
                 "request %s: refused %s %s:%s for %s: %s %s",
@@ -354,5 +375,5 @@ _FILTERS: dict[str, Any] = {
     "until": lambda v: AuditEvent.occurred_at < v,
     "patient": lambda v: AuditEvent.patient_id == v,
     "user": lambda v: AuditEvent.actor == v,
-    "refusals": lambda v: AuditEvent.status >= 400 if v else AuditEvent.status > 0,
+    "refusals": lambda v: _is_refusal() if v else AuditEvent.status > 0,
 }
