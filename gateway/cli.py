@@ -182,6 +182,15 @@ def _add_key_commands(sub: argparse._SubParsersAction) -> None:
     )
     _config_arg(retire)
     retire.set_defaults(handler=_cmd_keys_retire)
+    export = actions.add_parser(
+        "export-audit-key",
+        help="write the audit chain key alone to a new file (mode 0600) for an auditor",
+        description="The file lets `clindav audit verify --audit-key FILE` check the chain "
+        "without the master key; it decrypts nothing (docs/AUDIT.md).",
+    )
+    export.add_argument("--out", type=Path, required=True, help="new file to write")
+    _config_arg(export)
+    export.set_defaults(handler=_cmd_keys_export_audit_key)
 
 
 def _open_services(args: argparse.Namespace) -> Services:
@@ -191,14 +200,31 @@ def _open_services(args: argparse.Namespace) -> Services:
 
 
 def _open_audit(args: argparse.Namespace) -> tuple[AuditLog, sessionmaker]:
+    """The audit trail as the audit commands see it: database access, no master key.
+
+    Reading events (export, tail, reports) needs nothing more, so an auditor can
+    run them without the key file (docs/AUDIT.md).  Only a command that sets
+    ``needs_chain_key`` (``audit verify``) gets the chain key: from
+    ``--audit-key FILE``, or else derived from the master key on the gateway host.
+    """
+    from plugins.audit import AuditLog
+
+    sessions = _sessions(args)
+    if not getattr(args, "needs_chain_key", False):
+        return AuditLog(sessions, None), sessions
+    if getattr(args, "audit_key", None) is not None:
+        from gateway.keys import load_audit_key_file
+
+        return AuditLog(sessions, load_audit_key_file(args.audit_key)), sessions
+    return AuditLog(sessions, _audit_chain_key(args, sessions)), sessions
+
+
+def _audit_chain_key(args: argparse.Namespace, sessions: sessionmaker) -> bytes:
     from gateway.app import load_master_keys
     from gateway.keystore import KeyStore
-    from plugins.audit import AUDIT_SEED, AuditLog
+    from plugins.audit import AUDIT_SEED
 
-    settings = _settings(args)
-    sessions = _sessions(args)
-    keys = KeyStore(sessions, load_master_keys(settings))
-    return AuditLog(sessions, keys.seed(AUDIT_SEED)), sessions
+    return KeyStore(sessions, load_master_keys(_settings(args))).seed(AUDIT_SEED)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -404,6 +430,18 @@ def _cmd_keys_retire(args: argparse.Namespace) -> int:
     )
     if still:
         print(f"still in use, kept: {', '.join(still)} (run `clindav keys rotate` to finish)")
+    return 0
+
+
+def _cmd_keys_export_audit_key(args: argparse.Namespace) -> int:
+    from gateway.keys import write_audit_key_file
+
+    try:
+        write_audit_key_file(args.out, _audit_chain_key(args, _sessions(args)))
+    except FileExistsError:
+        raise ConfigError.single(str(args.out), "--out", "exists; choose a new file") from None
+    print(f"audit chain key written to {args.out} (mode 0600)")
+    print(f"the auditor runs: clindav audit verify --audit-key {args.out}")
     return 0
 
 
