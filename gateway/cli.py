@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="create a working instance in a folder")
     init.add_argument("folder", type=Path, help="new or empty folder")
+    init.add_argument(
+        "--hostname",
+        action="append",
+        default=[],
+        type=_hostname,
+        help="a name clients connect to, put in the certificate (repeat for several)",
+    )
     init.set_defaults(handler=_cmd_init)
 
     serve = sub.add_parser(
@@ -245,13 +252,23 @@ def _sessions(args: argparse.Namespace) -> sessionmaker:
 def _cmd_init(args: argparse.Namespace) -> int:
     from gateway.instance import init_instance
 
-    config = init_instance(args.folder)
+    config = init_instance(args.folder, args.hostname)
     print(f"created instance: {config}")
+    print(f"clients trust its certificate by importing {config.parent / 'tls' / 'cert.pem'}")
     print(
         f"add a user:  clindav user add NAME --group clinicians --password-stdin --config {config}"
     )
     print(f"serve it:    clindav serve --config {config}")
     return 0
+
+
+def _hostname(text: str) -> str:
+    from gateway.tls import check_hostname
+
+    try:
+        return check_hostname(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _worker_count(text: str) -> int:
