@@ -116,7 +116,7 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
         sessions=sessions,
         policy=policy,
         audit=AuditLog(sessions, keys.seed(AUDIT_SEED)),
-        authenticator=_authenticator(settings, sessions),
+        authenticator=_authenticator(settings, sessions, policy),
         keys=keys,
         shares=shares,
         clock=SystemClock(),
@@ -125,10 +125,12 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
     return services
 
 
-def _authenticator(settings: Settings, sessions: sessionmaker) -> Authenticator:
+def _authenticator(settings: Settings, sessions: sessionmaker, policy: Policy) -> Authenticator:
     if settings.auth.backend == "ldap" and settings.auth.ldap is not None:
-        from gateway.ldapauth import LdapAuthenticator  # ldap3 only when configured
+        from gateway.ldapauth import LdapAuthenticator, group_map_warnings  # ldap3 when configured
 
+        for warning in group_map_warnings(settings.auth.ldap.group_map, policy.named_groups()):
+            log.warning("settings: %s", warning)
         return LdapAuthenticator(settings.auth.ldap, settings.resolve)
     return LocalAuthenticator(sessions, settings.auth.throttle)
 

@@ -378,12 +378,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.migrate import unmigrated_report
 
     settings = _settings(args)
-    load_checked_policy(settings)
+    policy = load_checked_policy(settings)
     load_master_keys(settings)
     if settings.auth.ldap is not None:
-        from gateway.ldapauth import LdapDirectory
+        from gateway.ldapauth import LdapDirectory, group_map_warnings
 
         LdapDirectory(settings.auth.ldap, settings.resolve)  # CA file and bind password, offline
+        for warning in group_map_warnings(settings.auth.ldap.group_map, policy.named_groups()):
+            print(f"clindav: warning: {warning}", file=sys.stderr)
     print(f"{(args.config or DEFAULT_CONFIG)}: settings, policy and stage options are valid")
     unmigrated_report(settings, sys.stdout)  # legacy files awaiting `clindav migrate`
     return 0

@@ -196,6 +196,11 @@ class Policy:
     def share(self, share: str) -> SharePolicy:
         return self.doc.shares.get(share) or SharePolicy()
 
+    def named_groups(self) -> frozenset[str]:
+        """Every group the policy gives a meaning: in rules, as admins, as consent recorders."""
+        in_rules = {group for rule in self.doc.rules for group in rule.groups if group != "*"}
+        return frozenset({*in_rules, self.doc.admin_group, *self.doc.consent_recorders})
+
     def readable_shares(self, principal: Principal, shares: list[str]) -> list[str]:
         """Shares whose root this principal may list (for the virtual root)."""
         return [
