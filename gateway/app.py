@@ -28,6 +28,7 @@ from gateway.crypto.names import NameCipher
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.guard import PathGuard
+from gateway.health import Operations
 from gateway.keys import MasterKeys, key_source
 from gateway.keystore import KeyStore
 from gateway.locks import DatabaseLockStorage
@@ -178,9 +179,11 @@ def _lock_storage(storage: str, services: Services) -> Any:
     )
 
 
-def build_app(services: Services) -> PathGuard:
+def build_app(services: Services) -> Operations:
     report_unmigrated(services)
-    return PathGuard(WsgiDAVApp(wsgidav_config(services)), services)
+    dav = WsgiDAVApp(wsgidav_config(services))
+    locks = dav.lock_manager.storage if dav.lock_manager is not None else None
+    return Operations(PathGuard(dav, services), services, locks)
 
 
 def report_unmigrated(services: Services) -> None:

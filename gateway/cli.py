@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -102,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="serving processes; 0 = one per CPU core, at most 4 (default: server.workers)",
     )
     serve.set_defaults(handler=_cmd_serve)
+
+    reload = sub.add_parser(
+        "reload",
+        help="make the running gateway reload its policy file (after checking it)",
+        description="Validates the policy file, then sends SIGHUP to the gateway serving this "
+        "instance (its process id is in clindav.pid in the instance folder). Each serving "
+        "process loads the file again; one that does not validate is refused and the "
+        "running policy kept (the gateway's log says why).",
+    )
+    _config_arg(reload)
+    reload.set_defaults(handler=_cmd_reload)
 
     check = sub.add_parser(
         "check-config", help="validate settings, policy and stage options offline"
@@ -299,6 +311,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     port = settings.server.port if args.port is None else args.port
     tls = not args.no_tls
     workers = settings.process_count()
+    _mark_running(settings)
     if workers == 1:
         server = _worker_server(services, host=host, port=port, tls=tls, listener=None)
         _announce(args, server.bind_addr[:2], services, workers)
@@ -315,6 +328,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _serve_with_background(server, own, background=index == 0)
 
     return run_workers(sockets, serve)
+
+
+def _mark_running(settings: Settings) -> None:
+    """The pid file for `clindav reload` and the metrics values folder, both gone at exit.
+
+    Before any fork: the workers' metrics land where a scrape finds them.  The
+    exit handler runs in this process only (workers leave with ``os._exit``).
+    """
+    import atexit
+
+    from gateway import metrics
+    from gateway.reload import remove_pid_file, write_pid_file
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before serving: nothing to reload
+    write_pid_file(settings)
+    metrics.enable()
+    atexit.register(remove_pid_file, settings)
+    atexit.register(metrics.disable)
 
 
 def _worker_server(
@@ -354,6 +385,7 @@ def _announce(
 
 
 def _serve_with_background(server: Server, services: Services, *, background: bool) -> None:
+    from gateway.reload import reload_policy
     from gateway.scheduler import AuditAnchor, TrashSweeper
     from gateway.server import run_until_signalled
 
@@ -367,10 +399,21 @@ def _serve_with_background(server: Server, services: Services, *, background: bo
     for thread in threads:
         thread.start()
     try:
-        run_until_signalled(server)
+        run_until_signalled(server, lambda: reload_policy(services))
     finally:
         for thread in threads:
             thread.stop()
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from gateway.app import load_checked_policy
+    from gateway.reload import signal_reload
+
+    settings = _settings(args)
+    load_checked_policy(settings)  # an invalid file is refused here, before any signal
+    pid = signal_reload(settings)
+    print(f"sent SIGHUP to the gateway (pid {pid}); its log confirms the reload")
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
