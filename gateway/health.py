@@ -63,7 +63,9 @@ class Operations:
         self, path: str, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return _reply(start_response, "405 Method Not Allowed", b"", [("Allow", "GET, HEAD")])
+            return _reply(
+                start_response, "405 Method Not Allowed", b"", extra=(("Allow", "GET, HEAD"),)
+            )
         if path == "/healthz":
             return _reply(start_response, "200 OK", b"ok\n")
         if path == "/readyz":
@@ -75,7 +77,7 @@ class Operations:
         except Exception:  # the database, most likely: say so, as /readyz would
             log.exception("metrics: the database state could not be read")
             return _reply(start_response, "503 Service Unavailable", b"database unavailable\n")
-        return _reply(start_response, "200 OK", body, [("Content-Type", ctype)])
+        return _reply(start_response, "200 OK", body, ctype)
 
     def _may_scrape(self, environ: dict[str, Any]) -> bool:
         """Whether the client (behind a trusted proxy: the address it forwards) may scrape.
@@ -116,7 +118,7 @@ class Operations:
             sort_keys=True,
         )
         status = "503 Service Unavailable" if failing else "200 OK"
-        return _reply(start_response, status, (body + "\n").encode(), _JSON)
+        return _reply(start_response, status, (body + "\n").encode(), "application/json")
 
     def _database(self) -> str:
         with self.services.sessions() as session:
@@ -148,17 +150,18 @@ def _usable(folder: str) -> bool:
     return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
 
 
-_JSON = [("Content-Type", "application/json")]
+_TEXT = "text/plain; charset=utf-8"
 
 
 def _reply(
     start_response: StartResponse,
     status: str,
     body: bytes,
-    headers: list[tuple[str, str]] | None = None,
+    content_type: str = _TEXT,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> list[bytes]:
-    extra = headers or [("Content-Type", "text/plain; charset=utf-8")]
-    if not any(k == "Content-Type" for k, _ in extra):
-        extra = [*extra, ("Content-Type", "text/plain; charset=utf-8")]
-    start_response(status, [*extra, *_HEADERS, ("Content-Length", str(len(body)))])
+    start_response(
+        status,
+        [("Content-Type", content_type), *extra, *_HEADERS, ("Content-Length", str(len(body)))],
+    )
     return [body]

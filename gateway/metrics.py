@@ -70,8 +70,8 @@ class _Metrics:
 _active: _Metrics | None = None
 
 
-def enable() -> Path:
-    """Switch recording on for this process and the workers it forks; the values folder."""
+def enable() -> None:
+    """Switch recording on for this process and the workers it forks."""
     global _active
     runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or tempfile.gettempdir()
     _remove_stale(Path(runtime))
@@ -100,7 +100,6 @@ def enable() -> Path:
             registry=None,
         ),
     )
-    return folder
 
 
 def disable() -> None:
