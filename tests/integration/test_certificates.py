@@ -3,14 +3,20 @@ and a real TLS client that trusts only that certificate verifies the gateway."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
+import piexif
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.conftest import PASSWORD, Instance, require_tool, run_cli, start_gateway
+from tests.integration.test_clients import davfs_mount
+from tests.integration.test_dav_methods import small_jpeg
 
 
 def init_with_names(tmp_path: Path, *names: str) -> Instance:
@@ -84,3 +90,39 @@ def test_init_refuses_a_name_that_cannot_be_in_a_certificate(tmp_path: Path) -> 
     assert refused.returncode == 2
     assert "is not a host name" in refused.stderr
     assert not (tmp_path / "x").exists()
+
+
+def jpeg_with_artist(marker: bytes) -> bytes:
+    out = io.BytesIO()
+    piexif.insert(piexif.dump({"0th": {piexif.ImageIFD.Artist: marker}}), small_jpeg(), out)
+    return out.getvalue()
+
+
+def test_davfs2_trusts_a_readable_copy_and_keeps_what_it_sent(tmp_path: Path) -> None:
+    """docs/CLIENTS.md: `trust_server_cert` on a readable copy of tls/cert.pem; after a
+    scrubbed upload davfs2 shows its own copy until its cache is cleared."""
+    inst = init_with_names(tmp_path, "gateway.example")
+    # davfs2 drops to its own user: the copy must be readable by it (pytest's tmp is 0700).
+    public = Path(tempfile.mkdtemp(prefix="clindav-cert-"))
+    public.chmod(0o755)
+    cert = public / "clindav.pem"
+    shutil.copyfile(inst.folder / "tls" / "cert.pem", cert)
+    cert.chmod(0o644)
+    photo = jpeg_with_artist(b"Dr Secret Photographer")
+    gw = start_gateway(inst, tls=True)
+    try:
+        trust = f"trust_server_cert {cert}\n"
+        with davfs_mount(gw, tmp_path, "tls", extra_conf=trust) as mnt:
+            (mnt / "photo.jpg").write_bytes(photo)
+            subprocess.run(["sync"], check=True, timeout=60)
+            stored = gw.session().get(f"{gw.url}/documents/photo.jpg")
+            assert stored.status_code == 200
+            assert b"Dr Secret Photographer" not in stored.content  # scrubbed on the server
+            # ...but the mount still shows the bytes it sent, metadata and all.
+            assert (mnt / "photo.jpg").read_bytes() == photo
+        # A fresh cache (what unmount, clear the cache, mount again does): the stored file.
+        with davfs_mount(gw, tmp_path, "fresh", extra_conf=trust) as mnt:
+            assert (mnt / "photo.jpg").read_bytes() == stored.content
+    finally:
+        gw.stop()
+        shutil.rmtree(public, ignore_errors=True)
