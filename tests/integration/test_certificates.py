@@ -126,3 +126,43 @@ def test_davfs2_trusts_a_readable_copy_and_keeps_what_it_sent(tmp_path: Path) ->
     finally:
         gw.stop()
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_rclone_with_ca_cert_verifies_the_instance_certificate(tmp_path: Path) -> None:
+    rclone = require_tool("rclone")
+    inst = init_with_names(tmp_path, "gateway.example")
+    gw = start_gateway(inst, tls=True)
+    try:
+        assert gw.session().put(f"{gw.url}/documents/hello.txt", data=b"hi").status_code == 201
+        obscured = subprocess.run(
+            [rclone, "obscure", PASSWORD], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        remote = f":webdav,url='{gw.url}/documents',vendor=other,user=alice,pass='{obscured}':"
+
+        def lsf(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    rclone,
+                    "lsf",
+                    remote,
+                    "--config",
+                    "/dev/null",
+                    "--retries",
+                    "1",
+                    "--low-level-retries",
+                    "1",
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            )
+
+        trusted = lsf("--ca-cert", str(inst.folder / "tls" / "cert.pem"))
+        assert trusted.returncode == 0, trusted.stderr
+        assert trusted.stdout.splitlines() == ["hello.txt"]
+        untrusted = lsf()  # the system's CAs do not know the instance's certificate
+        assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
+    finally:
+        gw.stop()
