@@ -28,6 +28,7 @@ from gateway.crypto.names import NameCipher
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.guard import PathGuard
+from gateway.health import Operations
 from gateway.keys import MasterKeys, key_source
 from gateway.keystore import KeyStore
 from gateway.locks import DatabaseLockStorage
@@ -116,7 +117,7 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
         sessions=sessions,
         policy=policy,
         audit=AuditLog(sessions, keys.seed(AUDIT_SEED)),
-        authenticator=_authenticator(settings, sessions),
+        authenticator=_authenticator(settings, sessions, policy),
         keys=keys,
         shares=shares,
         clock=SystemClock(),
@@ -125,10 +126,12 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
     return services
 
 
-def _authenticator(settings: Settings, sessions: sessionmaker) -> Authenticator:
+def _authenticator(settings: Settings, sessions: sessionmaker, policy: Policy) -> Authenticator:
     if settings.auth.backend == "ldap" and settings.auth.ldap is not None:
-        from gateway.ldapauth import LdapAuthenticator  # ldap3 only when configured
+        from gateway.ldapauth import LdapAuthenticator, group_map_warnings  # ldap3 when configured
 
+        for warning in group_map_warnings(settings.auth.ldap.group_map, policy.named_groups()):
+            log.warning("settings: %s", warning)
         return LdapAuthenticator(settings.auth.ldap, settings.resolve)
     return LocalAuthenticator(sessions, settings.auth.throttle)
 
@@ -176,9 +179,11 @@ def _lock_storage(storage: str, services: Services) -> Any:
     )
 
 
-def build_app(services: Services) -> PathGuard:
+def build_app(services: Services) -> Operations:
     report_unmigrated(services)
-    return PathGuard(WsgiDAVApp(wsgidav_config(services)), services)
+    dav = WsgiDAVApp(wsgidav_config(services))
+    locks = dav.lock_manager.storage if dav.lock_manager is not None else None
+    return Operations(PathGuard(dav, services), services, locks)
 
 
 def report_unmigrated(services: Services) -> None:

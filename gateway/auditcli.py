@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.db import AuditEvent
@@ -30,8 +31,15 @@ def add_audit_commands(
     audit = sub.add_parser("audit", help="verify, export and follow the audit trail")
     actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="walk the chain; report the first tampered position")
+    verify.add_argument(
+        "--audit-key",
+        type=Path,
+        help="the chain key file from `clindav keys export-audit-key` (default: derive it "
+        "from the master key)",
+    )
     config_arg(verify)
-    verify.set_defaults(handler=lambda args: cmd_verify(open_audit(args)))
+    # The only audit command that needs a key: the others read with database access alone.
+    verify.set_defaults(handler=lambda args: cmd_verify(open_audit(args)), needs_chain_key=True)
     export = actions.add_parser("export", help="write events as JSON lines or CSV to stdout")
     export.add_argument("--since", type=_when, help="ISO date or time (UTC), inclusive")
     export.add_argument("--until", type=_when, help="ISO date or time (UTC), exclusive")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="create a working instance in a folder")
     init.add_argument("folder", type=Path, help="new or empty folder")
+    init.add_argument(
+        "--hostname",
+        action="append",
+        default=[],
+        type=_hostname,
+        help="a name clients connect to, put in the certificate (repeat for several)",
+    )
     init.set_defaults(handler=_cmd_init)
 
     serve = sub.add_parser(
@@ -95,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="serving processes; 0 = one per CPU core, at most 4 (default: server.workers)",
     )
     serve.set_defaults(handler=_cmd_serve)
+
+    reload = sub.add_parser(
+        "reload",
+        help="make the running gateway reload its policy file (after checking it)",
+        description="Validates the policy file, then sends SIGHUP to the gateway serving this "
+        "instance (its process id is in clindav.pid in the instance folder). Each serving "
+        "process loads the file again; one that does not validate is refused and the "
+        "running policy kept (the gateway's log says why).",
+    )
+    _config_arg(reload)
+    reload.set_defaults(handler=_cmd_reload)
 
     check = sub.add_parser(
         "check-config", help="validate settings, policy and stage options offline"
@@ -182,6 +201,15 @@ def _add_key_commands(sub: argparse._SubParsersAction) -> None:
     )
     _config_arg(retire)
     retire.set_defaults(handler=_cmd_keys_retire)
+    export = actions.add_parser(
+        "export-audit-key",
+        help="write the audit chain key alone to a new file (mode 0600) for an auditor",
+        description="The file lets `clindav audit verify --audit-key FILE` check the chain "
+        "without the master key; it decrypts nothing (docs/AUDIT.md).",
+    )
+    export.add_argument("--out", type=Path, required=True, help="new file to write")
+    _config_arg(export)
+    export.set_defaults(handler=_cmd_keys_export_audit_key)
 
 
 def _open_services(args: argparse.Namespace) -> Services:
@@ -191,14 +219,31 @@ def _open_services(args: argparse.Namespace) -> Services:
 
 
 def _open_audit(args: argparse.Namespace) -> tuple[AuditLog, sessionmaker]:
+    """The audit trail as the audit commands see it: database access, no master key.
+
+    Reading events (export, tail, reports) needs nothing more, so an auditor can
+    run them without the key file (docs/AUDIT.md).  Only a command that sets
+    ``needs_chain_key`` (``audit verify``) gets the chain key: from
+    ``--audit-key FILE``, or else derived from the master key on the gateway host.
+    """
+    from plugins.audit import AuditLog
+
+    sessions = _sessions(args)
+    if not getattr(args, "needs_chain_key", False):
+        return AuditLog(sessions, None), sessions
+    if getattr(args, "audit_key", None) is not None:
+        from gateway.keys import load_audit_key_file
+
+        return AuditLog(sessions, load_audit_key_file(args.audit_key)), sessions
+    return AuditLog(sessions, _audit_chain_key(args, sessions)), sessions
+
+
+def _audit_chain_key(args: argparse.Namespace, sessions: sessionmaker) -> bytes:
     from gateway.app import load_master_keys
     from gateway.keystore import KeyStore
-    from plugins.audit import AUDIT_SEED, AuditLog
+    from plugins.audit import AUDIT_SEED
 
-    settings = _settings(args)
-    sessions = _sessions(args)
-    keys = KeyStore(sessions, load_master_keys(settings))
-    return AuditLog(sessions, keys.seed(AUDIT_SEED)), sessions
+    return KeyStore(sessions, load_master_keys(_settings(args))).seed(AUDIT_SEED)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -219,13 +264,23 @@ def _sessions(args: argparse.Namespace) -> sessionmaker:
 def _cmd_init(args: argparse.Namespace) -> int:
     from gateway.instance import init_instance
 
-    config = init_instance(args.folder)
+    config = init_instance(args.folder, args.hostname)
     print(f"created instance: {config}")
+    print(f"clients trust its certificate by importing {config.parent / 'tls' / 'cert.pem'}")
     print(
         f"add a user:  clindav user add NAME --group clinicians --password-stdin --config {config}"
     )
     print(f"serve it:    clindav serve --config {config}")
     return 0
+
+
+def _hostname(text: str) -> str:
+    from gateway.tls import check_hostname
+
+    try:
+        return check_hostname(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _worker_count(text: str) -> int:
@@ -257,6 +312,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Checks, migrations and the temp-file sweep run once, before any worker serves.
     services = build_services(settings)
     workers = settings.process_count()
+    _mark_running(settings)
     if workers == 1:
         server = _worker_server(services, host=host, port=port, tls=tls, listener=None)
         _announce(args, server.bind_addr[:2], services, workers)
@@ -273,6 +329,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _serve_with_background(server, own, background=index == 0)
 
     return run_workers(sockets, serve)
+
+
+def _mark_running(settings: Settings) -> None:
+    """The pid file for `clindav reload` and the metrics values folder, both gone at exit.
+
+    Before any fork: the workers' metrics land where a scrape finds them.  The
+    exit handler runs in this process only (workers leave with ``os._exit``).
+    """
+    import atexit
+
+    from gateway import metrics
+    from gateway.reload import remove_pid_file, write_pid_file
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before serving: nothing to reload
+    write_pid_file(settings)
+    metrics.enable()
+    atexit.register(remove_pid_file, settings)
+    atexit.register(metrics.disable)
 
 
 def _worker_server(
@@ -312,6 +386,7 @@ def _announce(
 
 
 def _serve_with_background(server: Server, services: Services, *, background: bool) -> None:
+    from gateway.reload import reload_policy
     from gateway.scheduler import AuditAnchor, TrashSweeper
     from gateway.server import run_until_signalled
 
@@ -325,10 +400,21 @@ def _serve_with_background(server: Server, services: Services, *, background: bo
     for thread in threads:
         thread.start()
     try:
-        run_until_signalled(server)
+        run_until_signalled(server, lambda: reload_policy(services))
     finally:
         for thread in threads:
             thread.stop()
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from gateway.app import load_checked_policy
+    from gateway.reload import signal_reload
+
+    settings = _settings(args)
+    load_checked_policy(settings)  # an invalid file is refused here, before any signal
+    pid = signal_reload(settings)
+    print(f"sent SIGHUP to the gateway (pid {pid}); its log confirms the reload")
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -336,12 +422,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.migrate import unmigrated_report
 
     settings = _settings(args)
-    load_checked_policy(settings)
+    policy = load_checked_policy(settings)
     load_master_keys(settings)
     if settings.auth.ldap is not None:
-        from gateway.ldapauth import LdapDirectory
+        from gateway.ldapauth import LdapDirectory, group_map_warnings
 
         LdapDirectory(settings.auth.ldap, settings.resolve)  # CA file and bind password, offline
+        for warning in group_map_warnings(settings.auth.ldap.group_map, policy.named_groups()):
+            print(f"clindav: warning: {warning}", file=sys.stderr)
     print(f"{(args.config or DEFAULT_CONFIG)}: settings, policy and stage options are valid")
     unmigrated_report(settings, sys.stdout)  # legacy files awaiting `clindav migrate`
     return 0
@@ -405,6 +493,18 @@ def _cmd_keys_retire(args: argparse.Namespace) -> int:
     )
     if still:
         print(f"still in use, kept: {', '.join(still)} (run `clindav keys rotate` to finish)")
+    return 0
+
+
+def _cmd_keys_export_audit_key(args: argparse.Namespace) -> int:
+    from gateway.keys import write_audit_key_file
+
+    try:
+        write_audit_key_file(args.out, _audit_chain_key(args, _sessions(args)))
+    except FileExistsError:
+        raise ConfigError.single(str(args.out), "--out", "exists; choose a new file") from None
+    print(f"audit chain key written to {args.out} (mode 0600)")
+    print(f"the auditor runs: clindav audit verify --audit-key {args.out}")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.db import migrate
@@ -27,8 +28,11 @@ CONFIG_NAME = "clindav.yaml"
 DEFAULT_SHARES = ("clinical", "referrals", "teaching", "documents")
 
 
-def init_instance(folder: Path) -> Path:
-    """Create an instance in ``folder`` (new or empty); returns the settings file."""
+def init_instance(folder: Path, hostnames: Sequence[str] = ()) -> Path:
+    """Create an instance in ``folder`` (new or empty); returns the settings file.
+
+    ``hostnames``: names clients will connect to, put in the certificate.
+    """
     folder = folder.resolve()
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError.single(str(folder), "(folder)", "exists and is not empty")
@@ -36,7 +40,7 @@ def init_instance(folder: Path) -> Path:
     for sub in ("keys", "tls", "shares"):
         (folder / sub).mkdir(mode=0o700)
     write_new_key_file(folder / "keys" / "master.key")
-    write_self_signed(folder / "tls" / "cert.pem", folder / "tls" / "key.pem")
+    write_self_signed(folder / "tls" / "cert.pem", folder / "tls" / "key.pem", hostnames=hostnames)
     shutil.copyfile(shipped_policy(), folder / "policy.yaml")
     for share in DEFAULT_SHARES:
         (folder / "shares" / share).mkdir(mode=0o700)

@@ -66,23 +66,27 @@ class FileKeySource:
     path: Path
 
     def load(self) -> MasterKeys:
-        origin = str(self.path)
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise ConfigError.single(origin, "keys.file", "key file not found") from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError.single(
-                origin,
-                "keys.file",
-                f"key file is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-                "run: chmod 600 " + origin,
-            )
-        try:
-            text = self.path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError.single(origin, "keys.file", f"cannot be read: {exc}") from None
-        return parse_keys(text, origin)
+        return parse_keys(read_private_file(self.path, "keys.file"), str(self.path))
+
+
+def read_private_file(path: Path, key: str) -> str:
+    """The text of a key file only its owner can read; ConfigError naming it otherwise."""
+    origin = str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError.single(origin, key, "key file not found") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError.single(
+            origin,
+            key,
+            f"key file is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            "run: chmod 600 " + origin,
+        )
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single(origin, key, f"cannot be read: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -111,3 +115,27 @@ def write_new_key_file(path: Path) -> None:
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write("# clindav master keys: keep this file secret and backed up separately.\n")
         out.write(f"{key_id} {secrets.token_hex(32)}\n")
+
+
+_AUDIT_KEY_LINE = re.compile(r"^audit-chain ([0-9a-f]{64})$")
+
+
+def write_audit_key_file(path: Path, chain_key: bytes) -> None:
+    """Write the audit chain key alone (``clindav keys export-audit-key``), mode 0600.
+
+    It lets an auditor verify the chain without the master key (docs/AUDIT.md);
+    an existing file is never overwritten.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write("# clindav audit chain key: verifies the audit trail, decrypts nothing.\n")
+        out.write(f"audit-chain {chain_key.hex()}\n")
+
+
+def load_audit_key_file(path: Path) -> bytes:
+    """The chain key from a file written by :func:`write_audit_key_file`."""
+    for line in read_private_file(path, "--audit-key").splitlines():
+        match = _AUDIT_KEY_LINE.match(line.strip())
+        if match:
+            return bytes.fromhex(match.group(1))
+    raise ConfigError.single(str(path), "--audit-key", "holds no 'audit-chain <64 hex>' line")

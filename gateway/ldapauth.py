@@ -123,6 +123,30 @@ class GroupMap:
         return frozenset(g for g in self._dns if self._dns[g] & dns or self._cns[g] & cns)
 
 
+def group_map_warnings(mapping: dict[str, list[str]], policy_groups: frozenset[str]) -> list[str]:
+    """Entries that are valid but almost surely not meant (check-config, start-up).
+
+    A DN inside a YAML flow list (``[cn=a,ou=groups,dc=example]``) is split at
+    its commas into names that are each a valid DN (``ou=groups``), so the
+    settings load and directory users silently get no rights.  A group's DN
+    names its ``cn``; an entry with no ``cn=`` is such a piece.
+    """
+    warnings = []
+    for group, entries in mapping.items():
+        if group not in policy_groups:
+            warnings.append(
+                f"auth.ldap.group_map.{group}: the policy never names the group {group!r}, "
+                "so mapping onto it grants nothing"
+            )
+        warnings.extend(
+            f"auth.ldap.group_map.{group}: {entry!r} names no cn=, so it is no group's DN: "
+            "was a DN split at its commas by a YAML [...] list? Quote each DN or put one per line"
+            for entry in entries
+            if "=" in entry and not any(a.lower() == "cn" for a, _v, _s in parse_dn(entry))
+        )
+    return warnings
+
+
 @dataclass(frozen=True)
 class DirectoryUser:
     dn: str

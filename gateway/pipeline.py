@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.auth import Principal
 from gateway.errors import Forbidden, PayloadTooLarge
+from gateway.metrics import stage_timer
 
 ENTRY_POINT_GROUP = "clindav.plugins"
 # What the stages see of a streamed upload: enough for every format signature
@@ -279,7 +280,8 @@ class Pipeline:
             raise refusal
         head = ctx.body
         for stage in self.stages:
-            stage.on_put(ctx)
+            with stage_timer(stage.name):
+                stage.on_put(ctx)
             if ctx.streamed_size is not None and ctx.body is not head:
                 # What is stored is the stream, not ctx.body: a changed body
                 # (a scrubbed head) would silently not be what gets stored.

@@ -139,15 +139,35 @@ class Decision:
 _DENY = Decision(False, "default-deny", Pipeline())
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """One policy file's content: replaced as a whole on reload, never piecemeal
+    (a rule's pipeline is found by the rule's index in the same document)."""
+
+    doc: PolicyFile
+    pipelines: dict[str, Pipeline]
+    rule_pipelines: dict[int, Pipeline]
+
+
 class Policy:
-    """A loaded, validated policy: rules with compiled globs and built pipelines."""
+    """A loaded, validated policy: rules with compiled globs and built pipelines.
+
+    One object for the life of the gateway (stages keep a reference to it);
+    :meth:`adopt` swaps in a reloaded file's content for the next request.
+    """
 
     def __init__(
         self, doc: PolicyFile, pipelines: dict[str, Pipeline], rule_pipelines: dict[int, Pipeline]
     ) -> None:
-        self.doc = doc
-        self._pipelines = pipelines
-        self._rule_pipelines = rule_pipelines
+        self._loaded = _Loaded(doc, pipelines, rule_pipelines)
+
+    @property
+    def doc(self) -> PolicyFile:
+        return self._loaded.doc
+
+    def adopt(self, other: Policy) -> None:
+        """Take ``other``'s rules and pipelines (already validated and attached)."""
+        self._loaded = other._loaded
 
     def decide(self, principal: Principal, check: Check) -> Decision:
         return self.decider(principal, check.share, check.method, check.action)(check.path)
@@ -160,9 +180,10 @@ class Policy:
         Rules that cannot apply whatever the path are left out once; each path
         then meets the globs of the others, in order, and the first match wins.
         """
+        loaded = self._loaded  # one document for the whole decision, even during a reload
         rules = [
-            (_glob(rule.path), self._verdict(index, rule, share))
-            for index, rule in enumerate(self.doc.rules)
+            (_glob(rule.path), _verdict(loaded, index, rule, share))
+            for index, rule in enumerate(loaded.doc.rules)
             if _applies(rule, principal, share, method, action)
         ]
 
@@ -175,17 +196,13 @@ class Policy:
 
         return decide_path
 
-    def _verdict(self, index: int, rule: Rule, share: str) -> Decision:
-        if rule.effect == "deny":
-            return Decision(False, rule.name, Pipeline())
-        return Decision(True, rule.name, self._rule_pipelines.get(index) or self.pipeline(share))
-
     def pipeline(self, share: str) -> Pipeline:
-        return self._pipelines.get(share, Pipeline())
+        return self._loaded.pipelines.get(share, Pipeline())
 
     def attach(self, services: Any) -> None:
         """Hand the running gateway's services to every stage of every pipeline."""
-        for pipeline in [*self._pipelines.values(), *self._rule_pipelines.values()]:
+        loaded = self._loaded
+        for pipeline in [*loaded.pipelines.values(), *loaded.rule_pipelines.values()]:
             pipeline.attach(services)
 
     def required_scope(self, share: str) -> str | None:
@@ -217,11 +234,23 @@ class Policy:
     def share(self, share: str) -> SharePolicy:
         return self.doc.shares.get(share) or SharePolicy()
 
+    def named_groups(self) -> frozenset[str]:
+        """Every group the policy gives a meaning: in rules, as admins, as consent recorders."""
+        in_rules = {group for rule in self.doc.rules for group in rule.groups if group != "*"}
+        return frozenset({*in_rules, self.doc.admin_group, *self.doc.consent_recorders})
+
     def readable_shares(self, principal: Principal, shares: list[str]) -> list[str]:
         """Shares whose root this principal may list (for the virtual root)."""
         return [
             s for s in shares if self.decide(principal, Check(s, "/", "PROPFIND", "read")).allowed
         ]
+
+
+def _verdict(loaded: _Loaded, index: int, rule: Rule, share: str) -> Decision:
+    if rule.effect == "deny":
+        return Decision(False, rule.name, Pipeline())
+    pipeline = loaded.rule_pipelines.get(index) or loaded.pipelines.get(share, Pipeline())
+    return Decision(True, rule.name, pipeline)
 
 
 def _applies(rule: Rule, principal: Principal, share: str, method: str, action: Action) -> bool:

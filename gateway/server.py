@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from cheroot import errors, wsgi
@@ -15,6 +16,7 @@ from cheroot.makefile import StreamWriter
 from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from gateway import metrics
 from gateway.errors import ClindavError, ConfigError
 from gateway.guard import security_headers
 from gateway.limits import MAX_REQUEST_HEADERS, HeaderFieldsTooLarge
@@ -46,6 +48,12 @@ class _Request(HTTPRequest):
             self._refuse(HeaderFieldsTooLarge(f"request headers over {MAX_REQUEST_HEADERS} bytes"))
             return False
 
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            self.conn.count_bytes()
+
     def send_headers(self) -> None:
         """Close the connection after a request whose body framing cannot be trusted.
 
@@ -62,6 +70,7 @@ class _Request(HTTPRequest):
         super().send_headers()
 
     def _refuse(self, error: ClindavError) -> None:
+        metrics.count_request((self.method or b"-").decode("latin-1"), error.status, error.code)
         request_id = uuid.uuid4().hex[:16]
         agent = self.inheaders.get(b"User-Agent", b"")[:255].decode("latin-1")
         method = (self.method or b"-").decode("latin-1")
@@ -125,6 +134,14 @@ class _Connection(HTTPConnection):
     def __init__(self, server: Any, sock: Any, makefile: Any) -> None:
         super().__init__(server, sock, makefile)
         self.wfile = _SendallWriter(sock, "wb", self.wbufsize)
+        self._counted = (0, 0)
+
+    def count_bytes(self) -> None:
+        """Add what crossed this connection since the last answer to ``/metrics``
+        (bytes as the client sent and received them, headers included, TLS removed)."""
+        now = (getattr(self.rfile, "bytes_read", 0), self.wfile.bytes_written)
+        metrics.count_bytes(now[0] - self._counted[0], now[1] - self._counted[1])
+        self._counted = now
 
 
 class Server(wsgi.Server):
@@ -187,17 +204,35 @@ def make_server(
     return server
 
 
-def run_until_signalled(server: wsgi.Server) -> None:
-    """Serve a prepared server until SIGINT/SIGTERM, then stop cleanly."""
+def run_until_signalled(server: wsgi.Server, on_reload: Callable[[], object]) -> None:
+    """Serve a prepared server until SIGINT/SIGTERM, then stop cleanly.
+
+    SIGHUP runs ``on_reload`` (the policy reload) in this thread, between
+    waits: never inside the signal handler, never twice at once.
+    """
     stop = threading.Event()
+    wake = threading.Event()
+    reloads = 0
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
         stop.set()
+        wake.set()
+
+    def _reload(_signum: int, _frame: Any) -> None:
+        nonlocal reloads
+        reloads += 1
+        wake.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
     thread = threading.Thread(target=server.serve, name="cheroot", daemon=True)
     thread.start()
-    stop.wait()
+    while not stop.is_set():
+        wake.wait()
+        wake.clear()
+        if reloads and not stop.is_set():
+            reloads = 0
+            on_reload()
     server.stop()

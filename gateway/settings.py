@@ -88,6 +88,8 @@ class ShareSettings(_Strict):
         inner = value.strip("/")
         if not inner or "/" in inner or inner in (".", ".."):
             raise ValueError("must be one path segment such as /clinical")
+        if inner.lower() in ("healthz", "readyz", "metrics"):
+            raise ValueError(f"/{inner} is the gateway's own (docs/DEPLOY.md, Monitoring)")
         return "/" + inner
 
 
@@ -304,6 +306,23 @@ class AuditSettings(_Strict):
     )
 
 
+class MetricsSettings(_Strict):
+    allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Addresses or networks that may read /metrics (others get 404).",
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or network") from None
+        return value
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     database_url: str = Field(
@@ -316,6 +335,7 @@ class Settings(_Strict):
     limits: LimitSettings = LimitSettings()
     trash: TrashSettings = TrashSettings()
     audit: AuditSettings = AuditSettings()
+    metrics: MetricsSettings = MetricsSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
 

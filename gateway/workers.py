@@ -3,8 +3,9 @@
 One Python process serves on one core at a time (the GIL); a practice's
 gateway machine has several.  The parent process binds one listening socket
 per worker with ``SO_REUSEPORT`` (the kernel spreads new connections over
-them), forks the workers, and then only supervises: it forwards SIGTERM and
-SIGINT, and restarts a worker that dies unexpectedly.  Each worker builds its
+them), forks the workers, and then only supervises: it forwards SIGTERM,
+SIGINT and SIGHUP (policy reload, gateway/reload.py), and restarts a worker
+that dies unexpectedly.  Each worker builds its
 own services (database engine, key store, authenticator) after the fork, so
 no connection or thread crosses it.
 
@@ -76,6 +77,7 @@ def run_workers(sockets: list[socket.socket], serve: Callable[[int, socket.socke
                         sock.close()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker can reload
                 serve(index, sockets[index])
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -91,8 +93,14 @@ def run_workers(sockets: list[socket.socket], serve: Callable[[int, socket.socke
         for pid in children:
             _signal(pid, signal.SIGTERM)
 
+    def reload(signum: int, _frame: object) -> None:
+        log.info("signal %d: reloading the policy in %d workers", signum, len(children))
+        for pid in children:
+            _signal(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     for index in range(len(sockets)):
         spawn(index)
     failed = False

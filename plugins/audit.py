@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from gateway.db import AuditEvent, AuditHead, utcnow
-from gateway.errors import ServiceUnavailable
+from gateway.errors import ClindavError, ServiceUnavailable
 from gateway.pipeline import RequestInfo
 
 log = logging.getLogger("clindav.audit")
@@ -230,14 +230,27 @@ class GroupCommit:
         return None
 
 
+class ChainKeyNotLoaded(ClindavError):
+    code = "audit-key-not-loaded"
+    message = (
+        "This needs the audit chain key: give --audit-key FILE "
+        "(written by `clindav keys export-audit-key`)."
+    )
+
+
 class AuditLog:
-    def __init__(self, sessions: sessionmaker, chain_key: bytes) -> None:
+    """The chain.  Without ``chain_key`` (an auditor's commands) it reads, and never
+    appends or checks a MAC: reading events needs database access alone."""
+
+    def __init__(self, sessions: sessionmaker, chain_key: bytes | None) -> None:
         self._sessions = sessions
         self._key = chain_key
         self._chain = ChainLock(sessions)
         self._group = GroupCommit(self._commit)
 
     def mac(self, event: AuditEvent) -> str:
+        if self._key is None:
+            raise ChainKeyNotLoaded("audit log opened without its chain key")
         return hmac.new(self._key, canonical(event), hashlib.sha256).hexdigest()
 
     def event(

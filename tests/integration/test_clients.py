@@ -312,7 +312,9 @@ def test_cadaver_put_get_ls(gateway: Gateway, tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def davfs_mount(gateway: Gateway, work: Path, name: str, *, use_locks: int = 1) -> Iterator[Path]:
+def davfs_mount(
+    gateway: Gateway, work: Path, name: str, *, use_locks: int = 1, extra_conf: str = ""
+) -> Iterator[Path]:
     """Mount <gateway>/documents/ with davfs2, non-interactively; always unmounts.
 
     Settings this machine needs (davfs2 1.6.1, kernel 6.x):
@@ -341,7 +343,7 @@ def davfs_mount(gateway: Gateway, work: Path, name: str, *, use_locks: int = 1) 
         "ask_auth 0\n"
         f"use_locks {use_locks}\n"
         "buf_size 64\n"
-        "delay_upload 0\n"
+        "delay_upload 0\n" + extra_conf
     )
     proc = subprocess.run(
         ["mount", "-t", "davfs", url, str(mountpoint), "-o", f"conf={conf}"],

@@ -713,7 +713,7 @@ def test_symlinks_in_the_backing_folder_are_not_followed(
             problems.append(f"{method} {path} {headers}: {r.status_code}")
     planted = sorted(
         set(os.listdir(instance.folder))
-        - {"shares", "keys", "tls", "clindav.yaml", "policy.yaml", "secret.txt"}
+        - {"shares", "keys", "tls", "clindav.yaml", "policy.yaml", "secret.txt", "clindav.pid"}
         - {n for n in os.listdir(instance.folder) if n.startswith("clindav.db")}
     )
     if planted:
