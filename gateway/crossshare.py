@@ -145,7 +145,9 @@ def _prepare_destination(
     if exists and environ.get("HTTP_OVERWRITE", "T").upper() == "F":
         raise DestinationExists(f"{share.name}:{path}")
     if exists:
-        _trash_source(services, share, path, environ["clindav.request"], audited=False)
+        _trash_source(
+            services, share, path, environ["clindav.request"], audited=False, replacing=True
+        )
     return exists
 
 
@@ -156,6 +158,7 @@ def _trash_source(
     request: RequestInfo,
     *,
     audited: bool = False,
+    replacing: bool = False,
 ) -> None:
     from gateway.trash import Actor, Trash
 
@@ -168,4 +171,5 @@ def _trash_source(
         actor=Actor(request, admin),
         reason="moved to another share",
         audited=audited,
+        replacing=replacing,
     )

@@ -105,7 +105,23 @@ class ConsentCheck(BaseStage):
             self._legacy(ctx, segments)
             return
         patient = self._patient(ctx, segments)
-        intimate = self._is_intimate(segments, ctx)
+        self._judge(ctx, patient, self._is_intimate(segments, ctx))
+
+    def on_restore(self, ctx: PutContext) -> None:
+        """``clindav trash restore``: the consent this share requires, judged now.
+
+        As for a copy, the patient is the one recorded with the file
+        (``source_patient_id``) and a missing consent refuses, never holds.
+        Nobody is accessing the file, so the intimate group is not asked.
+        """
+        if ctx.placeholder:
+            return
+        segments = [s for s in ctx.path.split("/") if s]
+        patient = self._patient(ctx, segments)
+        self._judge(ctx, patient, self._in_intimate_folder(segments))
+
+    def _judge(self, ctx: PutContext, patient: str, intimate: bool) -> None:
+        """Consent for ``patient`` here: attached, held (uploads only) or refused."""
         view = self._service.covering(patient, self.opts.requires, intimate=intimate)
         ctx.patient_id = patient
         if view is not None:
@@ -163,9 +179,12 @@ class ConsentCheck(BaseStage):
             raise NotInPatientFolder(f"{ctx.path} is not inside a patient folder")
         return PatientScheme(self.opts.patients).check(segments[0])
 
-    def _is_intimate(self, segments: list[str], ctx: PutContext) -> bool:
+    def _in_intimate_folder(self, segments: list[str]) -> bool:
         folder = self.opts.intimate_folder
-        intimate = folder is not None and len(segments) > 2 and segments[1] == folder
+        return folder is not None and len(segments) > 2 and segments[1] == folder
+
+    def _is_intimate(self, segments: list[str], ctx: PutContext) -> bool:
+        intimate = self._in_intimate_folder(segments)
         principal = ctx.request.principal
         if intimate and (principal is None or self.opts.intimate_group not in principal.groups):
             raise IntimateAccessDenied(f"{ctx.path}: user not in {self.opts.intimate_group}")
