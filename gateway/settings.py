@@ -9,6 +9,7 @@ derives it from these settings.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import itertools
 import os
@@ -28,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
 
 MiB = 1024 * 1024
@@ -289,6 +291,19 @@ class TrashSettings(_Strict):
     sweep_interval: Annotated[int, Field(ge=1, le=86400)] = Field(
         300, description="Seconds between the server's purges of trash items that are due."
     )
+    max_clock_jump: Duration = Field(
+        dt.timedelta(days=1),
+        description="How far the clock may move forward between two sweeps before purges "
+        "wait for an administrator (clindav trash purge --due).",
+    )
+
+    @field_validator("max_clock_jump")
+    @classmethod
+    def _jump_bound(cls, value: dt.timedelta) -> dt.timedelta:
+        # Sweeps are remembered in the audit trail at most hourly (gateway/scheduler.py).
+        if value < dt.timedelta(hours=2):
+            raise ValueError("at least 2h")
+        return value
 
 
 class AuditSettings(_Strict):
