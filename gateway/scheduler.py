@@ -16,8 +16,9 @@ Otherwise it logs and audits the refusal (``SWEEP``, ``clock-jump``) and
 purges nothing until an administrator confirms the time with ``clindav trash
 purge --due``.  The last sweep is remembered in the audit trail: a ``SWEEP``
 event with code ``swept`` and the clock's reading in its details, written by
-the sweeper at most hourly (:data:`RECORD_EVERY`) and by every ``trash purge
---due``; this process's own last sweep counts too.  A gateway stopped for
+the sweeper at most hourly (:data:`RECORD_EVERY`) while anything is in the
+trash or held (only then can a jump purge something early), and by every
+``trash purge --due``; this process's own last sweep counts too.  A gateway stopped for
 longer than the bound therefore also waits for that confirmation.
 
 A second thread writes the audit chain's head (position and MAC) to the log
@@ -37,7 +38,7 @@ from sqlalchemy import select
 
 from gateway.auth import Principal
 from gateway.consent import ConsentService
-from gateway.db import AuditEvent
+from gateway.db import AuditEvent, StoredObject, TrashItem
 from gateway.pipeline import RequestInfo
 from gateway.services import Services
 from gateway.trash import Actor, Trash
@@ -112,10 +113,14 @@ class TrashSweeper(threading.Thread):
 
     def sweep(self) -> None:
         now = self._services.clock.now()
-        jump = clock_jump(self._services, now, self._last)
-        if jump is not None:
-            self._refuse(now, *jump)
-            return
+        # With nothing in the trash or held, a jump can purge nothing early: no
+        # check, and no event (an idle gateway does not fill the audit trail).
+        at_stake = self._at_stake()
+        if at_stake:
+            jump = clock_jump(self._services, now, self._last)
+            if jump is not None:
+                self._refuse(now, *jump)
+                return
         purged = self._trash.purge_due(system_actor("PURGE"))
         if purged:
             log.info("purged %d trash items whose window ended", len(purged))
@@ -123,9 +128,20 @@ class TrashSweeper(threading.Thread):
         if expired:
             log.info("purged %d held images whose consent never came", len(expired))
         remembered = last_sweep(self._services)
-        if remembered is None or now - remembered >= RECORD_EVERY:
+        if at_stake and (remembered is None or now - remembered >= RECORD_EVERY):
             record_sweep(self._services, system_actor(SWEEP), now)
         self._last = now
+
+    def _at_stake(self) -> bool:
+        """Whether anything waits to be purged: a trashed item or a held image."""
+        with self._services.sessions() as session:
+            trashed = session.scalar(
+                select(TrashItem.id).where(TrashItem.state == "trashed").limit(1)
+            )
+            held = session.scalar(
+                select(StoredObject.id).where(StoredObject.held_until.is_not(None)).limit(1)
+            )
+        return trashed is not None or held is not None
 
     def _refuse(self, now: dt.datetime, last: dt.datetime, advance: dt.timedelta) -> None:
         reason = (
