@@ -18,8 +18,8 @@ purge --due``.  The last sweep is remembered in the audit trail: a ``SWEEP``
 event with code ``swept`` and the clock's reading in its details, written by
 the sweeper at most hourly (:data:`RECORD_EVERY`) while anything is in the
 trash or held (only then can a jump purge something early), and by every
-``trash purge --due``; this process's own last sweep counts too.  A gateway stopped for
-longer than the bound therefore also waits for that confirmation.
+``trash purge --due``; this process's own last sweep counts too.  A gateway
+stopped for longer than the bound therefore also waits for that confirmation.
 
 A second thread writes the audit chain's head (position and MAC) to the log
 at start and every ``audit.anchor_interval`` seconds, so it can be anchored
@@ -46,7 +46,7 @@ from gateway.trash import Actor, Trash
 log = logging.getLogger("clindav.scheduler")
 SCHEDULER = Principal("clindav-scheduler", frozenset())
 SWEEP = "SWEEP"
-# How often a sweep that did its work is written to the audit trail.
+# The sweeper writes its clock reading to the audit trail at most this often.
 RECORD_EVERY = dt.timedelta(hours=1)
 
 
@@ -81,11 +81,11 @@ def record_sweep(services: Services, actor: Actor, now: dt.datetime, **details: 
 
 
 def clock_jump(
-    services: Services, now: dt.datetime, own_last: dt.datetime | None = None
+    services: Services, now: dt.datetime, *sweeps: dt.datetime | None
 ) -> tuple[dt.datetime, dt.timedelta] | None:
-    """(last sweep, advance) when the clock moved forward by more than the bound since it."""
-    remembered = last_sweep(services)
-    last = max((t for t in (remembered, own_last) if t is not None), default=None)
+    """(last sweep, advance) when the clock moved forward by more than the bound since
+    the newest of ``sweeps`` (None: unknown)."""
+    last = max((t for t in sweeps if t is not None), default=None)
     if last is None or now - last <= services.settings.trash.max_clock_jump:
         return None
     return last, now - last
@@ -116,8 +116,9 @@ class TrashSweeper(threading.Thread):
         # With nothing in the trash or held, a jump can purge nothing early: no
         # check, and no event (an idle gateway does not fill the audit trail).
         at_stake = self._at_stake()
+        remembered = last_sweep(self._services)
         if at_stake:
-            jump = clock_jump(self._services, now, self._last)
+            jump = clock_jump(self._services, now, remembered, self._last)
             if jump is not None:
                 self._refuse(now, *jump)
                 return
@@ -127,7 +128,6 @@ class TrashSweeper(threading.Thread):
         expired = self._consent.expire_held(system_actor("EXPIRE").request)
         if expired:
             log.info("purged %d held images whose consent never came", len(expired))
-        remembered = last_sweep(self._services)
         if at_stake and (remembered is None or now - remembered >= RECORD_EVERY):
             record_sweep(self._services, system_actor(SWEEP), now)
         self._last = now

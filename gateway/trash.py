@@ -86,7 +86,6 @@ class RestoreConflict(Conflict):
 class SetAside:
     """A held file's replaced version on its way into the trash, inside the replacing commit."""
 
-    item_id: str
     source: Path
     dest: Path
 
@@ -237,7 +236,7 @@ class Trash:
             {"trash_id": item_id, "files": 1},
         )
         source = share.store.locate([s for s in path.split("/") if s])
-        return SetAside(item_id, source, self._folder(share) / item_id)
+        return SetAside(source, self._folder(share) / item_id)
 
     def check_move(self, share: str, path: str, dest_share: str, dest: str) -> None:
         """LegalHoldActive when a MOVE would take held content out of its held path.
@@ -501,13 +500,15 @@ class Trash:
 
     def resolve(self, prefix: str) -> str:
         """The id of the one trashed item whose id starts with ``prefix`` (ids are long)."""
+        if not prefix:
+            raise TrashNotFound("no trash item id given")
         with self.services.sessions() as session:
             ids = session.scalars(
                 select(TrashItem.id)
                 .where(TrashItem.state == "trashed", starts_with(TrashItem.id, prefix.lower()))
                 .limit(2)
             ).all()
-        if not prefix or not ids:
+        if not ids:
             raise TrashNotFound(f"no trashed item {prefix!r}")
         if len(ids) > 1:
             raise AmbiguousTrashId(

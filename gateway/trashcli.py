@@ -21,7 +21,7 @@ from gateway.auth import Principal
 from gateway.db import LegalHold, TrashItem, starts_with
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.pipeline import RequestInfo
-from gateway.scheduler import clock_jump, record_sweep
+from gateway.scheduler import clock_jump, last_sweep, record_sweep
 from gateway.services import Services
 from gateway.storage import split_path
 from gateway.trash import Actor, Trash
@@ -135,7 +135,7 @@ def cmd_purge(services: Services, args: argparse.Namespace) -> int:
     if args.due:
         # An administrator's run confirms the clock: the sweeper resumes from here.
         now = services.clock.now()
-        jump = clock_jump(services, now)
+        jump = clock_jump(services, now, last_sweep(services))
         if jump is not None:
             print(f"the clock moved forward by {jump[1]} since the last sweep; confirmed")
         purged = trash.purge_due(actor)
