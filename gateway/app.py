@@ -22,7 +22,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.auth import Authenticator, LocalAuthenticator
-from gateway.clock import SystemClock
+from gateway.clock import instance_clock
 from gateway.content import EncryptedContent, EncryptedNames
 from gateway.crypto.names import NameCipher
 from gateway.db import make_engine, make_sessions, migrate
@@ -120,7 +120,7 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
         authenticator=_authenticator(settings, sessions, policy),
         keys=keys,
         shares=shares,
-        clock=SystemClock(),
+        clock=instance_clock(),
     )
     policy.attach(services)
     return services

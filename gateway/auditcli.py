@@ -49,9 +49,15 @@ def add_audit_commands(
     config_arg(export)
     export.set_defaults(handler=lambda args: cmd_export(open_audit(args), args, sys.stdout))
     add_report_command(actions, config_arg, open_audit)
-    tail = actions.add_parser("tail", help="print new events as they happen (Ctrl-C stops)")
+    tail = actions.add_parser(
+        "tail", help="print new events as they happen (Ctrl-C stops, or --no-follow)"
+    )
+    tail.add_argument("--refusals", action="store_true", help="only refusals (status >= 400)")
     tail.add_argument("--refusals", action="store_true", help="only refusals (not misses)")
     tail.add_argument("--count", type=int, default=10, help="events to show first (default 10)")
+    tail.add_argument(
+        "--no-follow", dest="follow", action="store_false", help="show them, then stop"
+    )
     config_arg(tail)
     tail.set_defaults(handler=lambda args: cmd_tail(open_audit(args), args, sys.stdout))
 
@@ -115,6 +121,8 @@ def cmd_tail(opened: tuple[AuditLog, Any], args: argparse.Namespace, out: TextIO
             out.write(_line(event) + "\n")
             after = event.seq
         out.flush()
+        if not args.follow:
+            return 0
         time.sleep(1.0)
 
 

@@ -125,6 +125,15 @@ class ConsentView:
         }
 
 
+def _checked_scopes(scopes: Iterable[str]) -> list[str]:
+    scopes = list(scopes)
+    if not scopes or any(s not in SCOPES for s in scopes):
+        raise InvalidConsent(
+            f"scopes {scopes}", public=f"Scopes to withdraw must be among {', '.join(SCOPES)}."
+        )
+    return scopes
+
+
 class ConsentService:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -211,36 +220,66 @@ class ConsentService:
         self, consent_id: int, scopes: Iterable[str], by: str, request: RequestInfo, note: str = ""
     ) -> list[tuple[str, str]]:
         """Withdraw scopes; returns the (share, path) copies that were sent to the trash."""
-        scopes = list(scopes)
-        bad = [s for s in scopes if s not in SCOPES]
-        if bad or not scopes:
-            raise InvalidConsent(
-                f"scopes {scopes}", public=f"Scopes to withdraw must be among {', '.join(SCOPES)}."
-            )
+        scopes = _checked_scopes(scopes)
         with self.services.sessions.begin() as session:
             self.services.audit.lock_head(session)
             record = session.get(ConsentRecord, consent_id)
             if record is None:
                 raise ConsentNotFound(f"consent {consent_id}")
-            session.add(
-                ConsentWithdrawal(
-                    consent_id=consent_id,
-                    scopes=scopes,
-                    withdrawn_by=by,
-                    withdrawn_at=self.services.clock.now(),
-                    note=note,
-                )
-            )
-            self._audit(
-                session,
-                request,
-                "CONSENT-WITHDRAW",
-                record.patient_id,
-                "consent-withdrawn",
-                {"consent_id": consent_id, "scopes": scopes},
-            )
+            self._withdraw_one(session, record, scopes, by, request, note)
             patient = record.patient_id
         return self._retract_copies(patient, scopes, request)
+
+    def withdraw_patient(
+        self, patient: str, scopes: Iterable[str], by: str, request: RequestInfo, note: str = ""
+    ) -> tuple[list[int], list[tuple[str, str]]]:
+        """Withdraw scopes from every record of ``patient`` that still has one of them.
+
+        Returns the records changed and the copies sent to the trash; one
+        transaction, one withdrawal (and event) per record.
+        """
+        scopes = _checked_scopes(scopes)
+        with self.services.sessions.begin() as session:
+            self.services.audit.lock_head(session)
+            views = [v for v in self.views(session, patient) if v.active_scopes & set(scopes)]
+            if not views:
+                raise ConsentNotFound(
+                    f"no record of {patient} with {scopes} active",
+                    public=f"No consent record of patient {patient} has "
+                    f"{' or '.join(scopes)} active; nothing was withdrawn.",
+                )
+            for view in views:
+                active = [s for s in scopes if s in view.active_scopes]
+                self._withdraw_one(session, view.record, active, by, request, note)
+            changed = [v.record.id for v in views]
+        return changed, self._retract_copies(patient, scopes, request)
+
+    def _withdraw_one(
+        self,
+        session: Session,
+        record: ConsentRecord,
+        scopes: list[str],
+        by: str,
+        request: RequestInfo,
+        note: str,
+    ) -> None:
+        session.add(
+            ConsentWithdrawal(
+                consent_id=record.id,
+                scopes=scopes,
+                withdrawn_by=by,
+                withdrawn_at=self.services.clock.now(),
+                note=note,
+            )
+        )
+        self._audit(
+            session,
+            request,
+            "CONSENT-WITHDRAW",
+            record.patient_id,
+            "consent-withdrawn",
+            {"consent_id": record.id, "scopes": scopes},
+        )
 
     def _retract_copies(
         self, patient: str, scopes: list[str], request: RequestInfo

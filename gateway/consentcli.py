@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.auth import Principal
 from gateway.consent import GIVEN_BY, METHODS, SCOPES, ConsentService, ConsentView, NewConsent
+from gateway.errors import BadRequest
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
 from gateway.services import Services
@@ -47,19 +48,22 @@ def add_consent_commands(
     add.add_argument("--valid-until", type=_date, help="YYYY-MM-DD (default: no end)")
     add.add_argument("--recorded-by", required=True, help="the clinician recording it")
     add.add_argument("--note", default="")
-    add.add_argument(
-        "--scheme", default="nhs-number", help="patient id scheme (default nhs-number)"
-    )
     withdraw = actions.add_parser("withdraw", help="withdraw scopes for future use")
-    withdraw.add_argument("id", type=int)
+    withdraw.add_argument("id", type=int, nargs="?", help="one record (or --patient)")
+    withdraw.add_argument("--patient", help="every record of this patient that has the scopes")
     withdraw.add_argument("--scope", action="append", required=True, choices=SCOPES)
     withdraw.add_argument("--by", required=True, help="who records the withdrawal")
     withdraw.add_argument("--note", default="")
     listing = actions.add_parser("list", help="consent records")
-    listing.add_argument("--patient")
+    listing.add_argument("--patient", help="NHS number (spaces allowed) or MRN")
     show = actions.add_parser("show", help="one record with its withdrawals")
     show.add_argument("id", type=int)
     pending = actions.add_parser("pending", help="images held until consent is recorded")
+    for parser in (add, withdraw, listing):
+        # Every command that takes a patient id reads it as `consent add` does.
+        parser.add_argument(
+            "--scheme", default="nhs-number", help="patient id scheme (default nhs-number)"
+        )
     handlers = (
         (add, cmd_add),
         (withdraw, cmd_withdraw),
@@ -124,17 +128,29 @@ def cmd_add(services: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_withdraw(services: Services, args: argparse.Namespace) -> int:
-    retracted = ConsentService(services).withdraw(
-        args.id, args.scope, args.by, cli_request("CONSENT-WITHDRAW"), note=args.note
-    )
-    lines = [f"withdrew {', '.join(args.scope)} from consent #{args.id}"]
+    if (args.id is None) == (args.patient is None):
+        raise BadRequest(
+            "id and --patient", public="Name one consent record (ID) or --patient, not both."
+        )
+    service, request = ConsentService(services), cli_request("CONSENT-WITHDRAW")
+    if args.patient is not None:
+        patient = PatientScheme(args.scheme).normalise(args.patient)
+        ids, retracted = service.withdraw_patient(
+            patient, args.scope, args.by, request, note=args.note
+        )
+    else:
+        ids = [args.id]
+        retracted = service.withdraw(args.id, args.scope, args.by, request, note=args.note)
+    lines = [f"withdrew {', '.join(args.scope)} from consent #{i}" for i in ids]
     lines += [f"sent to the trash: {share}:{path}" for share, path in retracted]
-    _print(args, {"id": args.id, "withdrawn": args.scope, "trashed": retracted}, lines)
+    data = {"ids": ids, "withdrawn": args.scope, "trashed": retracted}
+    _print(args, {"id": args.id, **data} if args.id is not None else data, lines)
     return 0
 
 
 def cmd_list(services: Services, args: argparse.Namespace) -> int:
-    views = ConsentService(services).all(args.patient)
+    patient = PatientScheme(args.scheme).normalise(args.patient) if args.patient else None
+    views = ConsentService(services).all(patient)
     _print(
         args, [v.as_dict() for v in views], [_line(v) for v in views] + [f"{len(views)} records"]
     )

@@ -86,6 +86,7 @@ def copy_across(
             request,
             reason=environ.get("HTTP_X_CLINDAV_REASON", "")[:500],
             details={"replaced_by": request.method},
+            replacing=True,
         )
     status = 204 if existed else 201
     event = services.audit.event(
@@ -176,6 +177,7 @@ def _trash(
     reason: str,
     audited: bool = True,
     details: dict[str, Any] | None = None,
+    replacing: bool = False,
 ) -> None:
     from gateway.trash import Actor, Trash
 
@@ -189,4 +191,5 @@ def _trash(
         reason=reason,
         audited=audited,
         details=details,
+        replacing=replacing,
     )

@@ -182,14 +182,16 @@ class GatewayMiddleware(BaseMiddleware):
             judge_relocation(
                 self.services, provider, environ, principal, path, outcome.destination[1]
             )
-        if method in ("PUT", "MOVE", "PROPPATCH") or outcome.destination is not None:
-            # A hold stops overwrites and moves as well as deletes.
-            holds = Trash(self.services, self.services.clock)
-            if method != "COPY":
-                holds.check_not_held(share, "/" + "/".join(split_path(path)))
-            if outcome.destination is not None:
-                dest_share, dest_path = outcome.destination
-                holds.check_not_held(dest_share, "/" + "/".join(split_path(dest_path)))
+        if method == "MOVE" and outcome.destination is not None:
+            # A hold keeps what it holds in its place (deletes are checked by the
+            # trash; what an overwrite replaces goes to the trash, kept).
+            dest_share, dest_path = outcome.destination
+            Trash(self.services, self.services.clock).check_move(
+                share,
+                "/" + "/".join(split_path(path)),
+                dest_share,
+                "/" + "/".join(split_path(dest_path)),
+            )
         self._check_length(environ)
         if method == "PROPPATCH" and provider.prop_manager is not None:
             resource = provider.get_resource_inst(path, environ)

@@ -243,7 +243,7 @@ def readonly_services(settings: Settings) -> Services:
     """
     from gateway.app import load_checked_policy
     from gateway.auth import LocalAuthenticator
-    from gateway.clock import SystemClock
+    from gateway.clock import instance_clock
     from gateway.content import EncryptedContent, EncryptedNames
     from gateway.crypto.names import NameCipher
     from gateway.db import make_engine, make_sessions
@@ -280,7 +280,7 @@ def readonly_services(settings: Settings) -> Services:
         authenticator=LocalAuthenticator(sessions),
         keys=keys,
         shares=shares,
-        clock=SystemClock(),
+        clock=instance_clock(),
     )
     policy.attach(services)
     return services

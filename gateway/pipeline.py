@@ -2,7 +2,8 @@
 
 A *stage* is a class with a kebab-case ``name``, a pydantic ``Options`` model
 and the hooks ``on_put``, ``on_get``, ``on_delete``, ``on_copy`` and
-``on_move``.  The policy names the stages each share runs, with options;
+``on_move`` (and, optionally, ``on_restore``: a file coming back from the
+trash, judged where it goes back to).  The policy names the stages each share runs, with options;
 :class:`StageRegistry` resolves names to classes and validates the options
 when the policy loads, so a policy that names an unknown stage or passes a bad
 option stops start-up (``clindav check-config`` reports the same).
@@ -190,6 +191,9 @@ class BaseStage:
     def on_move(self, ctx: ObjectContext) -> None:
         return None
 
+    def on_restore(self, ctx: PutContext) -> None:
+        return None
+
 
 class StageOptionsError(ValueError):
     """A stage name or its options do not validate; each problem is (key, text)."""
@@ -312,6 +316,13 @@ class Pipeline:
         for stage in self.stages:
             (stage.on_move if is_move else stage.on_copy)(ctx)
 
+    def run_restore(self, ctx: PutContext) -> None:
+        """A stored file going back from the trash to ``ctx.path`` (``body`` is empty;
+        ``source_patient_id`` is the patient recorded with it)."""
+        for stage in self.stages:
+            hook = getattr(stage, "on_restore", None)  # optional for stages not based on BaseStage
+            if hook is not None:
+                hook(ctx)
 
 def _check_intimate_judged(ctx: PutContext) -> None:
     """An intimate image stays intimate: a pipeline where no stage judged it so cannot take it.

@@ -54,6 +54,7 @@ from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, Re
 from gateway.root import PRINCIPAL
 from gateway.services import ContentCodec, Services, ShareRuntime
 from gateway.storage import TempFile, fsync_dir, replace_into, split_path
+from gateway.trash import Actor, Trash
 
 REQUEST = "clindav.request"
 DECISION = "clindav.decision"
@@ -312,13 +313,24 @@ def commit_object(
             session.add(sealed.key_row)
         with sessions.begin() as session:
             services.audit.lock_head(session)
+            # Under a legal hold the replaced version goes to the trash, key kept.
+            kept = Trash(services, services.clock).keep_replaced(
+                session, share, _registry_path(ctx.path), ctx.request
+            )
             old_file_id = _upsert(session, ctx, sealed)
             if old_file_id:
                 session.execute(delete(DataKey).where(DataKey.file_id == old_file_id))
             if audit is not None:
                 services.audit.append(session, audit)
             session.flush()
-            replace_into(sealed.path, target)
+            if kept is not None:
+                kept.move()
+            try:
+                replace_into(sealed.path, target)
+            except BaseException:
+                if kept is not None:
+                    kept.undo()
+                raise
             replaced = True
     except BaseException:
         if not replaced:
@@ -484,8 +496,6 @@ def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, replaced: boo
     request still gets its own.  Dead properties and locks of the path are
     dropped.
     """
-    from gateway.trash import Actor, Trash
-
     services = resource.provider.services
     _check_not_locked(resource)
     request: RequestInfo = resource.environ[REQUEST]
@@ -499,6 +509,7 @@ def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, replaced: boo
         actor=Actor(request, admin),
         reason=reason,
         details={"replaced_by": request.method} if replaced else None,
+        replacing=replaced,
     )
     resource.environ[AUDITED] = resource.environ.get(AUDITED) or not replaced
     resource.remove_all_properties(recursive=True)

@@ -298,6 +298,19 @@ class TrashSettings(_Strict):
         description="Age after which the sweeper removes a 0-byte placeholder whose upload "
         "never came (e.g. 1h, 30m).",
     )
+    max_clock_jump: Duration = Field(
+        dt.timedelta(days=1),
+        description="How far the clock may move forward between two sweeps before purges "
+        "wait for an administrator (clindav trash purge --due).",
+    )
+
+    @field_validator("max_clock_jump")
+    @classmethod
+    def _jump_bound(cls, value: dt.timedelta) -> dt.timedelta:
+        # Sweeps are remembered in the audit trail at most hourly (gateway/scheduler.py).
+        if value < dt.timedelta(hours=2):
+            raise ValueError("at least 2h")
+        return value
 
 
 class AuditSettings(_Strict):

@@ -7,6 +7,10 @@ Contract:
   ``@trash/<id>/``, in one transaction with its audit event.  Retained files
   (policy ``retention``) can be deleted only by the policy's admin group and
   with a reason (``X-Clindav-Reason``); held paths (legal hold) not at all.
+  A hold stops only what removes or destroys content: deletion, purge, a MOVE
+  out of the held path (:meth:`Trash.check_move`).  What replaces held content
+  (``replacing=True``, and a PUT through :meth:`Trash.keep_replaced`) sends
+  the old version to the trash, where the hold keeps it from being purged.
 * :meth:`Trash.restore` moves an item back (refusing to overwrite unless told).
 * :meth:`Trash.purge` first deletes the item's data keys and registry rows and
   records the purge, in one transaction (crypto-shred: every copy of the
@@ -25,6 +29,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, text
@@ -32,9 +37,9 @@ from sqlalchemy.orm import Session
 
 from gateway.clock import Clock, aware
 from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
-from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
+from gateway.errors import BadRequest, ClindavError, Conflict, Forbidden, NotFound
 from gateway.patientpaths import patient_of
-from gateway.pipeline import RequestInfo
+from gateway.pipeline import PutContext, RequestInfo
 from gateway.services import Services, ShareRuntime
 from gateway.storage import INTERNAL_PREFIX, fsync_dir, split_path
 
@@ -63,9 +68,34 @@ class TrashNotFound(NotFound):
     message = "No such item in the trash."
 
 
+class AmbiguousTrashId(BadRequest):
+    code = "ambiguous-trash-id"
+    message = "More than one item in the trash starts with that id; give more of it."
+
+
+class RestoreRefused(Forbidden):
+    code = "restore-refused"
+    message = "The item cannot be restored: its destination's checks refuse it."
+
+
 class RestoreConflict(Conflict):
     code = "restore-target-exists"
     message = "Something already exists where the item would be restored."
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A held file's replaced version on its way into the trash, inside the replacing commit."""
+
+    source: Path
+    dest: Path
+
+    def move(self) -> None:
+        os.rename(self.source, self.dest)
+
+    def undo(self) -> None:
+        """The replacing rename failed: the old version goes back where it was."""
+        os.rename(self.dest, self.source)
 
 
 @dataclass(frozen=True)
@@ -101,6 +131,7 @@ class Trash:
         audited: bool = True,
         details: dict[str, Any] | None = None,
         still: Any = None,
+        replacing: bool = False,
     ) -> str:
         """Move ``path`` into the trash; returns the trash item id.
 
@@ -108,37 +139,25 @@ class Trash:
         ``still``: a condition the file's registry row must still meet under the
         chain's lock (the server's clean-ups: an upload that replaced a stale
         placeholder or held image since it was found is not theirs to remove).
+        ``replacing``: what is at ``path`` is being replaced (a COPY or MOVE
+        onto it, a restore over it), so a legal hold does not refuse it: the
+        item is kept in the trash, and the hold on its path stops its purge.
         """
         now = self.clock.now()
         item_id = uuid.uuid4().hex
-        folder = share.store.root / TRASH_FOLDER
-        folder.mkdir(mode=0o700, exist_ok=True)
         source = share.store.locate([s for s in path.split("/") if s])
         with self.services.sessions.begin() as session:
             self.services.audit.lock_head(session)
             if still is not None and not self._row_still(session, share.name, path, still):
                 raise TrashNotFound(f"{share.name}:{path} changed since it was found")
-            self._check_holds(session, share.name, path)
+            if not replacing:
+                self._check_holds(session, share.name, path)
             retained = self._retained_until(session, share.name, path, now)
             if retained is not None and retained > now:
                 self._allow_retained(actor, retained, reason)
-            count = session.scalar(select(func.count()).where(_at_or_below(share.name, path))) or 0
-            window = self.services.policy.share(share.name).trash_window
-            session.add(
-                TrashItem(
-                    id=item_id,
-                    share=share.name,
-                    logical_path=path,
-                    is_folder=is_folder,
-                    files=count,
-                    trashed_at=now,
-                    trashed_by=actor.request.principal.uid if actor.request.principal else "-",
-                    reason=reason,
-                    purge_after=max(now + window, retained or now),
-                    retained_until=retained,
-                )
+            count = self._record(
+                session, share.name, path, item_id, is_folder, actor, reason, retained, now
             )
-            self._move_rows(session, share.name, path, TRASH_PREFIX + item_id + path)
             if audited:
                 self._audit(
                     session,
@@ -152,7 +171,7 @@ class Trash:
                     {"trash_id": item_id, "files": count, **(details or {})},
                 )
             session.flush()
-            os.rename(source, folder / item_id)
+            os.rename(source, self._folder(share) / item_id)
         fsync_dir(source.parent)
         return item_id
 
@@ -164,21 +183,107 @@ class Trash:
         )
         return row is not None
 
-    def check_not_held(self, share: str, path: str) -> None:
-        """LegalHoldActive when a hold covers ``path`` (overwrites and moves, too)."""
+    def _folder(self, share: ShareRuntime) -> Path:
+        folder = share.store.root / TRASH_FOLDER
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder
+
+    def _record(
+        self,
+        session: Session,
+        share: str,
+        path: str,
+        item_id: str,
+        is_folder: bool,
+        actor: Actor,
+        reason: str,
+        retained: dt.datetime | None,
+        now: dt.datetime,
+    ) -> int:
+        """The trash item and its registry rows under ``@trash/``; returns its file count."""
+        count = session.scalar(select(func.count()).where(_at_or_below(share, path))) or 0
+        window = self.services.policy.share(share).trash_window
+        session.add(
+            TrashItem(
+                id=item_id,
+                share=share,
+                logical_path=path,
+                is_folder=is_folder,
+                files=count,
+                trashed_at=now,
+                trashed_by=_uid(actor),
+                reason=reason,
+                purge_after=max(now + window, retained or now),
+                retained_until=retained,
+            )
+        )
+        self._move_rows(session, share, path, TRASH_PREFIX + item_id + path)
+        return count
+
+    def keep_replaced(
+        self, session: Session, share: ShareRuntime, path: str, request: RequestInfo
+    ) -> SetAside | None:
+        """In the transaction of an upload to ``path``: if a hold covers it, its current
+        version goes to the trash (kept) instead of losing its key.
+
+        Records the item and its event in ``session``; the caller renames with
+        the returned :class:`SetAside` just before its own rename.  None when
+        no hold covers ``path`` or nothing is stored there.
+        """
+        if not self._holds_over(session, share.name, path):
+            return None
+        stored = select(StoredObject.id).where(
+            StoredObject.share == share.name, StoredObject.logical_path == path
+        )
+        if session.scalar(stored) is None:
+            return None
+        now, item_id = self.clock.now(), uuid.uuid4().hex
+        actor, reason = Actor(request, is_admin=False), "replaced under a legal hold"
+        retained = self._retained_until(session, share.name, path, now)
+        self._record(session, share.name, path, item_id, False, actor, reason, retained, now)
+        self._audit(
+            session,
+            actor,
+            request.method,
+            share.name,
+            path,
+            204,
+            "trashed",
+            reason,
+            {"trash_id": item_id, "files": 1},
+        )
+        source = share.store.locate([s for s in path.split("/") if s])
+        return SetAside(source, self._folder(share) / item_id)
+
+    def check_move(self, share: str, path: str, dest_share: str, dest: str) -> None:
+        """LegalHoldActive when a MOVE would take held content out of its held path.
+
+        A MOVE within the held path (a rename in a held patient folder) keeps
+        the content held and is allowed.
+        """
         with self.services.sessions() as session:
-            self._check_holds(session, share, path)
+            for hold in self._holds_over(session, share, path):
+                held = hold.logical_path.rstrip("/")
+                stays = _at_or_under(path, held) and _at_or_under(dest, held)
+                if dest_share != share or not stays:
+                    raise LegalHoldActive(
+                        f"MOVE {path} to {dest_share}:{dest} leaves the hold on {held or '/'}",
+                        public="This path is under a legal hold: nothing can be moved out of it.",
+                    )
+
+    def _holds_over(self, session: Session, share: str, path: str) -> list[LegalHold]:
+        """Holds on ``path``, on a folder above it, or on something below it."""
+        holds = session.scalars(select(LegalHold).where(LegalHold.share == share)).all()
+        return [
+            hold
+            for hold in holds
+            if _at_or_under(path, hold.logical_path.rstrip("/"))
+            or _at_or_under(hold.logical_path, path.rstrip("/"))
+        ]
 
     def _check_holds(self, session: Session, share: str, path: str) -> None:
-        holds = session.scalars(select(LegalHold).where(LegalHold.share == share)).all()
-        for hold in holds:
-            held = hold.logical_path.rstrip("/")
-            if (
-                path == held
-                or path.startswith(held + "/")
-                or held.startswith(path.rstrip("/") + "/")
-            ):
-                raise LegalHoldActive(f"legal hold on {hold.logical_path}: {hold.reason}")
+        for hold in self._holds_over(session, share, path):
+            raise LegalHoldActive(f"legal hold on {hold.logical_path}: {hold.reason}")
 
     def _retained_until(
         self, session: Session, share: str, path: str, now: dt.datetime
@@ -256,6 +361,7 @@ class Trash:
         segments = split_path(to or item.logical_path)
         target_path = "/" + "/".join(segments)
         target = share.store.locate(segments)
+        self._check_restorable(share, item, target_path, actor)
         if share.store.lstat(target) is not None:
             if not overwrite:
                 raise RestoreConflict(f"{target_path} exists")
@@ -265,6 +371,7 @@ class Trash:
                 is_folder=target.is_dir(),
                 actor=actor,
                 reason=f"replaced by restore of {item_id}",
+                replacing=True,
             )
         self._make_parents(share, segments[:-1])
         with self.services.sessions.begin() as session:
@@ -291,6 +398,45 @@ class Trash:
             os.rename(share.store.root / TRASH_FOLDER / item_id, target)
         fsync_dir(target.parent)
         return target_path
+
+    def _check_restorable(
+        self, share: ShareRuntime, item: TrashItem, target_path: str, actor: Actor
+    ) -> None:
+        """Every file of the item must pass its destination's restore checks (the consent
+        the share requires now: a withdrawn teaching or referral consent keeps its
+        copies in the trash).  A refusal is audited and names the file."""
+        trashed = TRASH_PREFIX + item.id + item.logical_path
+        with self.services.sessions() as session:
+            rows = session.scalars(select(StoredObject).where(_at_or_below(share.name, trashed)))
+            files = [(r.logical_path, r.content_type, r.placeholder, r.patient_id) for r in rows]
+        pipeline = self.services.policy.pipeline(share.name)
+        for logical, content_type, placeholder, patient in files:
+            path = target_path.rstrip("/") + logical[len(trashed) :]
+            ctx = PutContext(
+                request=actor.request,
+                share=share.name,
+                path=path or "/",
+                body=b"",
+                content_type=content_type,
+                placeholder=placeholder,
+                source_patient_id=patient,
+            )
+            try:
+                pipeline.run_restore(ctx)
+            except ClindavError as exc:
+                public = f"Cannot restore {share.name}:{path}: {exc.public_message}"
+                self.services.audit.record(
+                    actor.request,
+                    action="RESTORE",
+                    share=share.name,
+                    path=path,
+                    status=RestoreRefused.status,
+                    code=RestoreRefused.code,
+                    reason=public,
+                    details={"trash_id": item.id, "refused_by": exc.code},
+                    patient_id=patient,
+                )
+                raise RestoreRefused(f"{path}: {exc.code}: {exc}", public=public) from exc
 
     def _make_parents(self, share: ShareRuntime, segments: list[str]) -> None:
         for depth in range(1, len(segments) + 1):
@@ -385,6 +531,26 @@ class Trash:
         self.purge(item_id, actor, reason=reason)
         return item_id
 
+    def resolve(self, prefix: str) -> str:
+        """The id of the one trashed item whose id starts with ``prefix`` (ids are long)."""
+        if not prefix:
+            raise TrashNotFound("no trash item id given")
+        with self.services.sessions() as session:
+            ids = session.scalars(
+                select(TrashItem.id)
+                .where(TrashItem.state == "trashed", starts_with(TrashItem.id, prefix.lower()))
+                .limit(2)
+            ).all()
+        if not ids:
+            raise TrashNotFound(f"no trashed item {prefix!r}")
+        if len(ids) > 1:
+            raise AmbiguousTrashId(
+                f"{prefix!r} starts several items",
+                public=f"More than one item in the trash starts with {prefix!r}; "
+                "give more of its id (clindav trash list).",
+            )
+        return ids[0]
+
     def items(
         self, *, share: str | None = None, patient: str | None = None, state: str = "trashed"
     ) -> list[TrashItem]:
@@ -398,6 +564,11 @@ class Trash:
             )
         with self.services.sessions() as session:
             return list(session.scalars(query))
+
+
+def _at_or_under(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or below it (``folder`` without its trailing slash)."""
+    return path == folder or path.startswith(folder + "/")
 
 
 def _uid(actor: Actor) -> str:

@@ -13,15 +13,17 @@ import json
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from gateway.auth import Principal
-from gateway.db import LegalHold
-from gateway.errors import BadRequest, NotFound
+from gateway.db import LegalHold, TrashItem, starts_with
+from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.pipeline import RequestInfo
+from gateway.scheduler import clock_jump, last_sweep, record_sweep
 from gateway.services import Services
+from gateway.storage import split_path
 from gateway.trash import Actor, Trash
 
 OpenServices = Callable[[argparse.Namespace], Services]
@@ -37,7 +39,7 @@ def add_trash_commands(
     listing.add_argument("--patient", help="only items in this patient's folder")
     listing.add_argument("--json", action="store_true")
     restore = actions.add_parser("restore", help="put an item back")
-    restore.add_argument("id")
+    restore.add_argument("id", help="the item's id, or enough of its start to name one item")
     restore.add_argument("--to", help="restore to this path in the same share instead")
     restore.add_argument(
         "--overwrite", action="store_true", help="send what is in the way to the trash first"
@@ -113,7 +115,7 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
     for r in rows:
         print(
             f"{r['id']}\t{r['share']}:{r['path']}\t{r['files']} files\tby {r['trashed_by']}"
-            f"\tpurge after {r['purge_after']}"
+            f"\treason: {r['reason'] or '-'}\tpurge after {r['purge_after']}"
         )
     print(f"{len(rows)} items in the trash")
     return 0
@@ -121,8 +123,9 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
 
 def cmd_restore(services: Services, args: argparse.Namespace) -> int:
     trash = Trash(services, services.clock)
-    path = trash.restore(args.id, cli_actor(args, "RESTORE"), to=args.to, overwrite=args.overwrite)
-    print(f"restored {args.id} to {path}")
+    item_id = trash.resolve(args.id)
+    path = trash.restore(item_id, cli_actor(args, "RESTORE"), to=args.to, overwrite=args.overwrite)
+    print(f"restored {item_id} to {path}")
     return 0
 
 
@@ -130,12 +133,18 @@ def cmd_purge(services: Services, args: argparse.Namespace) -> int:
     trash = Trash(services, services.clock)
     actor = cli_actor(args, "PURGE")
     if args.due:
+        # An administrator's run confirms the clock: the sweeper resumes from here.
+        now = services.clock.now()
+        jump = clock_jump(services, now, last_sweep(services))
+        if jump is not None:
+            print(f"the clock moved forward by {jump[1]} since the last sweep; confirmed")
         purged = trash.purge_due(actor)
+        record_sweep(services, actor, now, confirmed=True, purged=len(purged))
         print(f"purged {len(purged)} items whose window ended")
         return 0
     if args.all and not args.yes:
         raise BadRequest("--all without --yes", public="Purging the whole trash needs --yes.")
-    ids = [i.id for i in trash.items()] if args.all else args.ids
+    ids = [i.id for i in trash.items()] if args.all else [trash.resolve(i) for i in args.ids]
     if not ids:
         raise BadRequest(
             "nothing to purge", public="Name items to purge, or use --due or --all --yes."
@@ -150,38 +159,82 @@ def split_share_path(services: Services, path: str) -> tuple[str, str]:
     parts = [p for p in path.split("/") if p]
     for name, share in services.shares.items():
         if parts and "/" + parts[0] == share.url:
-            return name, "/" + "/".join(parts[1:])
+            return name, "/" + "/".join(split_path("/" + "/".join(parts[1:])))
     raise NotFound(f"no share for {path}", public=f"No share holds {path!r}.")
+
+
+class HoldExists(Conflict):
+    code = "hold-exists"
+    message = "That path is already under a legal hold."
+
+
+class HoldNotFound(NotFound):
+    code = "hold-not-found"
+    message = "There is no legal hold on that path."
+
+
+def _require_content(services: Services, share: str, path: str, shown: str) -> None:
+    """A hold is for something that exists: in the share, or in its trash (to stop a purge)."""
+    runtime = services.shares[share]
+    if runtime.store.lstat(runtime.store.locate(split_path(path))) is not None:
+        return
+    segments = split_path(path)
+    above = ["/" + "/".join(segments[:n]) for n in range(1, len(segments))]
+    trashed = (TrashItem.logical_path == path) | starts_with(
+        TrashItem.logical_path, path.rstrip("/") + "/"
+    )
+    with services.sessions() as session:
+        found = session.scalar(
+            select(TrashItem.id).where(
+                TrashItem.share == share,
+                TrashItem.state == "trashed",
+                trashed | TrashItem.logical_path.in_(above),
+            )
+        )
+    if found is None:
+        raise NotFound(
+            f"nothing at {share}:{path}",
+            public=f"Nothing exists at {shown}, in the share or in its trash; check the path.",
+        )
 
 
 def cmd_hold_add(services: Services, args: argparse.Namespace) -> int:
     share, path = split_share_path(services, args.path)
-    _hold_change(
-        services,
-        args,
-        "HOLD",
-        share,
-        path,
-        lambda s: s.add(
+    _require_content(services, share, path, args.path)
+
+    def hold(session: Session) -> None:
+        held = session.scalar(
+            select(LegalHold).where(LegalHold.share == share, LegalHold.logical_path == path)
+        )
+        if held is not None:
+            raise HoldExists(
+                f"{share}:{path} held since {held.held_at}",
+                public=f"{args.path} is already under a legal hold "
+                f"(by {held.held_by}: {held.reason}).",
+            )
+        session.add(
             LegalHold(share=share, logical_path=path, reason=args.reason, held_by=args.actor)
-        ),
-    )
+        )
+
+    _hold_change(services, args, "HOLD", share, path, hold)
     print(f"legal hold on {args.path}")
     return 0
 
 
 def cmd_hold_remove(services: Services, args: argparse.Namespace) -> int:
     share, path = split_share_path(services, args.path)
-    _hold_change(
-        services,
-        args,
-        "RELEASE",
-        share,
-        path,
-        lambda s: s.execute(
+
+    def release(session: Session) -> None:
+        gone = session.execute(
             delete(LegalHold).where(LegalHold.share == share, LegalHold.logical_path == path)
-        ),
-    )
+        )
+        if not getattr(gone, "rowcount", 0):  # nothing is audited then: the transaction ends
+            raise HoldNotFound(
+                f"no hold on {share}:{path}",
+                public=f"There is no legal hold on {args.path} (clindav hold list).",
+            )
+
+    _hold_change(services, args, "RELEASE", share, path, release)
     print(f"released the hold on {args.path}")
     return 0
 
@@ -192,7 +245,7 @@ def _hold_change(
     action: str,
     share: str,
     path: str,
-    change: Callable[[Any], Any],
+    change: Callable[[Session], None],
 ) -> None:
     actor = cli_actor(args, action)
     with services.sessions.begin() as session:

@@ -118,7 +118,23 @@ class ConsentCheck(BaseStage):
             self._legacy(ctx, segments)
             return
         patient = self._patient(ctx, segments)
-        intimate = self._is_intimate(segments, ctx)
+        self._judge(ctx, patient, self._is_intimate(segments, ctx))
+
+    def on_restore(self, ctx: PutContext) -> None:
+        """``clindav trash restore``: the consent this share requires, judged now.
+
+        As for a copy, the patient is the one recorded with the file
+        (``source_patient_id``) and a missing consent refuses, never holds.
+        Nobody is accessing the file, so the intimate group is not asked.
+        """
+        if ctx.placeholder:
+            return
+        segments = [s for s in ctx.path.split("/") if s]
+        patient = self._patient(ctx, segments)
+        self._judge(ctx, patient, self.holds_intimate(ctx.share, ctx.path))
+
+    def _judge(self, ctx: PutContext, patient: str, intimate: bool) -> None:
+        """Consent for ``patient`` here: attached, held (uploads only) or refused."""
         view = self._service.covering(patient, self.opts.requires, intimate=intimate)
         ctx.patient_id = patient
         if view is not None:

