@@ -52,7 +52,6 @@ def add_audit_commands(
     tail = actions.add_parser(
         "tail", help="print new events as they happen (Ctrl-C stops, or --no-follow)"
     )
-    tail.add_argument("--refusals", action="store_true", help="only refusals (status >= 400)")
     tail.add_argument("--refusals", action="store_true", help="only refusals (not misses)")
     tail.add_argument("--count", type=int, default=10, help="events to show first (default 10)")
     tail.add_argument(
