@@ -177,11 +177,6 @@ class GatewayMiddleware(BaseMiddleware):
         if method == "COPY":  # after the policy (no size hints to strangers), before any copy
             limits = self.services.settings.limits
             check_copy_size(provider.share, split_path(path), environ.get("HTTP_DEPTH"), limits)
-        if outcome.destination is not None and outcome.destination[0] == share:
-            # Into another share, gateway/crossshare.py runs that share's pipeline.
-            judge_relocation(
-                self.services, provider, environ, principal, path, outcome.destination[1]
-            )
         if method == "MOVE" and outcome.destination is not None:
             # A hold keeps what it holds in its place (deletes are checked by the
             # trash; what an overwrite replaces goes to the trash, kept).
@@ -191,6 +186,11 @@ class GatewayMiddleware(BaseMiddleware):
                 "/" + "/".join(split_path(path)),
                 dest_share,
                 "/" + "/".join(split_path(dest_path)),
+            )
+        if outcome.destination is not None and outcome.destination[0] == share:
+            # Into another share, gateway/crossshare.py runs that share's pipeline.
+            judge_relocation(
+                self.services, provider, environ, principal, path, outcome.destination[1]
             )
         self._check_length(environ)
         if method == "PROPPATCH" and provider.prop_manager is not None:
