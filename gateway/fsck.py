@@ -127,10 +127,11 @@ def _register(services: Services, finding: Finding) -> None:
     """Make a readable orphan the registered version at its logical path."""
     share = services.shares[finding.share]
     path = share.store.root / finding.location
-    with share.content.open(path) as plain:
-        body = plain.read()
     with open(path, "rb") as stored:
         file_id = str(read_header(stored).file_id)
+    # An orphan has no registry row yet: it is read as the file its header names.
+    with share.content.open(path, file_id) as plain:
+        body = plain.read()
     assert finding.logical_path is not None
     with services.sessions.begin() as session:
         services.audit.lock_head(session)
