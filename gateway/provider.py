@@ -273,8 +273,9 @@ def commit_object(
     chain's lock (serialising commits, also across gateway processes),
     records the object (and its audit event) and renames the temp file into
     place before committing.  A crash before the rename leaves the old
-    version; after it, the new file is readable (its key row is committed)
-    and ``clindav fsck --repair`` re-registers it.
+    version; after it, the new file is not served (the registry names the old
+    one: 500 content-authentication-failed) until ``clindav fsck --repair``
+    re-registers it.
     """
     if sealed is None:
         sealed = seal_bytes(share.content, target.parent, ctx.body)
