@@ -9,12 +9,13 @@ otherwise with LZW.  The output is decoded again and must be pixel-identical
 
 Keeps (allowlist): the structural tags Pillow writes, the orientation (Pillow
 applies it to the pixels on load, losslessly; the tag is written only if a
-Pillow version did not), the ICC
-profile, the resolution (X/YResolution, ResolutionUnit: the physical scale
-of a scan) and, by policy, DateTimeOriginal in a fresh EXIF IFD.  Everything
-else goes: every other IFD0 tag (Make, Model, Artist, Copyright, XMP, IPTC,
-Photoshop...), the EXIF, GPS and Interop IFDs, SubIFDs and reduced-resolution
-thumbnail pages.  A file with more than one full-resolution page raises
+Pillow version did not), the ICC profile (its colour data only, see
+:mod:`plugins.scrub.icc`), the resolution (X/YResolution, ResolutionUnit:
+the physical scale of a scan) and, by policy, DateTimeOriginal in a fresh
+EXIF IFD.  Everything else goes: every other IFD0 tag (Make, Model, Artist,
+Copyright, XMP, IPTC, Photoshop...), the EXIF, GPS and Interop IFDs, SubIFDs
+and reduced-resolution thumbnail pages.  A file with more than one
+full-resolution page raises
 ScrubRefused; a broken IFD structure or a bomb raises MalformedImage.
 """
 
@@ -47,6 +48,7 @@ from plugins.scrub.exif import (
     removed_tags,
     tag_name,
 )
+from plugins.scrub.icc import profile_residue, sanitize_profile
 
 ICC_PROFILE = 34675
 _RESOLUTION = frozenset({282, 283, 296})
@@ -110,7 +112,11 @@ def _check_header(layout: TiffLayout, options: ScrubOptions) -> None:
 
 
 def _reencode(
-    data: bytes, layout: TiffLayout, orientation: int | None, date: bytes | None
+    data: bytes,
+    layout: TiffLayout,
+    orientation: int | None,
+    date: bytes | None,
+    removed: dict[str, int],
 ) -> tuple[bytes, bool]:
     """The pixels in a fresh, verified TIFF, and whether an ICC profile was kept.
 
@@ -123,7 +129,7 @@ def _reencode(
             # Pillow applies Orientation to TIFF pixels on load and then drops
             # the tag; write the tag only if the pixels are still as stored.
             tag = orientation if image.getexif().get(ORIENTATION) == orientation else None
-            out = _encode(image, layout, tag)
+            out = _encode(image, layout, tag, removed)
             if date:
                 out = _add_capture_date(out, date)
             _verify_pixels(image, out)
@@ -155,14 +161,19 @@ def _resolution(layout: TiffLayout) -> dict[int, object]:
     return {282: IFDRational(*values[0]), 283: IFDRational(*values[1]), 296: unit}
 
 
-def _encode(image: Image.Image, layout: TiffLayout, orientation: int | None) -> bytes:
+def _encode(
+    image: Image.Image, layout: TiffLayout, orientation: int | None, removed: dict[str, int]
+) -> bytes:
     compression = image.info.get("compression", "raw")
     tiffinfo = _resolution(layout)
     if orientation:
         tiffinfo[ORIENTATION] = orientation
     icc = image.info.get("icc_profile")
-    if icc is not None and (len(icc) < 128 or icc[36:40] != b"acsp"):
-        raise MalformedImage("tiff: ICC profile tag is not an ICC profile")
+    if icc:
+        clean = sanitize_profile(icc)
+        for name, n in clean.removed.items():
+            count(removed, name, n)
+        icc = clean.data
     out = io.BytesIO()
     _fresh_copy(image).save(
         out,
@@ -220,7 +231,7 @@ class TiffScrubber(Scrubber):
         _check_pages(layout, removed)
         _check_header(layout, options)
         orientation, date = kept_values(layout, options)
-        out, icc = _reencode(data, layout, orientation, date)
+        out, icc = _reencode(data, layout, orientation, date, removed)
         kept = ["icc-profile"] * icc
         for name in removed_tags(layout, orientation, date):
             if name not in _REWRITTEN:
@@ -244,4 +255,6 @@ class TiffScrubber(Scrubber):
         ifd0 = layout.ifds[0].entries
         if ORIENTATION in ifd0 and orientation is None:
             found.append("ifd0:Orientation")
+        if ICC_PROFILE in ifd0:
+            found += profile_residue(ifd0[ICC_PROFILE].value)
         return found
