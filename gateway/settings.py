@@ -283,6 +283,15 @@ class LimitSettings(_Strict):
     max_copy_bytes: Annotated[int, Field(ge=0)] = Field(
         10 * 1024 * MiB, description="Most bytes (as stored) below a folder that one COPY may copy."
     )
+    decode_memory: Annotated[int, Field(ge=16 * MiB)] = Field(
+        512 * MiB,
+        description="Bytes of decoded pixels one serving process may hold at once while it "
+        "checks images (gateway/decoding.py); a larger image is refused with 413.",
+    )
+    decode_wait: Annotated[float, Field(ge=0, le=300)] = Field(
+        10.0,
+        description="Seconds a decode waits for room in decode_memory before 503 decode-busy.",
+    )
 
 
 class TrashSettings(_Strict):

@@ -28,7 +28,8 @@ from typing import ClassVar
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-from gateway.errors import UnprocessableContent
+from gateway import decoding
+from gateway.errors import ClindavError
 from plugins.scrub import (
     MalformedImage,
     Scrubber,
@@ -124,20 +125,35 @@ def _reencode(
     reported as MalformedImage.
     """
     try:
-        with Image.open(io.BytesIO(data), formats=["TIFF"]) as image:
-            image.load()
-            # Pillow applies Orientation to TIFF pixels on load and then drops
-            # the tag; write the tag only if the pixels are still as stored.
-            tag = orientation if image.getexif().get(ORIENTATION) == orientation else None
-            out = _encode(image, layout, tag, removed)
-            if date:
-                out = _add_capture_date(out, date)
-            _verify_pixels(image, out)
-            return out, "icc_profile" in image.info
-    except UnprocessableContent:
+        # The re-encode holds about six copies of the pixels at its peak
+        # (decoded, fresh copy, written file, its decode, two tobytes()).
+        with (
+            Image.open(io.BytesIO(data), formats=["TIFF"]) as image,
+            decoding.reserve(image.size, image.mode, copies=6, what="tiff"),
+        ):
+            return _reencode_loaded(image, layout, orientation, date, removed)
+    except ClindavError:
         raise
     except Exception as exc:
         raise MalformedImage(f"tiff: Pillow: {type(exc).__name__}: {exc}") from exc
+
+
+def _reencode_loaded(
+    image: Image.Image,
+    layout: TiffLayout,
+    orientation: int | None,
+    date: bytes | None,
+    removed: dict[str, int],
+) -> tuple[bytes, bool]:
+    image.load()
+    # Pillow applies Orientation to TIFF pixels on load and then drops the
+    # tag; write the tag only if the pixels are still as stored.
+    tag = orientation if image.getexif().get(ORIENTATION) == orientation else None
+    out = _encode(image, layout, tag, removed)
+    if date:
+        out = _add_capture_date(out, date)
+    _verify_pixels(image, out)
+    return out, "icc_profile" in image.info
 
 
 def _fresh_copy(image: Image.Image) -> Image.Image:
