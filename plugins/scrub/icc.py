@@ -1,7 +1,7 @@
 """ICC profiles: keep the colour data, drop every free text.
 
 One sanitiser for every format that embeds a profile (JPEG APP2, PNG iCCP,
-WebP ICCP, the TIFF ICC tag).  A profile is a 128-byte header, a tag table
+WebP ICCP, the TIFF ICC tag, HEIF's ``colr`` property).  A profile is a 128-byte header, a tag table
 and tag data; text can hide in text tags (``desc``, ``cprt``, ``dmnd``,
 ``dmdd``, ``vued``, ``scrd``...), in tags of types that carry names or
 bytes (``data``, ``dtim``, ``ncl2``, ``clrt``, ``pseq``, ``dict``...), in

@@ -1,6 +1,6 @@
 """Through the real gateway: a name planted in an image's ICC profile is not stored.
 
-JPEG, PNG, WebP and TIFF uploads (and a teaching copy) carry a profile whose
+JPEG, PNG, WebP, TIFF and HEIF uploads (and a teaching copy) carry a profile whose
 text tags, header and gaps hold a patient's name (tests/icc_planted.py).
 What the gateway stores, read back with GET, holds no part of the name; its
 profile still converts colours as the original did (LittleCMS via ImageCms)

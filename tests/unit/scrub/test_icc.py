@@ -1,7 +1,7 @@
 """ICC profiles lose their free text in every format's scrubber; the colour data stay.
 
 A patient's name planted in a profile's text tags, private tags, header and
-gaps (tests/icc_planted.py) survived scrubbing in JPEG, PNG, WebP and TIFF.
+gaps (tests/icc_planted.py) survived scrubbing in JPEG, PNG, WebP, TIFF and HEIF.
 Each scrubber now runs the profile through plugins/scrub/icc.py: the name is
 gone from the output, LittleCMS (Pillow's ImageCms) still reads the profile
 and converts colours exactly as with the original, exiftool shows no trace.
@@ -13,6 +13,7 @@ import io
 import zlib
 from pathlib import Path
 
+import pillow_heif
 import pytest
 from PIL import Image, ImageCms
 
@@ -23,13 +24,14 @@ from plugins.scrub.png import _chunk as png_chunk
 from tests.icc_planted import name_hits, planted_profile
 from tests.unit.scrub.conftest import exiftool_json
 
-FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
+FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF", "heif": "HEIF"}
+pillow_heif.register_heif_opener()
 
 
 def image_with(profile: bytes, fmt: str) -> bytes:
     image = Image.radial_gradient("L").resize((48, 32)).convert("RGB")
     out = io.BytesIO()
-    extra = {"lossless": True} if fmt == "webp" else {}
+    extra = {"lossless": True} if fmt == "webp" else {"quality": 90} if fmt == "heif" else {}
     image.save(out, FORMATS[fmt], icc_profile=profile, **extra)
     return out.getvalue()
 

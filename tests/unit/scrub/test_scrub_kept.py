@@ -92,7 +92,7 @@ def test_heif_keeps_only_the_primary_image(name: str, corpus: dict, cleaned: dic
 
 def test_heif_keeps_the_icc_profile(cleaned: dict[str, ScrubResult]) -> None:
     clean = pillow_heif.open_heif(io.BytesIO(cleaned["hand-built.heic"].data))
-    assert clean.info["icc_profile"] == icc_profile()
+    assert clean.info["icc_profile"] == sanitize_profile(icc_profile()).data
 
 
 @pytest.mark.parametrize("name", ["phone.mp4", "phone.mov"])
