@@ -17,7 +17,7 @@ import sqlalchemy
 
 from gateway.db import AuditEvent
 from gateway.settings import load_settings
-from tests.conftest import Gateway, Instance
+from tests.conftest import Gateway, Instance, run_cli
 from tests.integration.test_consent import consent
 from tests.integration.test_encryption_at_rest import file_id_of, stored_path
 
@@ -101,8 +101,15 @@ def test_swapped_images_are_not_served_or_copied(gateway: Gateway) -> None:
         ("COPY", f"/{B}/wound.png", 500),
     ]
 
+    fsck = run_cli("fsck", config=gateway.instance.config, check=False)
+    assert fsck.returncode == 1, (fsck.stdout, fsck.stderr)
+    assert sorted(line.split("\t")[:2] for line in fsck.stdout.splitlines()[:-1]) == [
+        ["misplaced-ciphertext", f"clinical:/{p}/wound.png"] for p in sorted((A, B))
+    ]
+
     _swap(path_a, path_b)  # put back: each is served as itself again
     assert s.get(url_a).content == stored_a
+    assert run_cli("fsck", config=gateway.instance.config, check=False).returncode == 0
 
 
 def test_swapped_large_files_are_not_streamed(gateway: Gateway) -> None:
