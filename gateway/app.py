@@ -21,6 +21,7 @@ from sqlalchemy.orm import sessionmaker
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from gateway import decoding
 from gateway.auth import Authenticator, LocalAuthenticator
 from gateway.clock import instance_clock
 from gateway.content import EncryptedContent, EncryptedNames
@@ -90,6 +91,7 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
     """
     source = key_source(settings)
     masters = source.load()
+    decoding.configure(settings.limits)
     check_backing_folders(settings)
     policy = load_checked_policy(settings)
     url = settings.sqlalchemy_url()

@@ -22,6 +22,7 @@ import hmac
 import os
 import threading
 import time
+import unicodedata
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -53,9 +54,14 @@ class LoginThrottle:
     """Failed logins per user and per client address in a sliding window.
 
     Per process, in memory, thread-safe.  A limit of 0 switches that key off.
-    User names are compared case-insensitively (directories do).  A success
-    clears the user's count, never the address's (one valid account must not
-    reset a guessing address).
+    User names are counted in their normalised form (NFKC, case-folded):
+    directories match ``ALICE`` and its fullwidth form to one entry, so
+    each spelling must not get fresh tries.  A backend that resolves the name
+    to an account (the LDAP entry's DN) also counts per account
+    (:meth:`check_account`, :meth:`failed_account`, under the per-user limit),
+    which catches spellings only the directory folds.  A success clears the
+    user's count, never the address's (one valid account must not reset a
+    guessing address).
     """
 
     max_keys = 100_000  # bounds memory under a flood of invented names
@@ -67,7 +73,7 @@ class LoginThrottle:
         window: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._limits = {"user": per_user, "address": per_address}
+        self._limits = {"user": per_user, "account": per_user, "address": per_address}
         self._window = window
         self._clock = clock
         self._failures: dict[tuple[str, str], deque[float]] = {}
@@ -79,19 +85,25 @@ class LoginThrottle:
 
     def check(self, user: str, client: str) -> None:
         """Raise LoginThrottled when the user or the address is over its limit."""
+        self._check_keys(self._keys(user, client))
+
+    def failed(self, user: str, client: str) -> None:
+        self._failed_keys(self._keys(user, client))
+
+    def _check_keys(self, keys: list[tuple[str, str]]) -> None:
         now = self._clock()
         with self._lock:
-            for kind, key in self._keys(user, client):
+            for kind, key in keys:
                 times = self._recent(kind, key, now)
                 if self._limits[kind] and len(times) >= self._limits[kind]:
                     raise LoginThrottled(f"{kind} {key!r}: {len(times)} failed logins in window")
 
-    def failed(self, user: str, client: str) -> None:
+    def _failed_keys(self, keys: list[tuple[str, str]]) -> None:
         now = self._clock()
         with self._lock:
             if len(self._failures) >= self.max_keys:
                 self._sweep(now)
-            for kind, key in self._keys(user, client):
+            for kind, key in keys:
                 limit = self._limits[kind]
                 if limit:
                     self._failures.setdefault((kind, key), deque(maxlen=limit)).append(now)
@@ -99,6 +111,17 @@ class LoginThrottle:
     def succeeded(self, user: str) -> None:
         with self._lock:
             self._failures.pop(("user", _user_key(user)), None)
+
+    def check_account(self, account: str) -> None:
+        """Raise LoginThrottled when the resolved account is over the per-user limit."""
+        self._check_keys([("account", account)])
+
+    def failed_account(self, account: str) -> None:
+        self._failed_keys([("account", account)])
+
+    def succeeded_account(self, account: str) -> None:
+        with self._lock:
+            self._failures.pop(("account", account), None)
 
     @staticmethod
     def _keys(user: str, client: str) -> list[tuple[str, str]]:
@@ -119,7 +142,10 @@ class LoginThrottle:
 
 
 def _user_key(user: str) -> str:
-    return user.strip().casefold()
+    # NFKC, case folding, NFKC again (Unicode's NFKC_Casefold, less the
+    # default-ignorables): fullwidth, compatibility and case variants meet.
+    folded = unicodedata.normalize("NFKC", user).casefold()
+    return unicodedata.normalize("NFKC", folded).strip()
 
 
 class Authenticator(ABC):

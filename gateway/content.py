@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from gateway.crypto.fileformat import (
     DEFAULT_CHUNK_SIZE,
     MAX_HEADER_SIZE,
@@ -35,7 +38,7 @@ from gateway.crypto.fileformat import (
     read_header,
 )
 from gateway.crypto.names import NameCipher, NameDecryptError
-from gateway.db import DataKey
+from gateway.db import DataKey, StoredObject
 from gateway.keystore import KEY_ID_LENGTH, KeyStore
 from gateway.storage import INTERNAL_PREFIX
 
@@ -74,8 +77,16 @@ class EncryptedContent:
     def plaintext_size(self, stored_size: int) -> int:
         return plaintext_size_for(stored_size, _STANDARD_HEADER)
 
-    def open(self, path: Path) -> BinaryIO:
-        """A seekable plaintext reader (see the module docstring for verification)."""
+    def open(self, path: Path, file_id: str | None) -> BinaryIO:
+        """A seekable plaintext reader (see the module docstring for verification).
+
+        ``file_id`` is the one the registry row for this path names (None: no
+        row does).  A stored file whose header names another (files swapped
+        or copied on the share) is :class:`TamperedContent`, never served as
+        this path's content; the header's key row must belong to the header's
+        file id (:meth:`KeyStore.data_key`).  A purged key is checked first:
+        a file put back from a backup after its purge stays ``KeyMissing``.
+        """
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         stored = os.fdopen(fd, "rb")
         try:
@@ -89,9 +100,11 @@ class EncryptedContent:
                     raise TamperedContent(f"stored file shrank while read ({got} of {size})")
                 header = read_header(io.BytesIO(whole[:MAX_HEADER_SIZE]))
                 data_key = self._keys.data_key(header.key_id, header.file_id)
+                _check_bound(header, file_id)
                 return cast(BinaryIO, _PlaintextChunks(decrypt_chunks(data_key, whole)))
             header = read_header(stored)
             data_key = self._keys.data_key(header.key_id, header.file_id)
+            _check_bound(header, file_id)
             reader = EncryptedFileReader(stored, data_key, header, size)
         except BaseException:
             stored.close()
@@ -101,6 +114,25 @@ class EncryptedContent:
     def file_id_of(self, path: Path) -> uuid.UUID:
         with open(path, "rb") as stored:
             return read_header(stored).file_id
+
+
+def _check_bound(header: FileHeader, file_id: str | None) -> None:
+    # A file no row names is not served either: a crash's leftover (``clindav
+    # fsck --repair`` registers it) or something put on the share.
+    if str(header.file_id) != file_id:
+        raise TamperedContent(f"stored file is {header.file_id}, its registry row names {file_id}")
+
+
+def registered_file_id(
+    sessions: sessionmaker[Session], share: str, logical_path: str
+) -> str | None:
+    """The file id the registry row of a path names (None: no row)."""
+    with sessions() as session:
+        return session.scalar(
+            select(StoredObject.file_id).where(
+                StoredObject.share == share, StoredObject.logical_path == logical_path
+            )
+        )
 
 
 class _SeekablePlaintext(io.RawIOBase):

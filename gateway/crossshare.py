@@ -121,7 +121,7 @@ def _read_source(services: Services, share: ShareRuntime, path: str) -> tuple[by
         raise CrossShareFolder(f"{share.name}:{path} is a folder")
     with services.sessions() as session:
         row = session.execute(
-            select(StoredObject.patient_id, StoredObject.held_until).where(
+            select(StoredObject.patient_id, StoredObject.held_until, StoredObject.file_id).where(
                 StoredObject.share == share.name, StoredObject.logical_path == path
             )
         ).first()
@@ -137,7 +137,7 @@ def _read_source(services: Services, share: ShareRuntime, path: str) -> tuple[by
             f"{share.name}:{path} holds {size} bytes, over limits.max_upload_bytes",
             public="Files this large cannot be copied between shares; download and upload it.",
         )
-    with share.content.open(target) as plain:
+    with share.content.open(target, row.file_id if row else None) as plain:
         return plain.read(), row.patient_id if row else None
 
 

@@ -8,6 +8,9 @@ Findings, by kind:
 * ``key-purged``: a stored file whose key row no longer exists (purged:
   unreadable for good);
 * ``authentication-failed``: a stored file that fails its integrity check;
+* ``misplaced-ciphertext``: a stored file whose registry row names another
+  path (files swapped or copied on the share: the gateway refuses to serve
+  it, 500 content-authentication-failed);
 * ``orphan-key``: a key row with neither a file nor a registry row;
 * ``legacy-file``: a file clindav did not write (no CLDV header).
 
@@ -127,10 +130,11 @@ def _register(services: Services, finding: Finding) -> None:
     """Make a readable orphan the registered version at its logical path."""
     share = services.shares[finding.share]
     path = share.store.root / finding.location
-    with share.content.open(path) as plain:
-        body = plain.read()
     with open(path, "rb") as stored:
         file_id = str(read_header(stored).file_id)
+    # An orphan has no registry row yet: it is read as the file its header names.
+    with share.content.open(path, file_id) as plain:
+        body = plain.read()
     assert finding.logical_path is not None
     with services.sessions.begin() as session:
         services.audit.lock_head(session)
@@ -157,9 +161,12 @@ def _check_share(services: Services, share: ShareRuntime, seen: set[str]) -> lis
     files = list(stored_files(share))
     progress = Progress(f"checking share {share.name}", len(files))
     with services.sessions() as session:
-        registered = set(
-            session.scalars(select(StoredObject.file_id).where(StoredObject.share == share.name))
+        rows = session.execute(
+            select(StoredObject.file_id, StoredObject.logical_path).where(
+                StoredObject.share == share.name
+            )
         )
+        registered = {file_id: path for file_id, path in rows}
     findings = []
     for path, logical in files:
         file_id, problem = check_file(services.keys, path)
@@ -168,6 +175,8 @@ def _check_share(services: Services, share: ShareRuntime, seen: set[str]) -> lis
             seen.add(file_id)
             if not problem and file_id not in registered:
                 problem = "orphan-ciphertext"
+            elif not problem and logical is not None and registered[file_id] != logical:
+                problem = "misplaced-ciphertext"
         if problem:
             findings.append(Finding(problem, share.name, location, logical))
         progress.advance()

@@ -302,16 +302,31 @@ class LdapDirectory:
     def policy_groups(self, groups: GroupTree) -> frozenset[str]:
         return self._groups.policy_groups(groups.all)
 
-    def authenticate(self, name: str, password: str) -> Principal | None:
-        """Steps 2 to 5 of the module contract."""
+    def authenticate(
+        self, name: str, password: str, throttle: LoginThrottle | None = None
+    ) -> Principal | None:
+        """Steps 2 to 5 of the module contract.
+
+        With a ``throttle``, failures also count per entry found (its DN):
+        every spelling the directory matches to one entry (case, fullwidth,
+        characters its matching rules ignore) shares that entry's count, and
+        an entry over the limit is refused (LoginThrottled) before its bind.
+        """
         user, why = self.run(lambda conn: self.find_user(conn, name))
         dn = user.dn if user else None
+        account = normalize_dn(dn) if dn else None
+        if throttle is not None and account is not None:
+            throttle.check_account(account)
         if not self.check_password(dn, password):
             log.info(
                 "ldap: login refused for %r (%s): %s", name, dn or "-", why or "wrong password"
             )
+            if throttle is not None and account is not None:
+                throttle.failed_account(account)
             return None
-        assert user is not None  # the absent DN never binds
+        assert user is not None and account is not None  # the absent DN never binds
+        if throttle is not None:
+            throttle.succeeded_account(account)
         login = self.run(lambda conn: self._after_bind(conn, user))
         if login is None:
             return None
@@ -370,7 +385,7 @@ class LdapAuthenticator(Authenticator):
             log.info("ldap: login refused for %r: not a plausible user name", user[:64])
             return None
         try:
-            principal = self.directory.authenticate(user, password)
+            principal = self.directory.authenticate(user, password, self.throttle)
         except ServiceUnavailable as exc:
             log.warning("ldap: login for %r failed: %s", user, exc.detail)
             self._note_health(False)

@@ -67,6 +67,7 @@ from sqlalchemy import delete, make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.auth import Principal
+from gateway.content import registered_file_id
 from gateway.crypto.fileformat import MAGIC
 from gateway.db import AuditEvent, DataKey, ShareKey, StoredObject
 from gateway.errors import (
@@ -739,7 +740,7 @@ class Migration:
         )
         commit_object(self.services, self.share, ctx, target, audit=event)
         stored.append(True)
-        if not self._verify(target, stored_sha):
+        if not self._verify(entry.logical, target, stored_sha):
             self._roll_back(entry, target)
             stored.clear()
             raise MigrateVerifyFailed(f"{entry.logical}: read-back mismatch")
@@ -789,7 +790,7 @@ class Migration:
         if not ours:
             raise MigrateTargetExists(f"{entry.logical}: a registered file holds the name")
         if not self.options.dry_run:
-            if not self._verify(target, row.sha256):
+            if not self._verify(entry.logical, target, row.sha256):
                 return None  # ours, but broken or gone: migrate it again
             log.info("%s: finishing an interrupted migration", display(entry.logical))
             self._destroy(entry.source, unchanged_since=read_stat)
@@ -815,10 +816,11 @@ class Migration:
                 continue
             fsync_dir(folder.parent)
 
-    def _verify(self, target: Path, sha256: str) -> bool:
+    def _verify(self, logical: str, target: Path, sha256: str) -> bool:
         digest = hashlib.sha256()
         try:
-            with self.share.content.open(target) as plain:
+            file_id = registered_file_id(self.services.sessions, self.share.name, logical)
+            with self.share.content.open(target, file_id) as plain:
                 while block := plain.read(_BLOCK):
                     digest.update(block)
         except (ClindavError, OSError, ValueError) as exc:

@@ -39,6 +39,7 @@ from wsgidav import util
 from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from gateway.content import registered_file_id
 from gateway.crypto.fileformat import TamperedContent
 from gateway.db import DataKey, StoredObject, starts_with, utcnow
 from gateway.errors import (
@@ -301,8 +302,9 @@ def commit_object(
     chain's lock (serialising commits, also across gateway processes),
     records the object (and its audit event) and renames the temp file into
     place before committing.  A crash before the rename leaves the old
-    version; after it, the new file is readable (its key row is committed)
-    and ``clindav fsck --repair`` re-registers it.
+    version; after it, the new file is not served (the registry names the old
+    one: 500 content-authentication-failed) until ``clindav fsck --repair``
+    re-registers it.
     """
     if sealed is None:
         sealed = seal_bytes(share.content, target.parent, ctx.body)
@@ -579,7 +581,14 @@ class StoredFile(DAVNonCollection):
     def get_content(self) -> BinaryIO:
         if self.st is None:
             raise NotFound("no content yet")
-        return self.provider.share.content.open(self.target)
+        return self._open_content()
+
+    def _open_content(self) -> BinaryIO:
+        """The plaintext, only if the stored file is the one this path's registry row names."""
+        share = self.provider.share
+        sessions = self.provider.services.sessions
+        file_id = registered_file_id(sessions, share.name, _registry_path(self.path))
+        return share.content.open(self.target, file_id)
 
     def begin_write(self, *, content_type: str | None = None) -> Spool:
         limits = self.provider.services.settings.limits
@@ -709,7 +718,7 @@ class StoredFile(DAVNonCollection):
         """The content re-sealed under a new key, a block at a time (any size, flat memory)."""
         writer = SealingWriter(self.provider.share.content, folder)
         try:
-            with self.provider.share.content.open(self.target) as src:
+            with self._open_content() as src:
                 while block := src.read(_SEAL_PIECE):
                     writer.write(block)
             return writer.finish()

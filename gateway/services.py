@@ -38,8 +38,9 @@ class ContentCodec(Protocol):
 
     def plaintext_size(self, stored_size: int) -> int: ...
 
-    def open(self, path: Path) -> BinaryIO:
-        """A seekable reader of the verified plaintext of a stored file."""
+    def open(self, path: Path, file_id: str | None) -> BinaryIO:
+        """A seekable reader of the verified plaintext of a stored file, which must
+        be ``file_id`` (the one its registry row names; None: no row does)."""
         ...
 
 

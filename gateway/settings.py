@@ -287,6 +287,15 @@ class LimitSettings(_Strict):
     max_copy_bytes: Annotated[int, Field(ge=0)] = Field(
         10 * 1024 * MiB, description="Most bytes (as stored) below a folder that one COPY may copy."
     )
+    decode_memory: Annotated[int, Field(ge=16 * MiB)] = Field(
+        512 * MiB,
+        description="Bytes of decoded pixels one serving process may hold at once while it "
+        "checks images (gateway/decoding.py); a larger image is refused with 413.",
+    )
+    decode_wait: Annotated[float, Field(ge=0, le=300)] = Field(
+        10.0,
+        description="Seconds a decode waits for room in decode_memory before 503 decode-busy.",
+    )
 
 
 class TrashSettings(_Strict):
@@ -411,13 +420,51 @@ def is_loopback(host: str) -> bool:
 
 
 def read_yaml(path: Path) -> Any:
-    """A YAML file's content; ConfigError naming the file when it cannot be read."""
+    """A YAML file's content; ConfigError naming the file when it cannot be read.
+
+    A key given twice in one mapping is an error naming file, line and key:
+    YAML readers keep the last one silently, so a second ``clinical:`` block
+    would replace the first (its consent and scrub stages with it).
+    """
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            problems = _duplicate_keys(str(path), node, "")
+            if problems:
+                raise ConfigError(problems)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except FileNotFoundError:
         raise ConfigError.single(str(path), "(file)", "not found") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError.single(str(path), "(file)", f"cannot be read as YAML: {exc}") from None
+
+
+def _duplicate_keys(file: str, node: yaml.Node, prefix: str) -> list[ConfigProblem]:
+    """Every key that appears twice in one mapping of the composed document."""
+    problems: list[ConfigProblem] = []
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_keys(file, item, f"{prefix}{index}.")
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue  # merge keys (<<) and complex keys are not settings names
+            dotted = prefix + str(key.value)
+            line = key.start_mark.line + 1
+            seen = first_line.get((key.tag, str(key.value)))
+            if seen is None:
+                first_line[(key.tag, str(key.value))] = line
+            else:
+                problem = f"duplicate key at line {line} (first at line {seen})"
+                problems.append(ConfigProblem(file, dotted, problem))
+            problems += _duplicate_keys(file, value, dotted + ".")
+    return problems
 
 
 def load_settings(path: Path) -> Settings:

@@ -13,7 +13,9 @@ is accepted (``verify()`` alone passes truncated JPEGs), by Pillow restricted
 to the one format the content claims, so none of Pillow's other
 auto-detected decoders ever runs on uploaded bytes.  Too many pixels
 (``max_pixels``) is refused before decoding.  Failures answer 422
-``undecodable-image``.
+``undecodable-image``.  The decode reserves its pixels in the process's
+memory budget first (gateway/decoding.py: 413 ``image-too-large-to-decode``,
+503 ``decode-busy``).
 
 A streamed upload (larger than ``limits.max_upload_bytes``, see
 gateway/pipeline.py) is sniffed from its head; one that would have to be
@@ -30,6 +32,7 @@ from typing import ClassVar, Literal, cast
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import decoding
 from gateway.errors import UnprocessableContent, UnsupportedMediaType
 from gateway.pipeline import BaseStage, PutContext, UploadTooLargeForChecks
 
@@ -139,7 +142,9 @@ def decode_fully(body: bytes, fmt: str, max_pixels: int) -> None:
                 if fmt == "jpeg":
                     # Decoding at 1/8 scale still reads every entropy-coded byte.
                     img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-                img.load()
+                # The size after draft, from the header: nothing is allocated yet.
+                with decoding.reserve(img.size, img.mode, what=fmt):
+                    img.load()
     except UndecodableImage:
         raise
     except (

@@ -8,7 +8,8 @@ instead, and the coded image data is copied byte for byte.
 
 Keeps (allowlist): the primary item and the items it is derived from
 (``dimg``: grid tiles, overlays), with their image properties (codec
-configuration, size, colour incl. ICC, rotation/mirror (HEIF's orientation),
+configuration, size, colour incl. ICC (its colour data only, see
+:mod:`plugins.scrub.icc`), rotation/mirror (HEIF's orientation),
 crop, pixel aspect, HDR light levels); a rebuilt ftyp of known brands; and,
 by policy, a fresh minimal Exif item holding only DateTimeOriginal (HEIF's
 orientation lives in irot/imir, not EXIF).  A new ``meta`` (hdlr without a
@@ -50,6 +51,7 @@ from plugins.scrub.bmff import (
 )
 from plugins.scrub.exif import build_exif, exif_residue, kept_values, read_tiff, removed_tags
 from plugins.scrub.heif_meta import Association, Meta, Reference, item_data, parse_meta
+from plugins.scrub.icc import profile_residue, sanitize_profile
 
 _IMAGES = fourccs("hvc1 av01 grid iden iovl")
 _PROPERTIES = fourccs(
@@ -243,10 +245,27 @@ def _meta_box(
     if max(item.id for item in items) > 0xFFFF or base + sum(len(i.data) for i in items) >> 32:
         raise ScrubRefused("heif: item ids or sizes beyond the canonical layout")
     pitm = pack_full_box(b"pitm", 0, 0, struct.pack(">H", meta.primary))
-    ipco = pack_box(b"ipco", b"".join(data[p.start : p.end] for p in props))
+    ipco = pack_box(b"ipco", b"".join(_clean_property(data, p)[0] for p in props))
     iprp = pack_box(b"iprp", ipco + _ipma(assoc, len(props)))
     body = _CANONICAL_HDLR + pitm + _iloc(items, base) + _iinf(items) + _iref(refs) + iprp
     return pack_full_box(b"meta", 0, 0, body)
+
+
+def _icc_of(data: bytes, prop: Box) -> bytes | None:
+    """The ICC profile a ``colr`` property carries, if any."""
+    if prop.type == b"colr" and data[prop.body : prop.body + 4] in (b"prof", b"rICC"):
+        return data[prop.body + 4 : prop.end]
+    return None
+
+
+def _clean_property(data: bytes, prop: Box) -> tuple[bytes, dict[str, int]]:
+    """A kept property's bytes, an ICC profile reduced to its colour data
+    (plugins/scrub/icc.py), and what that removed."""
+    profile = _icc_of(data, prop)
+    if profile is None:
+        return data[prop.start : prop.end], {}
+    clean = sanitize_profile(profile)
+    return pack_box(b"colr", data[prop.body : prop.body + 4] + clean.data), clean.removed
 
 
 def _ipma(assoc: dict[int, list[Association]], n_props: int) -> bytes:
@@ -263,7 +282,7 @@ def _ipma(assoc: dict[int, list[Association]], n_props: int) -> bytes:
 
 def _kept_names(data: bytes, props: list[Box], date: bytes | None) -> tuple[str, ...]:
     kept = ["image"]
-    if any(p.type == b"colr" and data[p.body : p.body + 4] in (b"prof", b"rICC") for p in props):
+    if any(_icc_of(data, p) is not None for p in props):
         kept.append("icc-profile")
     if any(p.type in (b"irot", b"imir") for p in props):
         kept.append("orientation")
@@ -312,6 +331,9 @@ class HeifScrubber(Scrubber):
         kept = _kept_items(meta)
         _refuse_alpha(data, meta, kept)
         props, assoc = _kept_properties(data, meta, kept, options, removed)
+        for prop in props:
+            for name, n in _clean_property(data, prop)[1].items():
+                count(removed, name, n)
         _count_dropped(meta, boxes, kept, removed)
         items = [
             _OutItem(i, meta.items[i].type, meta.items[i].hidden, item_data(data, meta, i))
@@ -345,6 +367,9 @@ class HeifScrubber(Scrubber):
             f"property:{fourcc_name(p.type)}" for p in meta.properties if p.type not in _PROPERTIES
         ]
         found += ["mdat:unreferenced-bytes"] * _uncovered(boxes, meta)
+        for prop in meta.properties:
+            profile = _icc_of(data, prop)
+            found += profile_residue(profile) if profile is not None else []
         reachable = _kept_items(meta)
         for item in meta.items.values():
             if item.named:

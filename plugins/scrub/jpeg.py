@@ -5,7 +5,8 @@ Walks the markers SOI..SOS(+entropy data)..EOI and keeps (allowlist):
 - the coding structure byte for byte: SOFn, DHT, DAC, DQT, DRI, DNL, SOS with
   its entropy-coded data (RSTn included), so decoded pixels are identical;
   each header segment must hold exactly its tables (no spare bytes);
-- APP2 ICC_PROFILE chunks, checked for sequence and an ``acsp`` header;
+- the ICC profile of the APP2 ICC_PROFILE chunks (checked for sequence),
+  colour data only (:mod:`plugins.scrub.icc`), re-chunked;
 - a JFIF APP0 rebuilt without its thumbnail, and an Adobe APP14 rebuilt with
   only its colour transform (both steer how decoders convert colours);
 - a fresh minimal APP1 Exif holding only Orientation and, if the policy keeps
@@ -36,6 +37,7 @@ from plugins.scrub import (
     count,
 )
 from plugins.scrub.exif import build_exif, exif_residue, kept_values, read_tiff, removed_tags
+from plugins.scrub.icc import profile_residue, sanitize_profile
 
 SOI, EOI, SOS, APP0, APP1, APP2, APP14 = 0xD8, 0xD9, 0xDA, 0xE0, 0xE1, 0xE2, 0xEE
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -45,6 +47,7 @@ _STRUCTURE = _SOF | {0xC4, 0xCC, 0xDB, 0xDC, 0xDD}
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _EXIF = b"Exif\x00\x00"
 _ICC = b"ICC_PROFILE\x00"
+_ICC_PIECE = 65535 - 2 - len(_ICC) - 2  # a segment's length field counts itself
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,10 @@ class _Rewrite:
             head.append(_segment(APP1, _EXIF + self.exif))
             kept.extend(self.exif_kept)
         if self.icc:
-            head.extend(_segment(APP2, seg.payload) for seg in _checked_icc(self.icc))
+            clean = sanitize_profile(_icc_profile(self.icc))
+            for name, n in clean.removed.items():
+                count(self.removed, name, n)
+            head.extend(_icc_segments(clean.data))
             kept.append("icc-profile")
         if self.adobe:
             head.append(_segment(APP14, self.adobe))
@@ -232,8 +238,8 @@ def _fresh_adobe(payload: bytes) -> bytes:
     return b"Adobe\x00\x64" + b"\x00" * 4 + payload[11:12]
 
 
-def _checked_icc(chunks: list[Segment]) -> list[Segment]:
-    """ICC chunks in sequence order; MalformedImage unless numbered 1..N once each."""
+def _icc_profile(chunks: list[Segment]) -> bytes:
+    """The ICC profile of the APP2 chunks; MalformedImage unless numbered 1..N once each."""
     total = len(chunks)
     order = sorted(chunks, key=lambda seg: seg.payload[12:13])
     numbers = [(seg.payload[12:13], seg.payload[13:14]) for seg in order]
@@ -244,7 +250,18 @@ def _checked_icc(chunks: list[Segment]) -> list[Segment]:
         raise MalformedImage("jpeg: ICC profile without an acsp header")
     if struct.unpack(">I", profile[:4])[0] != len(profile):
         raise MalformedImage("jpeg: ICC profile size does not match its chunks")
-    return order
+    return profile
+
+
+def _icc_segments(profile: bytes) -> list[bytes]:
+    """APP2 segments carrying ``profile``, numbered 1..N."""
+    pieces = [profile[i : i + _ICC_PIECE] for i in range(0, len(profile), _ICC_PIECE)]
+    if len(pieces) > 255:
+        raise ScrubRefused("jpeg: ICC profile too large for 255 APP2 segments")
+    return [
+        _segment(APP2, _ICC + bytes([n, len(pieces)]) + piece)
+        for n, piece in enumerate(pieces, start=1)
+    ]
 
 
 class JpegScrubber(Scrubber):
@@ -269,6 +286,9 @@ class JpegScrubber(Scrubber):
         found = ["trailing-data"] if end < len(data) else []
         for seg in segments:
             found.extend(_segment_residue(seg, options))
+        icc = [seg for seg in segments if seg.marker == APP2 and seg.payload.startswith(_ICC)]
+        if icc:
+            found.extend(profile_residue(_icc_profile(icc)))
         return found
 
 

@@ -3,7 +3,8 @@
 Keeps (allowlist): IHDR, PLTE, IDAT, IEND, tRNS, gAMA, cHRM, sRGB, sBIT,
 pHYs; the APNG frame chunks acTL, fcTL, fdAT (frame geometry, timing and
 pixels, no text); iCCP re-written with a fixed profile name (the name is free
-text) and the profile recompressed; and eXIf re-built as the minimal EXIF
+text) and the profile reduced to its colour data (:mod:`plugins.scrub.icc`)
+and recompressed; and eXIf re-built as the minimal EXIF
 (Orientation and, by policy, DateTimeOriginal), placed before the first IDAT.
 Decision: orientation is kept rather than dropped, so a rotated phone
 screenshot stays upright.
@@ -38,6 +39,7 @@ from plugins.scrub.exif import (
     removed_tags,
     strip_exif_prefix,
 )
+from plugins.scrub.icc import profile_residue, sanitize_profile
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Chunks copied verbatim, with their exact size where the format fixes it.
@@ -134,7 +136,10 @@ class _Rewrite:
             _check_copied(chunk)
             self.out.append(chunk)
         elif chunk.type == b"iCCP" and "icc-profile" not in self.kept:
-            profile = zlib.compress(_icc_profile(chunk))
+            clean = sanitize_profile(_icc_profile(chunk))
+            for name, n in clean.removed.items():
+                count(self.removed, name, n)
+            profile = zlib.compress(clean.data)
             self.out.append(Chunk(b"iCCP", ICC_NAME + b"\x00\x00" + profile))
             self.kept.append("icc-profile")
         elif chunk.type == b"eXIf" and not self.exif_seen:
@@ -203,8 +208,8 @@ def _chunk_residue(chunk: Chunk, options: ScrubOptions) -> list[str]:
         _check_copied(chunk)
         return []
     if chunk.type == b"iCCP":
-        _icc_profile(chunk)
-        return [] if chunk.data.startswith(ICC_NAME + b"\x00") else ["iCCP:name"]
+        found = profile_residue(_icc_profile(chunk))
+        return found if chunk.data.startswith(ICC_NAME + b"\x00") else [*found, "iCCP:name"]
     if chunk.type == b"eXIf":
         return exif_residue(strip_exif_prefix(chunk.data), options)
     return [chunk.type.decode("ascii")]

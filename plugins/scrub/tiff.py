@@ -9,12 +9,13 @@ otherwise with LZW.  The output is decoded again and must be pixel-identical
 
 Keeps (allowlist): the structural tags Pillow writes, the orientation (Pillow
 applies it to the pixels on load, losslessly; the tag is written only if a
-Pillow version did not), the ICC
-profile, the resolution (X/YResolution, ResolutionUnit: the physical scale
-of a scan) and, by policy, DateTimeOriginal in a fresh EXIF IFD.  Everything
-else goes: every other IFD0 tag (Make, Model, Artist, Copyright, XMP, IPTC,
-Photoshop...), the EXIF, GPS and Interop IFDs, SubIFDs and reduced-resolution
-thumbnail pages.  A file with more than one full-resolution page raises
+Pillow version did not), the ICC profile (its colour data only, see
+:mod:`plugins.scrub.icc`), the resolution (X/YResolution, ResolutionUnit:
+the physical scale of a scan) and, by policy, DateTimeOriginal in a fresh
+EXIF IFD.  Everything else goes: every other IFD0 tag (Make, Model, Artist,
+Copyright, XMP, IPTC, Photoshop...), the EXIF, GPS and Interop IFDs, SubIFDs
+and reduced-resolution thumbnail pages.  A file with more than one
+full-resolution page raises
 ScrubRefused; a broken IFD structure or a bomb raises MalformedImage.
 """
 
@@ -27,7 +28,8 @@ from typing import ClassVar
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-from gateway.errors import UnprocessableContent
+from gateway import decoding
+from gateway.errors import ClindavError
 from plugins.scrub import (
     MalformedImage,
     Scrubber,
@@ -47,6 +49,7 @@ from plugins.scrub.exif import (
     removed_tags,
     tag_name,
 )
+from plugins.scrub.icc import profile_residue, sanitize_profile
 
 ICC_PROFILE = 34675
 _RESOLUTION = frozenset({282, 283, 296})
@@ -110,7 +113,11 @@ def _check_header(layout: TiffLayout, options: ScrubOptions) -> None:
 
 
 def _reencode(
-    data: bytes, layout: TiffLayout, orientation: int | None, date: bytes | None
+    data: bytes,
+    layout: TiffLayout,
+    orientation: int | None,
+    date: bytes | None,
+    removed: dict[str, int],
 ) -> tuple[bytes, bool]:
     """The pixels in a fresh, verified TIFF, and whether an ICC profile was kept.
 
@@ -118,20 +125,35 @@ def _reencode(
     reported as MalformedImage.
     """
     try:
-        with Image.open(io.BytesIO(data), formats=["TIFF"]) as image:
-            image.load()
-            # Pillow applies Orientation to TIFF pixels on load and then drops
-            # the tag; write the tag only if the pixels are still as stored.
-            tag = orientation if image.getexif().get(ORIENTATION) == orientation else None
-            out = _encode(image, layout, tag)
-            if date:
-                out = _add_capture_date(out, date)
-            _verify_pixels(image, out)
-            return out, "icc_profile" in image.info
-    except UnprocessableContent:
+        # The re-encode holds about six copies of the pixels at its peak
+        # (decoded, fresh copy, written file, its decode, two tobytes()).
+        with (
+            Image.open(io.BytesIO(data), formats=["TIFF"]) as image,
+            decoding.reserve(image.size, image.mode, copies=6, what="tiff"),
+        ):
+            return _reencode_loaded(image, layout, orientation, date, removed)
+    except ClindavError:
         raise
     except Exception as exc:
         raise MalformedImage(f"tiff: Pillow: {type(exc).__name__}: {exc}") from exc
+
+
+def _reencode_loaded(
+    image: Image.Image,
+    layout: TiffLayout,
+    orientation: int | None,
+    date: bytes | None,
+    removed: dict[str, int],
+) -> tuple[bytes, bool]:
+    image.load()
+    # Pillow applies Orientation to TIFF pixels on load and then drops the
+    # tag; write the tag only if the pixels are still as stored.
+    tag = orientation if image.getexif().get(ORIENTATION) == orientation else None
+    out = _encode(image, layout, tag, removed)
+    if date:
+        out = _add_capture_date(out, date)
+    _verify_pixels(image, out)
+    return out, "icc_profile" in image.info
 
 
 def _fresh_copy(image: Image.Image) -> Image.Image:
@@ -155,14 +177,19 @@ def _resolution(layout: TiffLayout) -> dict[int, object]:
     return {282: IFDRational(*values[0]), 283: IFDRational(*values[1]), 296: unit}
 
 
-def _encode(image: Image.Image, layout: TiffLayout, orientation: int | None) -> bytes:
+def _encode(
+    image: Image.Image, layout: TiffLayout, orientation: int | None, removed: dict[str, int]
+) -> bytes:
     compression = image.info.get("compression", "raw")
     tiffinfo = _resolution(layout)
     if orientation:
         tiffinfo[ORIENTATION] = orientation
     icc = image.info.get("icc_profile")
-    if icc is not None and (len(icc) < 128 or icc[36:40] != b"acsp"):
-        raise MalformedImage("tiff: ICC profile tag is not an ICC profile")
+    if icc:
+        clean = sanitize_profile(icc)
+        for name, n in clean.removed.items():
+            count(removed, name, n)
+        icc = clean.data
     out = io.BytesIO()
     _fresh_copy(image).save(
         out,
@@ -220,7 +247,7 @@ class TiffScrubber(Scrubber):
         _check_pages(layout, removed)
         _check_header(layout, options)
         orientation, date = kept_values(layout, options)
-        out, icc = _reencode(data, layout, orientation, date)
+        out, icc = _reencode(data, layout, orientation, date, removed)
         kept = ["icc-profile"] * icc
         for name in removed_tags(layout, orientation, date):
             if name not in _REWRITTEN:
@@ -244,4 +271,6 @@ class TiffScrubber(Scrubber):
         ifd0 = layout.ifds[0].entries
         if ORIENTATION in ifd0 and orientation is None:
             found.append("ifd0:Orientation")
+        if ICC_PROFILE in ifd0:
+            found += profile_residue(ifd0[ICC_PROFILE].value)
         return found

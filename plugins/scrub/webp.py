@@ -2,7 +2,7 @@
 
 Keeps (allowlist): VP8, VP8L and ALPH (pixels), ANIM (background and loop
 count), ANMF frames re-built with only their ALPH/VP8/VP8L sub-chunks, ICCP
-(checked to be an ICC profile), VP8X re-built with its reserved bits zeroed,
+(reduced to its colour data, :mod:`plugins.scrub.icc`), VP8X re-built with its reserved bits zeroed,
 the XMP flag cleared and the ICC/EXIF flags matching what is written, and an
 EXIF chunk re-built as the minimal EXIF (Orientation and, by policy,
 DateTimeOriginal; only in the extended format, where EXIF is defined).
@@ -29,6 +29,7 @@ from plugins.scrub.exif import (
     removed_tags,
     strip_exif_prefix,
 )
+from plugins.scrub.icc import profile_residue, sanitize_profile
 
 _BITSTREAMS = (b"VP8 ", b"VP8L", b"ALPH")
 _ICC_FLAG, _ALPHA_FLAG, _EXIF_FLAG, _XMP_FLAG, _ANIM_FLAG = 0x20, 0x10, 0x08, 0x04, 0x02
@@ -115,9 +116,10 @@ class _Rewrite:
         elif chunk.fourcc == b"ANMF":
             self.body.append(self._frame(chunk))
         elif chunk.fourcc == b"ICCP" and "icc-profile" not in self.kept:
-            if len(chunk.data) < 128 or chunk.data[36:40] != b"acsp":
-                raise MalformedImage("webp: ICCP chunk is not an ICC profile")
-            self.body.insert(0, chunk)
+            clean = sanitize_profile(chunk.data)
+            for name, n in clean.removed.items():
+                count(self.removed, name, n)
+            self.body.insert(0, Chunk(b"ICCP", clean.data))
             self.kept.append("icc-profile")
         elif chunk.fourcc == b"EXIF" and self.exif is None:
             self.exif = self._minimal_exif(strip_exif_prefix(chunk.data)) or b""
@@ -197,8 +199,10 @@ class WebpScrubber(Scrubber):
 
 
 def _chunk_residue(chunk: Chunk, options: ScrubOptions) -> list[str]:
-    if chunk.fourcc in _BITSTREAMS or chunk.fourcc in (b"ANIM", b"ICCP"):
+    if chunk.fourcc in _BITSTREAMS or chunk.fourcc == b"ANIM":
         return []
+    if chunk.fourcc == b"ICCP":
+        return profile_residue(chunk.data)
     if chunk.fourcc == b"EXIF":
         return exif_residue(strip_exif_prefix(chunk.data), options)
     if chunk.fourcc == b"ANMF":
