@@ -24,6 +24,7 @@ from gateway.ldapcli import add_ldap_commands
 from gateway.lockcli import add_lock_commands
 from gateway.migratecli import add_migrate_commands
 from gateway.trashcli import add_trash_commands
+from gateway.upgradecli import add_upgrade_commands
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lock_commands(sub, _config_arg, _open_services)
     add_ldap_commands(sub, _config_arg, _settings)
     add_migrate_commands(sub, _config_arg, _settings)
+    add_upgrade_commands(sub, _config_arg, _settings)
 
     fsck = sub.add_parser(
         "fsck",
@@ -208,11 +210,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _sessions(args: argparse.Namespace) -> sessionmaker:
-    from gateway.db import make_engine, make_sessions, migrate
+    from gateway.db import make_engine, make_sessions, prepare_database
 
     settings = _settings(args)
     url = settings.sqlalchemy_url()
-    migrate(url)
+    prepare_database(url)  # an older schema is refused: `clindav upgrade` brings it forward
     return make_sessions(make_engine(url))
 
 
@@ -331,17 +333,19 @@ def _serve_with_background(server: Server, services: Services, *, background: bo
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from gateway.app import load_checked_policy, load_master_keys
+    from gateway.app import compare_keys_offline, load_checked_policy, load_master_keys
     from gateway.migrate import unmigrated_report
 
     settings = _settings(args)
     load_checked_policy(settings)
     load_master_keys(settings)
+    keys_note = compare_keys_offline(settings)  # a key that is not this instance's fails here
     if settings.auth.ldap is not None:
         from gateway.ldapauth import LdapDirectory
 
         LdapDirectory(settings.auth.ldap, settings.resolve)  # CA file and bind password, offline
     print(f"{(args.config or DEFAULT_CONFIG)}: settings, policy and stage options are valid")
+    print(keys_note)
     unmigrated_report(settings, sys.stdout)  # legacy files awaiting `clindav migrate`
     return 0
 

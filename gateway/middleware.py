@@ -160,6 +160,7 @@ class GatewayMiddleware(BaseMiddleware):
         split_path(path)
         # Only COPY and MOVE have a destination (limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
+        self._require_mounted(share, outcome.destination)
         checks = _checks(method, share, path, outcome.destination)
         if method in ("DELETE", "MOVE", "COPY"):
             # A folder operation reaches everything below it: each item must pass too.
@@ -190,6 +191,14 @@ class GatewayMiddleware(BaseMiddleware):
             resource = provider.get_resource_inst(path, environ)
             if resource is not None:  # else WsgiDAV answers 404
                 check_dead_properties(environ, resource, provider.prop_manager)
+
+    def _require_mounted(self, share: str, destination: tuple[str, str] | None) -> None:
+        """503 share-unavailable while a share's marker is gone (gateway/marker.py):
+        an unmounted share's empty mount point is never listed or written."""
+        for name in (share, destination[0] if destination else None):
+            watch = self.services.markers.get(name) if name else None
+            if watch is not None:
+                watch.check()
 
     def _destination(self, environ: dict[str, Any]) -> tuple[str, str] | None:
         header = environ.get("HTTP_DESTINATION")
