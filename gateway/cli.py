@@ -138,30 +138,64 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 def _add_user_commands(sub: argparse._SubParsersAction) -> None:
     user = sub.add_parser("user", help="manage the local user store")
     users = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    add = users.add_parser("add", help="add a user (password read from standard input)")
+    add = users.add_parser(
+        "add", help="add a user (password prompted on a terminal, or --password-stdin)"
+    )
     add.add_argument("name")
-    add.add_argument(
-        "--group",
-        action="append",
-        default=[],
-        required=True,
-        help="policy group, e.g. clinicians (repeat for several)",
-    )
-    add.add_argument(
-        "--password-stdin",
-        action="store_true",
-        required=True,
-        help="read the password from the first line of standard input",
-    )
+    _group_arg(add)
+    _password_arg(add)
     _config_arg(add)
     add.set_defaults(handler=_cmd_user_add)
-    listing = users.add_parser("list", help="list users and their groups")
+    listing = users.add_parser("list", help="list users, their groups and disabled accounts")
     _config_arg(listing)
     listing.set_defaults(handler=_cmd_user_list)
     remove = users.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     _config_arg(remove)
     remove.set_defaults(handler=_cmd_user_remove)
+    _add_user_lifecycle_commands(users)
+
+
+def _group_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        required=True,
+        help="policy group, e.g. clinicians (repeat for several)",
+    )
+
+
+def _password_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input "
+        "(default: prompt twice on the terminal)",
+    )
+
+
+def _add_user_lifecycle_commands(users: argparse._SubParsersAction) -> None:
+    passwd = users.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("name")
+    _password_arg(passwd)
+    _config_arg(passwd)
+    passwd.set_defaults(handler=_cmd_user_passwd)
+    groups = users.add_parser("set-groups", help="replace a user's groups")
+    groups.add_argument("name")
+    _group_arg(groups)
+    _config_arg(groups)
+    groups.set_defaults(handler=_cmd_user_set_groups)
+    for action, disabled in (("disable", True), ("enable", False)):
+        toggle = users.add_parser(
+            action,
+            help="the user cannot log in (account and history kept)"
+            if disabled
+            else "let a disabled user log in again",
+        )
+        toggle.add_argument("name")
+        _config_arg(toggle)
+        toggle.set_defaults(handler=_cmd_user_toggle, disabled=disabled)
 
 
 def _add_key_commands(sub: argparse._SubParsersAction) -> None:
@@ -432,20 +466,92 @@ def _cmd_fsck(args: argparse.Namespace) -> int:
 def _cmd_user_add(args: argparse.Namespace) -> int:
     from gateway.users import UserStore
 
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("clindav: error: no password on standard input", file=sys.stderr)
+    password = _new_password(args)
+    if password is None:
         return 2
     UserStore(_sessions(args)).add(args.name, password, args.group)
     print(f"added user {args.name} (groups: {', '.join(args.group)})")
+    _warn_about_groups(args, args.group)
     return 0
+
+
+def _new_password(args: argparse.Namespace) -> str | None:
+    """From --password-stdin, else asked twice (no echo) on a terminal; None: error printed."""
+    import getpass
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            print("clindav: error: no password on standard input", file=sys.stderr)
+            return None
+        return password
+    if not sys.stdin.isatty():
+        print(
+            "clindav: error: no terminal to ask for the password on: use --password-stdin",
+            file=sys.stderr,
+        )
+        return None
+    password = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("The same password again: ") != password:
+        print("clindav: error: the passwords differ; nothing was changed", file=sys.stderr)
+        return None
+    return password
+
+
+def _warn_about_groups(args: argparse.Namespace, groups: list[str]) -> None:
+    """Groups that give nothing: not named by the policy, or local accounts under LDAP."""
+    from gateway.app import load_checked_policy
+    from gateway.users import policy_groups
+
+    settings = _settings(args)
+    if settings.auth.backend == "ldap":
+        print(
+            "warning: auth.backend is ldap: local accounts cannot log in until it is "
+            "set back to local",
+            file=sys.stderr,
+        )
+    unused = sorted(set(groups) - policy_groups(load_checked_policy(settings)))
+    if unused:
+        print(
+            f"warning: the policy ({settings.policy}) names no group {', '.join(unused)}: "
+            "it gives this user nothing",
+            file=sys.stderr,
+        )
 
 
 def _cmd_user_list(args: argparse.Namespace) -> int:
     from gateway.users import UserStore
 
-    for name, groups in UserStore(_sessions(args)).list():
-        print(f"{name}\t{','.join(groups)}")
+    for name, groups, disabled in UserStore(_sessions(args)).list():
+        print(f"{name}\t{','.join(groups)}" + ("\tdisabled" if disabled else ""))
+    return 0
+
+
+def _cmd_user_passwd(args: argparse.Namespace) -> int:
+    from gateway.users import UserStore
+
+    password = _new_password(args)
+    if password is None:
+        return 2
+    UserStore(_sessions(args)).set_password(args.name, password)
+    print(f"password of {args.name} changed")
+    return 0
+
+
+def _cmd_user_set_groups(args: argparse.Namespace) -> int:
+    from gateway.users import UserStore
+
+    UserStore(_sessions(args)).set_groups(args.name, args.group)
+    print(f"groups of {args.name}: {', '.join(args.group)}")
+    _warn_about_groups(args, args.group)
+    return 0
+
+
+def _cmd_user_toggle(args: argparse.Namespace) -> int:
+    from gateway.users import UserStore
+
+    UserStore(_sessions(args)).set_disabled(args.name, args.disabled)
+    print(f"{'disabled' if args.disabled else 'enabled'} user {args.name}")
     return 0
 
 

@@ -223,8 +223,9 @@ def _take_over(
     """
     with sessions() as session:
         has_data = (
-            session.scalar(select(func.count()).select_from(StoredObject)) or 0
-        ) + (session.scalar(select(func.count()).select_from(AuditEvent)) or 0) > 0
+            session.scalar(select(StoredObject.id).limit(1)) is not None
+            or session.scalar(select(AuditEvent.seq).limit(1)) is not None
+        )
     if has_data and mode != "upgrade":
         raise ConfigError.single(
             "database",

@@ -66,7 +66,9 @@ def wait_for_status(session: requests.Session, method: str, url: str, status: in
         if answer.status_code == status:
             return
         time.sleep(0.2)
-    raise AssertionError(f"{method} {url} never answered {status}: {answer.status_code} {answer.text}")
+    raise AssertionError(
+        f"{method} {url} never answered {status}: {answer.status_code} {answer.text}"
+    )
 
 
 def test_a_master_key_changed_under_the_gateway_is_refused(gateway: Gateway) -> None:
