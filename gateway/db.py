@@ -302,7 +302,9 @@ class InstanceIdentity(Base):
 
     __tablename__ = "instance_identity"
 
-    instance_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # Always 1: two processes taking a new database over cannot record two ids.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from gateway.crypto.fileformat import MAGIC
@@ -253,8 +254,11 @@ def _take_over(
     # made after `clindav init`); an older instance gets a new one.
     named = {m.instance_id for m in markers.values() if m is not None}
     instance_id = named.pop() if len(named) == 1 and not has_data else str(uuid.uuid4())
-    with sessions.begin() as session:
-        session.add(InstanceIdentity(instance_id=instance_id))
+    try:
+        with sessions.begin() as session:
+            session.add(InstanceIdentity(id=1, instance_id=instance_id))
+    except IntegrityError:  # another process took it over first: its id, the same markers
+        instance_id = recorded_instance(sessions) or instance_id
     if not has_data:  # (an upgraded instance's shares are marked share by share, if safe)
         for name, root in roots.items():
             marker = Marker.make(seed, instance_id, name)

@@ -21,9 +21,10 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "instance_identity",
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("instance_id", sa.String(length=36), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("instance_id"),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "master_key_check",
