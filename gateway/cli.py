@@ -504,13 +504,17 @@ def _warn_about_groups(args: argparse.Namespace, groups: list[str]) -> None:
     from gateway.users import policy_groups
 
     settings = _settings(args)
+    try:
+        named = policy_groups(load_checked_policy(settings))
+    except ConfigError:
+        named = set(groups)  # an invalid policy is check-config's to report, not ours
     if settings.auth.backend == "ldap":
         print(
             "warning: auth.backend is ldap: local accounts cannot log in until it is "
             "set back to local",
             file=sys.stderr,
         )
-    unused = sorted(set(groups) - policy_groups(load_checked_policy(settings)))
+    unused = sorted(set(groups) - named)
     if unused:
         print(
             f"warning: the policy ({settings.policy}) names no group {', '.join(unused)}: "

@@ -91,8 +91,8 @@ class KeyStore:
         if self._source is None or stamp == self._stamp:
             return
         masters = self._source.load()
-        self._stamp = stamp
         wrong = self.mismatched(masters, record=True)
+        self._stamp = stamp  # (not before: a failed check is tried again on the next write)
         if wrong:
             self._refusal = wrong_key_error(self._source, wrong)
             log.error("%s; nothing is stored until it is put back", self._refusal.detail)

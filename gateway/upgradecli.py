@@ -60,7 +60,7 @@ def cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
     from gateway.app import check_identity
     from gateway.db import make_engine, make_sessions, migrate, schema_state
-    from gateway.keys import key_source
+    from gateway.keys import key_source, wrong_key_error
     from gateway.keystore import KeyStore
     from gateway.marker import read_marker, recorded_instance
 
@@ -92,6 +92,16 @@ def cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
         if bound:
             print("nothing to upgrade")
             return 0
+    if state.current is not None:  # a wrong key file stops us before any change too
+        engine = make_engine(url)
+        try:
+            wrong = KeyStore(make_sessions(engine), masters, source).mismatched(
+                masters, record=False
+            )
+        finally:
+            engine.dispose()
+        if wrong:
+            raise wrong_key_error(source, wrong)
     _confirm(args.yes)
     migrate(url)
     engine = make_engine(url)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import subprocess
 import tarfile
 from pathlib import Path
@@ -165,6 +166,15 @@ def test_an_instance_of_the_previous_release_is_upgraded_in_place(tmp_path: Path
     assert unconfirmed.returncode == 1 and "--yes" in unconfirmed.stderr
     assert "0002" in unconfirmed.stdout  # it said what it would do
     assert schema_state(url).current == "0001"
+
+    # A wrong key file (the instance's key id, other bytes) is refused before any change.
+    key_file = folder / "keys" / "master.key"
+    right = key_file.read_text()
+    key_file.write_text(f"{right.split()[-2]} {secrets.token_hex(32)}\n")
+    wrong = run_cli("upgrade", "--yes", config=config, check=False)
+    assert wrong.returncode == 2 and str(key_file) in wrong.stderr and "is wrong" in wrong.stderr
+    assert schema_state(url).current == "0001"
+    key_file.write_text(right)
 
     upgraded = run_cli("upgrade", "--yes", config=config)
     assert "upgraded" in upgraded.stdout
