@@ -129,7 +129,7 @@ def assert_nothing_readable(share: LegacyShare, extra_needles: list[bytes]) -> N
                 continue
             assert not any(n.decode() in name for n in name_needles), name
             data = path.read_bytes()
-            assert data[:4] == MAGIC or name in ("lock", ".clindav-share"), f"{name} is not CLDV"
+            assert data[:4] == MAGIC or name == "lock", f"{name} is not CLDV"
             found = [n for n in content_needles if n in data]
             assert not found, f"{path.relative_to(share.root)} holds {found}"
             checked += 1
