@@ -8,7 +8,7 @@ Layout written into DIR::
     tls/cert.pem, tls/key.pem   a self-signed certificate
     clindav.db          the SQLite database, created by the migrations
     shares/<name>/      backing folders of the practice's usual shares, each
-                        marked as this instance's (``.clindav-share``, gateway/marker.py)
+                        marked as this instance's (``.clindav-share.*``, gateway/marker.py)
 """
 
 from __future__ import annotations

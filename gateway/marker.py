@@ -6,18 +6,20 @@ the local disk.  And a deleted database file would be replaced by a new,
 empty one with a new audit chain, over shares full of stored files it does
 not know.  So:
 
-* each backing folder holds ``.clindav-share``: the instance id, the share
-  name and an HMAC over both under the ``@instance`` seed (a seed in the key
-  table, wrapped by the master key like every seed);
+* each backing folder holds an empty folder
+  ``.clindav-share.<instance id>.<mac>``, the MAC an HMAC of the instance id
+  and the share name under the ``@instance`` seed (a seed in the key table,
+  wrapped by the master key like every seed).  A folder, not a file: it
+  holds no content, and nothing that counts or hashes a share's files sees
+  it; its name is all there is to check;
 * the database records the instance id (``instance_identity``);
 * at start (:func:`check_instance`) every share must carry the marker of
   this instance and of that share; a new database (no instance id, no
   stored object, no audit event) takes empty shares over and marks them,
   but refuses shares that hold stored files;
 * while serving, :class:`MarkerWatch` re-checks the marker at most once a
-  second per share (one ``stat``; the file is read again only when the stat
-  changed): while it is gone, requests to the share answer
-  ``503 share-unavailable``.
+  second per share (one ``stat`` of the expected name): while it is gone,
+  requests to the share answer ``503 share-unavailable``.
 
 ``clindav init`` marks the shares of a new instance; ``clindav upgrade``
 (``mode="upgrade"``) marks the shares of an instance from before markers,
@@ -28,11 +30,12 @@ the registry expects files is refused (it is the unmounted case).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import os
+import stat
 import threading
 import time
 import uuid
@@ -49,11 +52,11 @@ from gateway.crypto.fileformat import MAGIC
 from gateway.db import AuditEvent, InstanceIdentity, StoredObject
 from gateway.errors import ConfigError, ConfigProblem, ServiceUnavailable
 from gateway.keystore import KeyStore
-from gateway.storage import INTERNAL_PREFIX, write_atomic
+from gateway.storage import INTERNAL_PREFIX, fsync_dir
 
 log = logging.getLogger("clindav.shares")
 
-MARKER_NAME = INTERNAL_PREFIX + "share"
+MARKER_PREFIX = INTERNAL_PREFIX + "share."
 INSTANCE_SEED = "@instance"
 CHECK_INTERVAL = 1.0  # seconds between two stats of a share's marker
 
@@ -66,32 +69,36 @@ class ShareUnavailable(ServiceUnavailable):
 @dataclass(frozen=True)
 class Marker:
     instance_id: str
-    share: str
-    mac: str
+    mac: str  # binds the instance id to the share's name
 
     @classmethod
     def make(cls, seed: bytes, instance_id: str, share: str) -> Marker:
         text = f"clindav-share-marker\0{instance_id}\0{share}".encode()
-        return cls(instance_id, share, hmac.new(seed, text, hashlib.sha256).hexdigest())
+        return cls(instance_id, hmac.new(seed, text, hashlib.sha256).hexdigest()[:32])
 
-    def encode(self) -> bytes:
-        fields = {"instance": self.instance_id, "share": self.share, "mac": self.mac}
-        return (json.dumps({"clindav-share-marker": 1, **fields}) + "\n").encode()
+    @property
+    def name(self) -> str:
+        return f"{MARKER_PREFIX}{self.instance_id}.{self.mac}"
 
 
-def read_marker(root: Path) -> Marker | None:
-    """The marker in ``root``, None when there is none (or it is not one)."""
+def read_markers(root: Path) -> list[Marker]:
+    """The markers in ``root`` (normally one; none when the share is not mounted)."""
     try:
-        data = json.loads((root / MARKER_NAME).read_bytes())
-        return Marker(str(data["instance"]), str(data["share"]), str(data["mac"]))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return Marker("(unreadable)", "(unreadable)", "")
+        with os.scandir(root) as entries:
+            names = [e.name for e in entries if e.name.startswith(MARKER_PREFIX) and e.is_dir()]
+    except OSError:
+        return []
+    return [Marker(*n[len(MARKER_PREFIX) :].rsplit(".", 1)) for n in names if n.count(".") >= 3]
 
 
 def write_marker(root: Path, marker: Marker) -> None:
-    write_atomic(root / MARKER_NAME, [marker.encode()])  # 0600, fsynced, renamed into place
+    """Make ``marker`` the only marker in ``root``."""
+    for old in read_markers(root):
+        if old != marker:
+            os.rmdir(root / old.name)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root / marker.name, 0o700)
+    fsync_dir(root)
 
 
 class MarkerWatch:
@@ -106,13 +113,10 @@ class MarkerWatch:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.share = share
-        self._path = root / MARKER_NAME
-        self._root = root
-        self._expected = expected
+        self._path = root / expected.name
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._stamp: tuple[int, ...] | None = None
         self._valid_until = 0.0
         self._failing = False
 
@@ -122,29 +126,22 @@ class MarkerWatch:
         if now < self._valid_until:
             return
         with self._lock:
-            problem = self._problem()
-            if problem is not None:
+            try:
+                present = stat.S_ISDIR(os.stat(self._path).st_mode)
+            except OSError:
+                present = False
+            if not present:
                 self._valid_until = 0.0
                 if not self._failing:
-                    log.error("share %s unavailable: %s", self.share, problem)
+                    log.error(
+                        "share %s unavailable: %s is gone (not mounted?)", self.share, self._path
+                    )
                 self._failing = True
-                raise ShareUnavailable(f"share {self.share}: {problem}")
+                raise ShareUnavailable(f"share {self.share}: {self._path} is gone")
             if self._failing:
                 log.warning("share %s available again", self.share)
             self._failing = False
             self._valid_until = now + self._interval
-
-    def _problem(self) -> str | None:
-        try:
-            st = os.stat(self._path)
-        except OSError:
-            return f"{self._path} is gone (share not mounted?)"
-        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            if read_marker(self._root) != self._expected:
-                return f"{self._path} is not this instance's marker of the share"
-            self._stamp = stamp
-        return None
 
 
 Mode = Literal["serve", "upgrade"]
@@ -160,22 +157,21 @@ def check_instance(
     """
     seed = keys.seed(INSTANCE_SEED)
     instance_id = recorded_instance(sessions)
-    markers = {name: read_marker(root) for name, root in roots.items()}
+    markers = {name: read_markers(root) for name, root in roots.items()}
     if instance_id is None:
         instance_id = _take_over(sessions, seed, roots, markers, mode)
     problems = []
     watches = {}
     for name, root in roots.items():
         expected = Marker.make(seed, instance_id, name)
-        marker = markers[name]
-        if marker is None and mode == "upgrade":
+        found = markers[name]
+        if not found and mode == "upgrade":
             problem = _unsafe_to_mark(sessions, name, root)
             if problem is None:
                 write_marker(root, expected)
                 log.warning("share %s: marked %s as this instance's", name, root)
-                marker = expected
         else:
-            problem = _marker_problem(root, marker, expected)
+            problem = _marker_problem(root, found, expected)
         if problem is not None:
             problems.append(ConfigProblem("settings", f"shares.{name}.path", problem))
         watches[name] = MarkerWatch(name, root, expected)
@@ -184,23 +180,25 @@ def check_instance(
     return watches
 
 
-def _marker_problem(root: Path, marker: Marker | None, expected: Marker) -> str | None:
-    if marker is None:
+def _marker_problem(root: Path, found: list[Marker], expected: Marker) -> str | None:
+    if expected in found:
+        return None
+    if not found:
         return (
-            f"{root} has no {MARKER_NAME} marker: the share is not mounted, or it is "
+            f"{root} has no {MARKER_PREFIX}* marker: the share is not mounted, or it is "
             "new to this instance or from a clindav before share markers "
             "(then back up the database and run `clindav upgrade`)"
         )
-    if marker.instance_id != expected.instance_id:
+    others = sorted({m.instance_id for m in found} - {expected.instance_id})
+    if others:
         return (
-            f"{root} is a share of another clindav instance ({marker.instance_id}, "
+            f"{root} is a share of another clindav instance ({', '.join(others)}; "
             f"this one is {expected.instance_id}): wrong path, mount or database"
         )
-    if marker.share != expected.share:
-        return f"{root} is this instance's share {marker.share!r}, not {expected.share!r}"
-    if not hmac.compare_digest(marker.mac, expected.mac):
-        return f"{root}/{MARKER_NAME} does not authenticate with this instance's key"
-    return None
+    return (
+        f"{root} is marked for this instance, but not as this share (or not with this "
+        "instance's key): wrong path or mount"
+    )
 
 
 def recorded_instance(sessions: sessionmaker) -> str | None:
@@ -212,7 +210,7 @@ def _take_over(
     sessions: sessionmaker,
     seed: bytes,
     roots: dict[str, Path],
-    markers: dict[str, Marker | None],
+    markers: dict[str, list[Marker]],
     mode: Mode,
 ) -> str:
     """A database without an instance id: record one and mark the shares, or refuse.
@@ -252,7 +250,7 @@ def _take_over(
             )
     # A new instance's shares keep the id their markers name (the database was
     # made after `clindav init`); an older instance gets a new one.
-    named = {m.instance_id for m in markers.values() if m is not None}
+    named = {m.instance_id for found in markers.values() for m in found}
     instance_id = named.pop() if len(named) == 1 and not has_data else str(uuid.uuid4())
     try:
         with sessions.begin() as session:
@@ -263,7 +261,7 @@ def _take_over(
         for name, root in roots.items():
             marker = Marker.make(seed, instance_id, name)
             write_marker(root, marker)
-            markers[name] = marker
+            markers[name] = [marker]
     return instance_id
 
 
@@ -273,7 +271,7 @@ def _a_stored_file(root: Path) -> str | None:
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
         for name in files:
             path = os.path.join(folder, name)
-            if name == MARKER_NAME or os.path.islink(path):
+            if os.path.islink(path):
                 continue
             try:
                 with open(path, "rb") as f:

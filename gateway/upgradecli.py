@@ -62,7 +62,7 @@ def cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.db import make_engine, make_sessions, migrate, schema_state
     from gateway.keys import key_source, wrong_key_error
     from gateway.keystore import KeyStore
-    from gateway.marker import read_marker, recorded_instance
+    from gateway.marker import read_markers, recorded_instance
 
     url = settings.sqlalchemy_url()
     source = key_source(settings)
@@ -70,7 +70,7 @@ def cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     state = schema_state(url)
     shown = make_url(url).render_as_string(hide_password=True)
     roots = {name: settings.resolve(conf.path) for name, conf in settings.shares.items()}
-    unmarked = [name for name, root in roots.items() if read_marker(root) is None]
+    unmarked = [name for name, root in roots.items() if not read_markers(root)]
     print(f"database: {shown}")
     if state.current is None:
         print(f"  new database: the schema ({state.head}) will be created")

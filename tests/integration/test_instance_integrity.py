@@ -34,7 +34,7 @@ def write_key(path: Path, text: str) -> None:
 
 
 def stored_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".clindav-share")
+    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def serve_refused(instance: Instance) -> subprocess.CompletedProcess[str]:
@@ -148,7 +148,7 @@ def test_an_unmounted_share_answers_503_and_stores_nothing(gateway: Gateway) -> 
     share.rename(mounted)
     share.mkdir(mode=0o700)
     refused = serve_refused(instance)
-    assert "shares.documents.path" in refused.stderr and ".clindav-share" in refused.stderr
+    assert "shares.documents.path" in refused.stderr and ".clindav-share.* marker" in refused.stderr
     assert "not mounted" in refused.stderr
 
 

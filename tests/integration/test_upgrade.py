@@ -180,7 +180,8 @@ def test_an_instance_of_the_previous_release_is_upgraded_in_place(tmp_path: Path
     assert "upgraded" in upgraded.stdout
     assert schema_state(url).pending == [] and schema_state(url).current == schema_state(url).head
     for share in ("clinical", "referrals", "teaching", "documents"):
-        assert (instance.share_dir(share) / ".clindav-share").is_file()
+        (marker,) = instance.share_dir(share).glob(".clindav-share.*")
+        assert marker.is_dir()
     assert "nothing to upgrade" in run_cli("upgrade", config=config).stdout
     assert "match this instance" in run_cli("check-config", config=config).stdout
 
