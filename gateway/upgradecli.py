@@ -59,10 +59,12 @@ def cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.engine import make_url
 
     from gateway.app import check_identity
+    from gateway.consentcli import cli_request
     from gateway.db import make_engine, make_sessions, migrate, schema_state
     from gateway.keys import key_source, wrong_key_error
     from gateway.keystore import KeyStore
     from gateway.marker import read_markers, recorded_instance
+    from plugins.audit import AUDIT_SEED, AuditLog
 
     url = settings.sqlalchemy_url()
     source = key_source(settings)
@@ -107,7 +109,18 @@ def cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(url)
     sessions = make_sessions(engine)
     try:
-        check_identity(settings, sessions, KeyStore(sessions, masters, source), mode="upgrade")
+        keys = KeyStore(sessions, masters, source)
+        check_identity(settings, sessions, keys, mode="upgrade")
+        AuditLog(sessions, keys.seed(AUDIT_SEED)).record(
+            cli_request("UPGRADE"),
+            action="UPGRADE",
+            share=None,
+            path=None,
+            status=200,
+            code="upgraded",
+            reason=f"schema {state.current or '(new)'} -> {state.head}; "
+            f"shares marked: {', '.join(unmarked) or 'none'}",
+        )
     finally:
         engine.dispose()
     print(f"upgraded: the database is at schema {state.head}; every share is marked")

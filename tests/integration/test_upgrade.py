@@ -203,3 +203,5 @@ def test_an_instance_of_the_previous_release_is_upgraded_in_place(tmp_path: Path
     assert "/old.txt" in trash
     verify = run_cli("audit", "verify", config=config)
     assert "audit chain intact" in verify.stdout
+    export = run_cli("audit", "export", config=config).stdout
+    assert '"code": "upgraded"' in export and "schema 0001 -> " in export
