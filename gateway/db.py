@@ -3,7 +3,9 @@
 Tables: the registry of stored objects, audit events, local users and dead
 properties.  The schema is created only by Alembic migrations
 (:func:`migrate`), never by ``create_all``, so SQLite and PostgreSQL
-instances evolve the same way.  SQLite runs in WAL mode with
+instances evolve the same way.  Every schema change is a numbered migration;
+:func:`prepare_database` creates a new database's schema and refuses one at
+another revision (``clindav upgrade`` brings an older one forward).  SQLite runs in WAL mode with
 ``secure_delete`` on (a deleted row must not linger in free pages) and foreign
 keys enforced.
 """

@@ -7,6 +7,12 @@ crypto-shredded) and :class:`~gateway.crypto.keywrap.KeyUnwrapError` when it
 does not authenticate.  A database failure raises
 :class:`~gateway.errors.ServiceUnavailable`: clindav never serves or stores
 without its keys.
+
+:meth:`KeyStore.verify` (at start) and every reload of a changed key file
+compare each master key with the key-check value recorded for its id
+(``master_key_check``): a key with a known id and other bytes is refused,
+naming the key file, and a running gateway then stores nothing
+(``503 master-key-mismatch``) until the right file is back.
 """
 
 from __future__ import annotations
