@@ -18,7 +18,7 @@ import requests
 
 from gateway.db import migrate
 from gateway.settings import load_settings
-from tests.conftest import CLINDAV, Gateway, Instance, _env, run_cli, start_gateway
+from tests.conftest import CLINDAV, Gateway, Instance, _env, make_instance, run_cli, start_gateway
 
 
 def key_file(instance: Instance) -> Path:
@@ -177,3 +177,19 @@ def test_a_new_database_takes_over_empty_marked_shares(instance: Instance) -> No
     gw = start_gateway(instance)
     assert gw.session("carol").put(f"{gw.url}/documents/a.txt", data=b"y").status_code == 201
     gw.stop()
+
+
+def test_another_instances_database_is_refused(instance: Instance, tmp_path: Path) -> None:
+    other = make_instance(tmp_path / "other")
+    gw = start_gateway(other)
+    assert gw.session().put(f"{gw.url}/documents/b.txt", data=b"b").status_code == 201
+    gw.stop()
+    data = instance.settings()
+    data["database_url"] = other.settings()["database_url"].replace(
+        "sqlite:///clindav.db", f"sqlite:///{other.folder / 'clindav.db'}"
+    )
+    data["keys"]["file"] = str(other.folder / "keys" / "master.key")
+    instance.write_settings(data)
+    refused = serve_refused(instance)
+    assert "shares.documents.path" in refused.stderr
+    assert "a share of another clindav instance" in refused.stderr, refused.stderr
