@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -26,13 +28,14 @@ from gateway.auth import Authenticator, LocalAuthenticator
 from gateway.clock import instance_clock
 from gateway.content import EncryptedContent, EncryptedNames
 from gateway.crypto.names import NameCipher
-from gateway.db import make_engine, make_sessions, migrate
+from gateway.db import make_engine, make_sessions, prepare_database, schema_state
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.guard import PathGuard
 from gateway.health import Operations
-from gateway.keys import MasterKeys, key_source
+from gateway.keys import MasterKeys, key_source, wrong_key_error
 from gateway.keystore import KeyStore
 from gateway.locks import DatabaseLockStorage
+from gateway.marker import MarkerWatch, Mode, check_instance
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import ENTRY_POINT_GROUP, StageOptionsError, StageRegistry
 from gateway.policy import Policy, load_policy
@@ -83,6 +86,52 @@ def load_master_keys(settings: Settings) -> MasterKeys:
     return key_source(settings).load()
 
 
+def check_identity(
+    settings: Settings, sessions: sessionmaker, keys: KeyStore, mode: Mode = "serve"
+) -> dict[str, MarkerWatch]:
+    """The master keys and the shares are this instance's (or ConfigError); the watches.
+
+    A key with a known id and other bytes is refused (gateway/keystore.py);
+    so is a share without this instance's marker (gateway/marker.py).
+    """
+    keys.verify()
+    roots = {name: settings.resolve(conf.path) for name, conf in settings.shares.items()}
+    return check_instance(sessions, keys, roots, mode)
+
+
+def compare_keys_offline(settings: Settings) -> str:
+    """``check-config``: the master keys against the database, changing nothing.
+
+    Raises ConfigError for a key that is not this instance's; returns a line
+    saying what was compared (a database that cannot be reached is no error
+    here: the gateway refuses to start without it anyway).
+    """
+    source = key_source(settings)
+    masters = source.load()
+    url = settings.sqlalchemy_url()
+    database = make_url(url)
+    if database.drivername.startswith("sqlite") and not Path(database.database or "").exists():
+        return "no database yet: the master keys are compared with it when it is created"
+    engine = make_engine(url)
+    try:
+        state = schema_state(url)
+        if state.current is None:
+            return "the database is empty: the master keys are recorded when the gateway starts"
+        wrong = KeyStore(make_sessions(engine), masters, source).mismatched(masters, record=False)
+    except SQLAlchemyError as exc:
+        return f"database not reachable ({type(exc).__name__}): master keys not compared with it"
+    finally:
+        engine.dispose()
+    if wrong:
+        raise wrong_key_error(source, wrong)
+    if state.current != state.head:
+        return (
+            f"the master keys match this instance; the database is at schema {state.current} "
+            f"(this clindav needs {state.head}): back it up and run `clindav upgrade`"
+        )
+    return "the master keys match this instance"
+
+
 def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Services:
     """Everything a serving process needs.
 
@@ -95,9 +144,10 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
     check_backing_folders(settings)
     policy = load_checked_policy(settings)
     url = settings.sqlalchemy_url()
-    migrate(url)
+    prepare_database(url)
     sessions = make_sessions(make_engine(url))
     keys = KeyStore(sessions, masters, source)
+    markers = check_identity(settings, sessions, keys)
     content = EncryptedContent(keys)
     shares = {
         name: ShareRuntime(
@@ -123,6 +173,7 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
         keys=keys,
         shares=shares,
         clock=instance_clock(),
+        markers=markers,
     )
     policy.attach(services)
     return services

@@ -176,6 +176,9 @@ class Authenticator(ABC):
             self.throttle.check(user, client)
         key = hashlib.sha256(self._salt + user.encode() + b"\0" + password.encode()).digest()
         cached = self._cached(key)
+        if cached is not None and not self._is_current(cached):
+            self._drop(key)  # the account changed since: check the credentials again
+            cached = None
         if cached is not None:
             self._on_cache_hit(cached)
             return cached
@@ -212,6 +215,14 @@ class Authenticator(ABC):
                 del self._cache[key]
                 return None
             return entry[1]
+
+    def _drop(self, key: bytes) -> None:
+        with self._cache_lock:
+            self._cache.pop(key, None)
+
+    def _is_current(self, principal: Principal) -> bool:
+        """Hook: False when the account behind a cached login changed. Default: True."""
+        return True
 
     def forget(self) -> None:
         """Drop every cached login (after an account change)."""
@@ -269,19 +280,40 @@ class LocalAuthenticator(Authenticator):
     def __init__(self, sessions: sessionmaker, throttle: ThrottleSettings | None = None) -> None:
         super().__init__()
         self._sessions = sessions
+        self._hashes: dict[str, str] = {}  # the hash each cached login was checked against
         if throttle is not None:
             # Guessing a local password costs a scrypt per try: the throttle
             # stops a guesser before the gateway's CPU does.
             self.throttle = LoginThrottle.configured(throttle)
 
     def _login(self, user: str, password: str) -> Principal | None:
+        row = self._account(user)
+        stored = row[0] if row else _DUMMY_HASH
+        # A disabled account costs the same scrypt: its state is no oracle.
+        if not verify_password(password, stored) or row is None or row[2]:
+            return None
+        self._hashes[user] = stored
+        return Principal(uid=user, groups=row[1])
+
+    def _is_current(self, principal: Principal) -> bool:
+        """A cached login stands while the account is enabled, with the same
+        password and groups: `clindav user disable|passwd|set-groups` and
+        `user remove` take effect on the next request, not after the cache's minute."""
+        row = self._account(principal.uid)
+        return (
+            row is not None
+            and not row[2]
+            and row[1] == principal.groups
+            and row[0] == self._hashes.get(principal.uid)
+        )
+
+    def _account(self, user: str) -> tuple[str, frozenset[str], bool] | None:
+        """(password hash, groups, disabled) of a local account, or None."""
         try:
             with self._sessions() as session:
                 row = session.get(LocalUser, user)
-                stored = row.password_hash if row else _DUMMY_HASH
-                groups = frozenset(row.groups) if row else frozenset()
+                if row is None:
+                    return None
+                return row.password_hash, frozenset(row.groups), row.disabled
         except SQLAlchemyError as exc:
             raise ServiceUnavailable(f"user store unreachable: {exc}") from None
-        if not verify_password(password, stored) or row is None:
-            return None
-        return Principal(uid=user, groups=groups)

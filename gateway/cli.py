@@ -25,6 +25,7 @@ from gateway.ldapcli import add_ldap_commands
 from gateway.lockcli import add_lock_commands
 from gateway.migratecli import add_migrate_commands
 from gateway.trashcli import add_trash_commands
+from gateway.upgradecli import add_upgrade_commands
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lock_commands(sub, _config_arg, _open_services)
     add_ldap_commands(sub, _config_arg, _settings)
     add_migrate_commands(sub, _config_arg, _settings)
+    add_upgrade_commands(sub, _config_arg, _settings)
 
     fsck = sub.add_parser(
         "fsck",
@@ -155,30 +157,64 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 def _add_user_commands(sub: argparse._SubParsersAction) -> None:
     user = sub.add_parser("user", help="manage the local user store")
     users = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    add = users.add_parser("add", help="add a user (password read from standard input)")
+    add = users.add_parser(
+        "add", help="add a user (password prompted on a terminal, or --password-stdin)"
+    )
     add.add_argument("name")
-    add.add_argument(
-        "--group",
-        action="append",
-        default=[],
-        required=True,
-        help="policy group, e.g. clinicians (repeat for several)",
-    )
-    add.add_argument(
-        "--password-stdin",
-        action="store_true",
-        required=True,
-        help="read the password from the first line of standard input",
-    )
+    _group_arg(add)
+    _password_arg(add)
     _config_arg(add)
     add.set_defaults(handler=_cmd_user_add)
-    listing = users.add_parser("list", help="list users and their groups")
+    listing = users.add_parser("list", help="list users, their groups and disabled accounts")
     _config_arg(listing)
     listing.set_defaults(handler=_cmd_user_list)
     remove = users.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     _config_arg(remove)
     remove.set_defaults(handler=_cmd_user_remove)
+    _add_user_lifecycle_commands(users)
+
+
+def _group_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        required=True,
+        help="policy group, e.g. clinicians (repeat for several)",
+    )
+
+
+def _password_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input "
+        "(default: prompt twice on the terminal)",
+    )
+
+
+def _add_user_lifecycle_commands(users: argparse._SubParsersAction) -> None:
+    passwd = users.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("name")
+    _password_arg(passwd)
+    _config_arg(passwd)
+    passwd.set_defaults(handler=_cmd_user_passwd)
+    groups = users.add_parser("set-groups", help="replace a user's groups")
+    groups.add_argument("name")
+    _group_arg(groups)
+    _config_arg(groups)
+    groups.set_defaults(handler=_cmd_user_set_groups)
+    for action, disabled in (("disable", True), ("enable", False)):
+        toggle = users.add_parser(
+            action,
+            help="the user cannot log in (account and history kept)"
+            if disabled
+            else "let a disabled user log in again",
+        )
+        toggle.add_argument("name")
+        _config_arg(toggle)
+        toggle.set_defaults(handler=_cmd_user_toggle, disabled=disabled)
 
 
 def _add_key_commands(sub: argparse._SubParsersAction) -> None:
@@ -253,11 +289,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _sessions(args: argparse.Namespace) -> sessionmaker:
-    from gateway.db import make_engine, make_sessions, migrate
+    from gateway.db import make_engine, make_sessions, prepare_database
 
     settings = _settings(args)
     url = settings.sqlalchemy_url()
-    migrate(url)
+    prepare_database(url)  # an older schema is refused: `clindav upgrade` brings it forward
     return make_sessions(make_engine(url))
 
 
@@ -418,12 +454,13 @@ def _cmd_reload(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from gateway.app import load_checked_policy, load_master_keys
+    from gateway.app import compare_keys_offline, load_checked_policy, load_master_keys
     from gateway.migrate import unmigrated_report
 
     settings = _settings(args)
     policy = load_checked_policy(settings)
     load_master_keys(settings)
+    keys_note = compare_keys_offline(settings)  # a key that is not this instance's fails here
     if settings.auth.ldap is not None:
         from gateway.ldapauth import LdapDirectory, group_map_warnings
 
@@ -431,6 +468,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for warning in group_map_warnings(settings.auth.ldap.group_map, policy.named_groups()):
             print(f"clindav: warning: {warning}", file=sys.stderr)
     print(f"{(args.config or DEFAULT_CONFIG)}: settings, policy and stage options are valid")
+    print(keys_note)
     unmigrated_report(settings, sys.stdout)  # legacy files awaiting `clindav migrate`
     return 0
 
@@ -529,20 +567,96 @@ def _cmd_fsck(args: argparse.Namespace) -> int:
 def _cmd_user_add(args: argparse.Namespace) -> int:
     from gateway.users import UserStore
 
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("clindav: error: no password on standard input", file=sys.stderr)
+    password = _new_password(args)
+    if password is None:
         return 2
     UserStore(_sessions(args)).add(args.name, password, args.group)
     print(f"added user {args.name} (groups: {', '.join(args.group)})")
+    _warn_about_groups(args, args.group)
     return 0
+
+
+def _new_password(args: argparse.Namespace) -> str | None:
+    """From --password-stdin, else asked twice (no echo) on a terminal; None: error printed."""
+    import getpass
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            print("clindav: error: no password on standard input", file=sys.stderr)
+            return None
+        return password
+    if not sys.stdin.isatty():
+        print(
+            "clindav: error: no terminal to ask for the password on: use --password-stdin",
+            file=sys.stderr,
+        )
+        return None
+    password = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("The same password again: ") != password:
+        print("clindav: error: the passwords differ; nothing was changed", file=sys.stderr)
+        return None
+    return password
+
+
+def _warn_about_groups(args: argparse.Namespace, groups: list[str]) -> None:
+    """Groups that give nothing: not named by the policy, or local accounts under LDAP."""
+    from gateway.app import load_checked_policy
+    from gateway.users import policy_groups
+
+    settings = _settings(args)
+    try:
+        named = policy_groups(load_checked_policy(settings))
+    except ConfigError:
+        named = set(groups)  # an invalid policy is check-config's to report, not ours
+    if settings.auth.backend == "ldap":
+        print(
+            "warning: auth.backend is ldap: local accounts cannot log in until it is "
+            "set back to local",
+            file=sys.stderr,
+        )
+    unused = sorted(set(groups) - named)
+    if unused:
+        print(
+            f"warning: the policy ({settings.policy}) names no group {', '.join(unused)}: "
+            "it gives this user nothing",
+            file=sys.stderr,
+        )
 
 
 def _cmd_user_list(args: argparse.Namespace) -> int:
     from gateway.users import UserStore
 
-    for name, groups in UserStore(_sessions(args)).list():
-        print(f"{name}\t{','.join(groups)}")
+    for name, groups, disabled in UserStore(_sessions(args)).list():
+        print(f"{name}\t{','.join(groups)}" + ("\tdisabled" if disabled else ""))
+    return 0
+
+
+def _cmd_user_passwd(args: argparse.Namespace) -> int:
+    from gateway.users import UserStore
+
+    password = _new_password(args)
+    if password is None:
+        return 2
+    UserStore(_sessions(args)).set_password(args.name, password)
+    print(f"password of {args.name} changed")
+    return 0
+
+
+def _cmd_user_set_groups(args: argparse.Namespace) -> int:
+    from gateway.users import UserStore
+
+    UserStore(_sessions(args)).set_groups(args.name, args.group)
+    print(f"groups of {args.name}: {', '.join(args.group)}")
+    _warn_about_groups(args, args.group)
+    return 0
+
+
+def _cmd_user_toggle(args: argparse.Namespace) -> int:
+    from gateway.users import UserStore
+
+    UserStore(_sessions(args)).set_disabled(args.name, args.disabled)
+    print(f"{'disabled' if args.disabled else 'enabled'} user {args.name}")
     return 0
 
 

@@ -3,7 +3,9 @@
 Tables: the registry of stored objects, audit events, local users and dead
 properties.  The schema is created only by Alembic migrations
 (:func:`migrate`), never by ``create_all``, so SQLite and PostgreSQL
-instances evolve the same way.  SQLite runs in WAL mode with
+instances evolve the same way.  Every schema change is a numbered migration;
+:func:`prepare_database` creates a new database's schema and refuses one at
+another revision (``clindav upgrade`` brings an older one forward).  SQLite runs in WAL mode with
 ``secure_delete`` on (a deleted row must not linger in free pages) and foreign
 keys enforced.
 """
@@ -11,6 +13,7 @@ keys enforced.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
+
+from gateway.errors import ClindavError
 
 
 def utcnow() -> dt.datetime:
@@ -203,6 +208,8 @@ class LocalUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A disabled account keeps its row (audit events name it) but cannot log in.
+    disabled: Mapped[bool] = mapped_column(default=False)
 
 
 class DeadProperty(Base):
@@ -289,6 +296,34 @@ class LegalHold(Base):
     held_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class InstanceIdentity(Base):
+    """The instance's id (one row): the share markers name it (gateway/marker.py).
+
+    A database without it is new; one that has it knows the instance's shares.
+    """
+
+    __tablename__ = "instance_identity"
+
+    # Always 1: two processes taking a new database over cannot record two ids.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MasterKeyCheck(Base):
+    """A key-check value per master key id, recorded when the key is first used.
+
+    A key file whose key has the same id but other bytes is refused
+    (gateway/keycheck.py) instead of wrapping data keys nobody can unwrap.
+    """
+
+    __tablename__ = "master_key_check"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    check_value: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class DavLock(Base):
     """A WebDAV lock (gateway/locks.py); in the database so that every gateway
     process and ``clindav locks`` see the same locks."""
@@ -324,12 +359,88 @@ def make_sessions(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def migrate(url: str) -> None:
-    """Bring the database at ``url`` to the newest schema with Alembic."""
-    from alembic import command
+def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema with Alembic."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), "head")
+
+
+class SchemaOutdated(ClindavError):
+    """The database was made by an older clindav: ``clindav upgrade`` brings it forward."""
+
+    status = 503
+    code = "schema-outdated"
+    message = "The database is at an older (or unknown) schema."
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    current: str | None  # None: a new, empty database
+    head: str
+    pending: list[str]  # revisions an upgrade applies, oldest first ("0002 instance ...")
+
+    @property
+    def known(self) -> bool:
+        """False when the database is newer than this clindav (a revision it lacks)."""
+        return self.current is None or self.current == self.head or bool(self.pending)
+
+
+def schema_state(url: str) -> SchemaState:
+    """Where the database at ``url`` stands against this clindav's migrations."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    script = ScriptDirectory.from_config(_alembic_config(url))
+    head = script.get_current_head() or ""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    pending: list[str] = []
+    if current not in (None, head):
+        try:
+            revisions = list(script.iterate_revisions(head, current))
+        except CommandError:
+            revisions = []  # a revision this clindav does not have
+        pending = [f"{r.revision} {r.doc.splitlines()[0]}" for r in reversed(revisions)]
+    return SchemaState(current, head, pending)
+
+
+def prepare_database(url: str) -> None:
+    """Create a new database's schema; refuse one made by another clindav version.
+
+    An existing database is never changed here: an upgrade changes it for
+    good, so it is a separate, confirmed step (``clindav upgrade``) taken
+    after a backup, with every gateway of the old version stopped.
+    """
+    state = schema_state(url)
+    if state.current is None:
+        migrate(url)
+        return
+    if state.current == state.head:
+        return
+    if not state.known:
+        raise SchemaOutdated(
+            f"database revision {state.current} unknown",
+            public=f"the database is at schema {state.current}, which this clindav does not "
+            f"know (it knows up to {state.head}): it was upgraded by a newer clindav; "
+            "run that version",
+        )
+    raise SchemaOutdated(
+        f"database at {state.current}, head {state.head}",
+        public=f"the database is at schema {state.current}; this clindav needs {state.head}. "
+        "Back the database up, then run `clindav upgrade` (with the same --config)",
+    )

@@ -7,7 +7,8 @@ Layout written into DIR::
     keys/master.key     the master key, mode 0600
     tls/cert.pem, tls/key.pem   a self-signed certificate
     clindav.db          the SQLite database, created by the migrations
-    shares/<name>/      backing folders of the practice's usual shares
+    shares/<name>/      backing folders of the practice's usual shares, each
+                        marked as this instance's (``.clindav-share.*``, gateway/marker.py)
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.db import migrate
+from gateway.db import make_engine, make_sessions, migrate
 from gateway.errors import ConfigError
-from gateway.keys import write_new_key_file
-from gateway.settings import dump_settings, load_settings
+from gateway.keys import key_source, write_new_key_file
+from gateway.keystore import KeyStore
+from gateway.settings import Settings, dump_settings, load_settings
 from gateway.tls import write_self_signed
 from policies import shipped_policy
 
@@ -58,9 +60,24 @@ def init_instance(folder: Path, hostnames: Sequence[str] = ()) -> Path:
     config = folder / CONFIG_NAME
     config.write_text(_HEADER + dump_settings(settings), encoding="utf-8")
     os.chmod(config, 0o600)
-    migrate(load_settings(config).sqlalchemy_url())
+    loaded = load_settings(config)
+    migrate(loaded.sqlalchemy_url())
     os.chmod(folder / "clindav.db", 0o600)
+    _bind(loaded)
     return config
+
+
+def _bind(settings: Settings) -> None:
+    """Record the key-check value and the instance id; mark each share as this instance's."""
+    from gateway.app import check_identity
+
+    engine = make_engine(settings.sqlalchemy_url())
+    sessions = make_sessions(engine)
+    source = key_source(settings)
+    try:
+        check_identity(settings, sessions, KeyStore(sessions, source.load(), source))
+    finally:
+        engine.dispose()
 
 
 _HEADER = """\

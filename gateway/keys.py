@@ -14,6 +14,8 @@ lines starting with ``#`` are ignored.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ServiceUnavailable
 from gateway.settings import Settings
 
 _LINE = re.compile(r"^([a-z0-9][a-z0-9-]{0,31})\s+([0-9a-f]{64})$")
@@ -106,6 +108,39 @@ def key_source(settings: Settings) -> KeySource:
     if settings.keys.file is None:
         raise ConfigError.single("settings", "keys", "set keys.file or keys.env")
     return FileKeySource(settings.resolve(settings.keys.file))
+
+
+_CHECK_LABEL = b"clindav master-key check v1"
+
+
+def check_value(key: bytes) -> str:
+    """The key-check value recorded for a master key: identifies it, reveals nothing."""
+    return hmac.new(key, _CHECK_LABEL, hashlib.sha256).hexdigest()
+
+
+def source_location(source: KeySource | None) -> tuple[str, str]:
+    """(where the keys come from, its settings key), for messages."""
+    if isinstance(source, FileKeySource):
+        return str(source.path), "keys.file"
+    if isinstance(source, EnvKeySource):
+        return f"${source.variable}", "keys.env"
+    return "master keys", "keys"
+
+
+def wrong_key_error(source: KeySource | None, key_ids: list[str]) -> ConfigError:
+    origin, setting = source_location(source)
+    return ConfigError.single(
+        origin,
+        setting,
+        f"the master key {', '.join(key_ids)} is wrong: it does not match this instance "
+        "(its key-check value differs from the one recorded when the key was created). "
+        "Restore this instance's key file from its backup.",
+    )
+
+
+class MasterKeyMismatch(ServiceUnavailable):
+    code = "master-key-mismatch"
+    message = "The gateway's master key does not match this instance; nothing was stored."
 
 
 def write_new_key_file(path: Path) -> None:

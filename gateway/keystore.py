@@ -7,22 +7,39 @@ crypto-shredded) and :class:`~gateway.crypto.keywrap.KeyUnwrapError` when it
 does not authenticate.  A database failure raises
 :class:`~gateway.errors.ServiceUnavailable`: clindav never serves or stores
 without its keys.
+
+:meth:`KeyStore.verify` (at start) and every reload of a changed key file
+compare each master key with the key-check value recorded for its id
+(``master_key_check``): a key with a known id and other bytes is refused,
+naming the key file, and a running gateway then stores nothing
+(``503 master-key-mismatch``) until the right file is back.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
 import secrets
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.crypto.keywrap import new_data_key, unwrap_data_key, wrap_data_key
-from gateway.db import DataKey, ShareKey
-from gateway.errors import ClindavError, ServiceUnavailable
-from gateway.keys import FileKeySource, KeySource, MasterKeys
+from gateway.crypto.keywrap import KeyUnwrapError, new_data_key, unwrap_data_key, wrap_data_key
+from gateway.db import DataKey, MasterKeyCheck, ShareKey
+from gateway.errors import ClindavError, ConfigError, ServiceUnavailable
+from gateway.keys import (
+    FileKeySource,
+    KeySource,
+    MasterKeyMismatch,
+    MasterKeys,
+    check_value,
+    wrong_key_error,
+)
+
+log = logging.getLogger("clindav.keys")
 
 # Fixed-length data-key ids keep every header the same size, so a listing can
 # compute plaintext sizes from file sizes without opening files.
@@ -57,25 +74,75 @@ class KeyStore:
         self.masters = masters
         self._source = source
         self._stamp = self._source_stamp()
+        # Set while the key file holds a key that is not this instance's: the
+        # keys loaded before stay in use for reads, and nothing is stored.
+        self._refusal: ConfigError | None = None
 
-    def _source_stamp(self) -> float | None:
+    def _source_stamp(self) -> tuple[int, int, int] | None:
         if isinstance(self._source, FileKeySource):
             try:
-                return os.stat(self._source.path).st_mtime
+                st = os.stat(self._source.path)
             except OSError:
                 return None
+            return st.st_mtime_ns, st.st_ino, st.st_size
         return None
 
     def _refresh(self) -> None:
-        """Reload the master keys if the key file changed since the last load."""
+        """Reload the master keys if the key file changed since the last load.
+
+        A reloaded key with a known id and other bytes is refused (see
+        :meth:`mismatched`); so is every later write, until the file changes again.
+        """
         stamp = self._source_stamp()
-        if self._source is not None and stamp != self._stamp:
-            self.masters = self._source.load()
-            self._stamp = stamp
+        if self._source is None or stamp == self._stamp:
+            return
+        masters = self._source.load()
+        wrong = self.mismatched(masters, record=True)
+        self._stamp = stamp  # (not before: a failed check is tried again on the next write)
+        if wrong:
+            self._refusal = wrong_key_error(self._source, wrong)
+            log.error("%s; nothing is stored until it is put back", self._refusal.detail)
+            return
+        if self._refusal is not None:
+            log.warning("the master keys match this instance again")
+        self.masters, self._refusal = masters, None
+
+    def verify(self) -> None:
+        """At start: refuse master keys that are not this instance's (ConfigError)."""
+        wrong = self.mismatched(self.masters, record=True)
+        if wrong:
+            raise wrong_key_error(self._source, wrong)
+
+    def mismatched(self, masters: MasterKeys, *, record: bool) -> list[str]:
+        """Ids of keys in ``masters`` that are not the keys this instance has used.
+
+        A key is compared with the key-check value recorded for its id.  A key
+        without one (created before check values existed, or new) must unwrap
+        a row wrapped under its id, if there is one; with ``record`` its check
+        value is then recorded.
+        """
+        try:
+            with self._sessions.begin() as session:
+                recorded = _recorded_checks(session)
+                wrong = []
+                for key_id, key in masters.keys.items():
+                    value = check_value(key)
+                    if key_id in recorded:
+                        if not hmac.compare_digest(recorded[key_id], value):
+                            wrong.append(key_id)
+                    elif not _unwraps_its_rows(session, key_id, key):
+                        wrong.append(key_id)
+                    elif record:
+                        session.add(MasterKeyCheck(key_id=key_id, check_value=value))
+                return wrong
+        except IntegrityError:  # another process recorded the same check value first
+            return self.mismatched(masters, record=record)
 
     def new_file_key(self, file_id: uuid.UUID) -> tuple[bytes, DataKey]:
         """A fresh data key for ``file_id`` and its wrapped row (not yet committed)."""
         self._refresh()
+        if self._refusal is not None:
+            raise MasterKeyMismatch(self._refusal.detail)
         data_key = new_data_key()
         key_id = KEY_ID_PREFIX + secrets.token_hex(12)
         wrapped = wrap_data_key(self.masters.active, self.masters.active_id, file_id, data_key)
@@ -124,3 +191,28 @@ class KeyStore:
         except IntegrityError:
             return self.seed(name)  # another gateway process created it first
         return seed
+
+
+def _recorded_checks(session: Session) -> dict[str, str]:
+    """Recorded key-check values by key id (none in a database from before them)."""
+    if not inspect(session.connection()).has_table(MasterKeyCheck.__tablename__):
+        return {}
+    rows = session.execute(select(MasterKeyCheck.key_id, MasterKeyCheck.check_value))
+    return {key_id: value for key_id, value in rows}
+
+
+def _unwraps_its_rows(session: Session, key_id: str, key: bytes) -> bool:
+    """Whether ``key`` unwraps a row wrapped under ``key_id`` (True when there is none)."""
+    seed = session.scalar(select(ShareKey).where(ShareKey.master_key_id == key_id).limit(1))
+    if seed is not None:
+        bound, wrapped = share_binding(seed.share), seed.wrapped
+    else:
+        row = session.scalar(select(DataKey).where(DataKey.master_key_id == key_id).limit(1))
+        if row is None:
+            return True
+        bound, wrapped = uuid.UUID(row.file_id), row.wrapped
+    try:
+        unwrap_data_key(key, key_id, bound, wrapped)
+    except KeyUnwrapError:
+        return False
+    return True

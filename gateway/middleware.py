@@ -166,6 +166,7 @@ class GatewayMiddleware(BaseMiddleware):
         outcome.patient = patient_of(self.services, share, path)
         # Only COPY and MOVE have a destination (limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
+        self._require_mounted(share, outcome.destination)
         checks = _checks(method, share, path, outcome.destination)
         if method in ("DELETE", "MOVE", "COPY"):
             # A folder operation reaches everything below it: each item must pass too.
@@ -231,6 +232,14 @@ class GatewayMiddleware(BaseMiddleware):
         if destination is not None and is_junk(destination.path):
             raise JunkDestination(f"{destination.share}:{destination.path}")
         return destination
+
+    def _require_mounted(self, share: str, destination: tuple[str, str] | None) -> None:
+        """503 share-unavailable while a share's marker is gone (gateway/marker.py):
+        an unmounted share's empty mount point is never listed or written."""
+        for name in (share, destination[0] if destination else None):
+            watch = self.services.markers.get(name) if name else None
+            if watch is not None:
+                watch.check()
 
     def _check_length(self, environ: dict[str, Any]) -> None:
         """A declared length over what the request can take: 413 before any byte is read.

@@ -29,7 +29,7 @@ from gateway.crypto.keywrap import unwrap_data_key, wrap_data_key
 from gateway.db import DataKey, ShareKey
 from gateway.errors import ConfigError
 from gateway.keys import FileKeySource, MasterKeys, parse_keys
-from gateway.keystore import share_binding
+from gateway.keystore import KeyStore, share_binding
 from gateway.progress import Progress
 
 BATCH = 500
@@ -56,6 +56,7 @@ def key_usage(sessions: sessionmaker) -> Counter[str]:
 
 def rotate(source: FileKeySource, sessions: sessionmaker) -> RotationReport:
     masters = source.load()
+    KeyStore(sessions, masters, source).verify()  # never re-wrap under a wrong key
     usage = key_usage(sessions)
     stale = sum(n for key_id, n in usage.items() if key_id != masters.active_id)
     new_key_id = None
@@ -65,6 +66,7 @@ def rotate(source: FileKeySource, sessions: sessionmaker) -> RotationReport:
             source.path, {**masters.keys, new_key_id: secrets.token_bytes(32)}, new_key_id
         )
         masters = source.load()
+        KeyStore(sessions, masters, source).verify()  # records the new key's check value
         stale = sum(usage.values())
     progress = Progress("re-wrapping keys", stale)
     rewrapped = _rewrap_table(sessions, masters, DataKey, progress)

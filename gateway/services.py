@@ -9,9 +9,9 @@ gets back what to store, and asks it for a reader of a stored file.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from sqlalchemy.orm import sessionmaker
 
@@ -25,6 +25,9 @@ from gateway.policy import Policy
 from gateway.settings import Settings
 from gateway.storage import BackingStore
 from plugins.audit import AuditLog
+
+if TYPE_CHECKING:
+    from gateway.marker import MarkerWatch
 
 
 class ContentCodec(Protocol):
@@ -62,3 +65,6 @@ class Services:
     keys: KeyStore
     shares: dict[str, ShareRuntime]
     clock: Clock
+    # Each share's marker, checked per request (gateway/marker.py); none in
+    # services that only read (e.g. `clindav migrate --dry-run`).
+    markers: dict[str, MarkerWatch] = field(default_factory=dict)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 
+from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth import hash_password
 from gateway.db import LocalUser
 from gateway.errors import BadRequest, Conflict, NotFound
+from gateway.policy import Policy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 _GROUP = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -29,13 +31,8 @@ class UserStore:
                 f"invalid user name {name!r}",
                 public="User names are letters, digits and . _ @ - (up to 128).",
             )
-        for group in groups:
-            if not _GROUP.match(group):
-                raise BadRequest(
-                    f"invalid group {group!r}", public=f"Invalid group name {group!r}."
-                )
-        if len(password) < 12:
-            raise BadRequest("short password", public="Passwords need at least 12 characters.")
+        _check_groups(groups)
+        _check_password(password)
         with self._sessions.begin() as session:
             if session.get(LocalUser, name) is not None:
                 raise Conflict(f"user {name} exists", public=f"User {name!r} already exists.")
@@ -43,12 +40,61 @@ class UserStore:
 
     def remove(self, name: str) -> None:
         with self._sessions.begin() as session:
-            row = session.get(LocalUser, name)
-            if row is None:
-                raise NotFound(f"no user {name}", public=f"No user {name!r}.")
-            session.delete(row)
+            session.delete(_user(session, name))
 
-    def list(self) -> list[tuple[str, list[str]]]:
+    def set_password(self, name: str, password: str) -> None:
+        _check_password(password)
+        with self._sessions.begin() as session:
+            _user(session, name).password_hash = hash_password(password)
+
+    def set_groups(self, name: str, groups: list[str]) -> None:
+        _check_groups(groups)
+        with self._sessions.begin() as session:
+            _user(session, name).groups = groups
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        """A disabled account keeps its row and groups; it cannot log in."""
+        with self._sessions.begin() as session:
+            _user(session, name).disabled = disabled
+
+    def list(self) -> list[tuple[str, list[str], bool]]:
+        """(name, groups, disabled) of every account, by name."""
         with self._sessions() as session:
             rows = session.scalars(select(LocalUser).order_by(LocalUser.name))
-            return [(row.name, list(row.groups)) for row in rows]
+            return [(row.name, list(row.groups), row.disabled) for row in rows]
+
+
+def _user(session: Session, name: str) -> LocalUser:
+    row = session.get(LocalUser, name)
+    if row is None:
+        raise NotFound(f"no user {name}", public=f"No user {name!r}.")
+    return row
+
+
+def _check_groups(groups: list[str]) -> None:
+    for group in groups:
+        if not _GROUP.match(group):
+            raise BadRequest(f"invalid group {group!r}", public=f"Invalid group name {group!r}.")
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 12:
+        raise BadRequest("short password", public="Passwords need at least 12 characters.")
+
+
+def policy_groups(policy: Policy) -> set[str]:
+    """Every group the policy names: rules, ``admin_group``, ``consent_recorders`` and
+    stage options named ``*_group`` or ``*_groups`` (the consent stage's ``intimate_group``)."""
+    doc = policy.doc
+    named = {doc.admin_group, *doc.consent_recorders}
+    named |= {group for rule in doc.rules for group in rule.groups if group != "*"}
+    for share in doc.shares:
+        for stage in policy.pipeline(share).stages:
+            options = getattr(stage, "options", None)
+            values = options.model_dump() if isinstance(options, BaseModel) else {}
+            for key, value in values.items():
+                if key.endswith("_group") and isinstance(value, str):
+                    named.add(value)
+                elif key.endswith("_groups") and isinstance(value, list):
+                    named.update(str(v) for v in value)
+    return named

@@ -91,7 +91,7 @@ def _members(session: requests.Session, url: str) -> set[str]:
 
 def _backing_entries(folder: Path) -> tuple[set[str], set[str]]:
     """(other entries, temp names) in a backing folder (names may be encrypted)."""
-    names = set(os.listdir(folder))
+    names = {n for n in os.listdir(folder) if not n.startswith(".clindav-share.")}  # the marker
     temps = {n for n in names if n.startswith(TEMP_PREFIX)}
     return names - temps, temps
 

@@ -174,7 +174,8 @@ def test_copy_of_a_large_folder_is_refused_before_anything_is_copied(
         assert audited(gateway, r) == [("COPY", 507, "copy-too-large")]
         assert s.request("PROPFIND", destination, headers={"Depth": "0"}).status_code == 404
     assert sorted(os.walk(gateway.instance.share_dir("documents"))) == before
-    assert list(os.scandir(gateway.instance.share_dir("referrals"))) == []
+    referrals = os.scandir(gateway.instance.share_dir("referrals"))
+    assert [e for e in referrals if not e.name.startswith(".clindav-share.")] == []  # (marker)
 
     # Within the limits, and a Depth: 0 copy of a large folder (the folder alone).
     r = s.request("COPY", f"{base}/fits", headers={"Destination": f"{base}/fits-copy"})
