@@ -167,12 +167,16 @@ def _lock_storage(storage: str, services: Services) -> Any:
         return True
     if storage == "database":
         return DatabaseLockStorage(services.sessions)
-    from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
+    from gateway.locks import RedisLockStorage
 
     url = urlparse(storage)
     db = int(url.path.strip("/") or 0)
-    return LockStorageRedis(
-        host=url.hostname or "127.0.0.1", port=url.port or 6379, db=db, password=url.password
+    return RedisLockStorage(
+        services.sessions,
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 6379,
+        db=db,
+        password=url.password,
     )
 
 

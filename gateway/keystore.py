@@ -21,7 +21,7 @@ from sqlalchemy.orm import sessionmaker
 
 from gateway.crypto.keywrap import new_data_key, unwrap_data_key, wrap_data_key
 from gateway.db import DataKey, ShareKey
-from gateway.errors import ClindavError, ServiceUnavailable
+from gateway.errors import ClindavError, ConfigError, KeyFileUnavailable, ServiceUnavailable
 from gateway.keys import FileKeySource, KeySource, MasterKeys
 
 # Fixed-length data-key ids keep every header the same size, so a listing can
@@ -70,7 +70,12 @@ class KeyStore:
         """Reload the master keys if the key file changed since the last load."""
         stamp = self._source_stamp()
         if self._source is not None and stamp != self._stamp:
-            self.masters = self._source.load()
+            try:
+                self.masters = self._source.load()
+            except ConfigError as exc:
+                # Gone or unreadable while serving: fail closed (503) until it is back,
+                # rather than go on with keys that may no longer be the right ones.
+                raise KeyFileUnavailable(str(exc)) from None
             self._stamp = stamp
 
     def new_file_key(self, file_id: uuid.UUID) -> tuple[bytes, DataKey]:

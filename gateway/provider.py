@@ -39,6 +39,7 @@ from wsgidav import util
 from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from gateway.change import make_dir, on_failure, replace
 from gateway.crypto.fileformat import TamperedContent
 from gateway.db import DataKey, StoredObject, starts_with, utcnow
 from gateway.errors import (
@@ -47,11 +48,12 @@ from gateway.errors import (
     IncompleteBody,
     NotFound,
     PayloadTooLarge,
+    from_os_error,
 )
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.root import PRINCIPAL
 from gateway.services import ContentCodec, Services, ShareRuntime
-from gateway.storage import TempFile, fsync_dir, replace_into, split_path
+from gateway.storage import TempFile, split_path
 
 REQUEST = "clindav.request"
 DECISION = "clindav.decision"
@@ -76,6 +78,11 @@ def keeps_error(method: _Method) -> _Method:
             error: ClindavError = DatabaseUnavailable(f"database: {type(exc).__name__}: {exc}")
         except ClindavError as exc:
             error = exc
+        except OSError as exc:
+            mapped = from_os_error(exc)
+            if mapped is None:
+                raise
+            error = mapped
         self.environ[ERROR] = error
         raise DAVError(error.status, src_exception=error)
 
@@ -271,17 +278,21 @@ def commit_object(
     commit its key row; then one transaction, which first takes the audit
     chain's lock (serialising commits, also across gateway processes),
     records the object (and its audit event) and renames the temp file into
-    place before committing.  A crash before the rename leaves the old
-    version; after it, the new file is readable (its key row is committed)
-    and ``clindav fsck --repair`` re-registers it.
+    place before committing.  If that commit fails the rename is undone
+    (gateway/change.py): an error means nothing was stored.  A crash before
+    the rename leaves the old version; after it, the new file is readable
+    (its key row is committed) and ``clindav fsck --repair`` re-registers it.
+    Inside a request's change (a COPY, a LOCK's placeholder) both
+    transactions are that change's.
     """
     if sealed is None:
         sealed = seal_bytes(share.content, target.parent, ctx.body)
     sessions = services.sessions
-    replaced = False
+    key_committed = False
     try:
         with sessions.begin() as session:
             session.add(sealed.key_row)
+        key_committed = True
         with sessions.begin() as session:
             services.audit.lock_head(session)
             old_file_id = _upsert(session, ctx, sealed)
@@ -290,11 +301,12 @@ def commit_object(
             if audit is not None:
                 services.audit.append(session, audit)
             session.flush()
-            replace_into(sealed.path, target)
-            replaced = True
+            # Undone newest first: the rename is undone, then the temp file goes.
+            on_failure(session, lambda: sealed.path.unlink(missing_ok=True))
+            replace(session, sealed.path, target)
     except BaseException:
-        if not replaced:
-            sealed.path.unlink(missing_ok=True)
+        sealed.path.unlink(missing_ok=True)  # still there, or put back by the undo
+        if key_committed:
             _discard_key(sessions, sealed.key_row.key_id)
         raise
 
@@ -364,14 +376,15 @@ class Folder(DAVCollection):
 
     def create_collection(self, name: str) -> None:
         segments = split_path(util.join_uri(self.path, name))
-        try:
-            os.mkdir(self.provider.share.store.locate(segments), 0o700)
-        except FileExistsError:
-            # Another request made it between WsgiDAV's check and ours (rclone
-            # creates parent folders from several transfers at once): 405, as
-            # for any MKCOL on an existing URL.
-            raise DAVError(HTTP_METHOD_NOT_ALLOWED) from None
-        fsync_dir(self.target)
+        # In the request's change: the folder stays only if its audit event commits.
+        with self.provider.services.sessions.begin() as session:
+            try:
+                make_dir(session, self.provider.share.store.locate(segments))
+            except FileExistsError:
+                # Another request made it between WsgiDAV's check and ours (rclone
+                # creates parent folders from several transfers at once): 405, as
+                # for any MKCOL on an existing URL.
+                raise DAVError(HTTP_METHOD_NOT_ALLOWED) from None
 
     @keeps_error
     def handle_delete(self) -> bool:
@@ -385,7 +398,8 @@ class Folder(DAVCollection):
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         dest = self.provider.share.store.locate(split_path(_registry_path(dest_path)))
         if not dest.exists():
-            os.mkdir(dest, 0o700)
+            with self.provider.services.sessions.begin() as session:
+                make_dir(session, dest)
         props = self.provider.prop_manager
         dest_url = self.provider.share.url + _registry_path(dest_path)
         if props and is_move:
@@ -409,8 +423,7 @@ class Folder(DAVCollection):
             for row in rows:
                 row.logical_path = dest_prefix + row.logical_path[len(src_prefix) :]
             session.flush()
-            os.rename(self.target, dest)
-        fsync_dir(dest.parent)
+            replace(session, self.target, dest)
         if self.provider.prop_manager:
             self.provider.prop_manager.move_properties(
                 self.get_ref_url(), self.provider.share.url + dest_prefix, with_children=True
@@ -633,7 +646,7 @@ class StoredFile(DAVNonCollection):
                     .values(logical_path=dest_key)
                 )
                 session.flush()
-                replace_into(self.target, dest)
+                replace(session, self.target, dest)
             self._moved_away = True
             if props:
                 props.move_properties(self.get_ref_url(), share.url + dest_key, with_children=False)

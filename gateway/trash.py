@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from gateway.change import replace
 from gateway.clock import Clock, aware
 from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -141,7 +142,7 @@ class Trash:
                     {"trash_id": item_id, "files": count},
                 )
             session.flush()
-            os.rename(source, folder / item_id)
+            replace(session, source, folder / item_id)  # put back if the commit fails
         fsync_dir(source.parent)
         return item_id
 
