@@ -412,9 +412,12 @@ class GatewayMiddleware(BaseMiddleware):
 
     def _audit(self, environ: dict[str, Any], outcome: _Outcome) -> None:
         change, outcome.change = outcome.change, None
-        if change is not None:
+        if change is not None and outcome.status < 400:
             self._commit(environ, outcome, change)
             return
+        if change is not None:  # a refusal changes nothing
+            change.abandon()
+            environ[AUDITED] = False
         if environ.get(AUDITED) or outcome.request is None:
             return
         if outcome.status == 401 and outcome.action != "LOGIN":
