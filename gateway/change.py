@@ -72,6 +72,21 @@ class ChangeSessions(sessionmaker[Session]):
         return self._own()
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads that sees what this thread's open change has written.
+
+        WsgiDAV reads back what a step wrote (a LOCK answers with the lock it
+        just took) before the change commits.  Until the change has written,
+        reads use a session of their own and take no lock.
+        """
+        change = getattr(_OPEN, "change", None)
+        if change is not None and change.has_written:
+            yield change.session()
+            return
+        with self() as session:
+            yield session
+
+    @contextlib.contextmanager
     def _own(self) -> Iterator[Session]:
         with self() as session:
             try:
@@ -98,6 +113,10 @@ class RequestChange:
         self._session: Session | None = None
         self.failure: BaseException | None = None
         _OPEN.change = self
+
+    @property
+    def has_written(self) -> bool:
+        return self._session is not None
 
     def session(self) -> Session:
         """The change's session, its transaction begun (and the chain locked) on first use."""

@@ -20,7 +20,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import delete, select
-from sqlalchemy.orm import sessionmaker
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 
@@ -44,7 +43,7 @@ def begin_request(read_only: bool) -> None:
 
 
 class DatabaseLockStorage:
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: ChangeSessions) -> None:
         self._sessions = sessions
 
     def __repr__(self) -> str:
@@ -65,7 +64,7 @@ class DatabaseLockStorage:
             session.execute(delete(DavLock))
 
     def get(self, token: str) -> dict[str, Any] | None:
-        with self._sessions() as session:
+        with self._sessions.reading() as session:
             row = session.get(DavLock, token)
         if row is None:
             return None
@@ -121,7 +120,7 @@ class DatabaseLockStorage:
             conditions.append(DavLock.root == root)
         if include_children:
             conditions.append(starts_with(DavLock.root, root.rstrip("/") + "/"))
-        with self._sessions() as session:
+        with self._sessions.reading() as session:
             rows = session.scalars(
                 query.where(
                     conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
@@ -145,7 +144,7 @@ class DatabaseLockStorage:
 
     def all(self) -> list[dict[str, Any]]:
         """Every live lock (for ``clindav locks list``)."""
-        with self._sessions() as session:
+        with self._sessions.reading() as session:
             rows = session.scalars(
                 select(DavLock).where(DavLock.expire >= time.time()).order_by(DavLock.root)
             ).all()

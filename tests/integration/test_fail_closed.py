@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_client
 import requests
 import sqlalchemy
 
@@ -305,7 +306,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_redis_down_is_503_lock_storage_unavailable(instance: Instance, tmp_path: Path) -> None:
+def test_redis_down_is_503_lock_storage_unavailable(
+    instance: Instance, tmp_path: Path, audit_down: Any
+) -> None:
     server = shutil.which("redis-server")
     assert server is not None, "redis-server is needed (deploy/bootstrap installs it)"
     port = _free_port()
@@ -334,6 +337,12 @@ def test_redis_down_is_503_lock_storage_unavailable(instance: Instance, tmp_path
                 s.request("UNLOCK", f"{base}/a.txt", headers={"Lock-Token": token}).status_code
                 == 204
             )
+            client = redis_client.Redis(port=port)
+            assert client.keys("wsgidav-lock:*") == []
+            with audit_down():  # a lock whose audit event is not written is not kept
+                _failed_closed(s.request("LOCK", f"{base}/a.txt", data=LOCK_BODY), UNAVAILABLE)
+            assert client.keys("wsgidav-lock:*") == []
+            client.close()
 
             redis.send_signal(signal.SIGSTOP)  # hung: connections are accepted, nothing answers
             for method, body in (("LOCK", LOCK_BODY), ("PUT", b"two")):
