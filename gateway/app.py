@@ -30,7 +30,7 @@ from gateway.errors import ConfigError, ConfigProblem
 from gateway.guard import PathGuard
 from gateway.keys import MasterKeys, key_source
 from gateway.keystore import KeyStore
-from gateway.locks import DatabaseLockStorage
+from gateway.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import ENTRY_POINT_GROUP, StageOptionsError, StageRegistry
 from gateway.policy import Policy, load_policy
@@ -164,10 +164,9 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
 
 def _lock_storage(storage: str, services: Services) -> Any:
     if storage == "memory":
-        return True
+        return MemoryLockStorage(services.sessions)
     if storage == "database":
         return DatabaseLockStorage(services.sessions)
-    from gateway.locks import RedisLockStorage
 
     url = urlparse(storage)
     db = int(url.path.strip("/") or 0)

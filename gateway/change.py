@@ -17,7 +17,9 @@ of committing on its own, and the middleware appends the request's audit
 event and commits once WsgiDAV has answered.  The change and its event are
 committed together or not at all; the first write of the change takes the
 audit chain's lock (as every committing transaction does), so it holds that
-lock until the request is answered.
+lock until the request is answered.  While a change is open its thread must
+not write a stand-alone audit event (``AuditLog.record``): the event, and
+those of other requests committed in the same group, would join the change.
 """
 
 from __future__ import annotations
@@ -61,12 +63,25 @@ def _finish(session: Session, *, committed: bool) -> None:
             log.exception("%s step failed", "clean-up" if committed else "undo")
 
 
+def _discard(session: Session) -> None:
+    """Roll back, undo the file steps, close; never raising (the request's own error counts)."""
+    try:
+        session.rollback()
+    except Exception:  # the database went away: nothing of the transaction was committed
+        log.warning("rollback failed", exc_info=True)
+    _finish(session, committed=False)
+    try:
+        session.close()
+    except Exception:
+        log.warning("closing a session failed", exc_info=True)
+
+
 class ChangeSessions(sessionmaker[Session]):
     """A sessionmaker whose transactions undo their filesystem steps when they fail."""
 
-    def begin(self, *, join: bool = True) -> contextlib.AbstractContextManager[Session]:
-        """A transaction, or (``join``, inside a request's change) that change's."""
-        change = getattr(_OPEN, "change", None) if join else None
+    def begin(self) -> contextlib.AbstractContextManager[Session]:
+        """A transaction of its own, or inside a request's change that change's."""
+        change = getattr(_OPEN, "change", None)
         if change is not None:
             return change.joined()
         return self._own()
@@ -151,9 +166,7 @@ class RequestChange:
         try:
             session.commit()
         except BaseException:
-            session.rollback()
-            _finish(session, committed=False)
-            session.close()
+            _discard(session)
             raise
         _finish(session, committed=True)
         session.close()
@@ -163,11 +176,7 @@ class RequestChange:
         session, self._session = self._session, None
         self.close()
         if session is not None:
-            try:
-                session.rollback()
-            finally:
-                _finish(session, committed=False)
-                session.close()
+            _discard(session)
 
     def close(self) -> None:
         """From here on ``begin()`` on this thread commits on its own again."""

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import delete, select
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
+from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 
 from gateway.change import ChangeSessions, on_failure
@@ -211,7 +212,31 @@ class RedisLockStorage(LockStorageRedis):
 
     @_redis_down
     def create(self, path: str, lock: dict[str, Any]) -> dict[str, Any]:
-        with self._sessions.begin() as session:
-            created: dict[str, Any] = super().create(path, lock)
-            on_failure(session, lambda: self.delete(created["token"]))
-        return created
+        return _kept_if_committed(self._sessions, super().create, self.delete, path, lock)
+
+
+class MemoryLockStorage(LockStorageDict):
+    """WsgiDAV's in-memory lock storage (``locks.storage: memory``); a lock taken by a
+    request whose change does not commit (gateway/change.py) is deleted again."""
+
+    def __init__(self, sessions: ChangeSessions) -> None:
+        super().__init__()
+        self._sessions = sessions
+
+    def create(self, path: str, lock: dict[str, Any]) -> dict[str, Any]:
+        return _kept_if_committed(self._sessions, super().create, self.delete, path, lock)
+
+
+def _kept_if_committed(
+    sessions: ChangeSessions,
+    create: Callable[[str, dict[str, Any]], dict[str, Any]],
+    delete: Callable[[str], Any],
+    path: str,
+    lock: dict[str, Any],
+) -> dict[str, Any]:
+    """A lock outside the database, deleted again if the transaction (the request's change,
+    with its audit event) does not commit."""
+    with sessions.begin() as session:
+        created = create(path, lock)
+        on_failure(session, lambda: delete(created["token"]))
+    return created

@@ -10,6 +10,7 @@ gateway, the key file moved away.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,8 +18,10 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import redis as redis_client
 import requests
 import sqlalchemy
 
-from tests.conftest import Gateway, Instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, make_instance, run_cli, start_gateway
 
 LOCK_BODY = (
     '<?xml version="1.0" encoding="utf-8"?>'
@@ -51,8 +54,12 @@ def _engine(inst: Instance) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(load_settings(inst.config).sqlalchemy_url())
 
 
-def snapshot(inst: Instance, share: str = "documents") -> dict[str, Any]:
+def snapshot(inst: Instance) -> dict[str, Any]:
     """Everything a request could change: the share's entries (by inode) and the tables."""
+    return {"share": share_entries(inst), **tables(inst)}
+
+
+def share_entries(inst: Instance, share: str = "documents") -> dict[str, tuple[Any, ...]]:
     root = inst.share_dir(share)
     entries = {}
     for path in sorted(root.rglob("*")):
@@ -61,7 +68,11 @@ def snapshot(inst: Instance, share: str = "documents") -> dict[str, Any]:
         entries[str(path.relative_to(root))] = (
             (kind,) if kind == "dir" else (kind, st.st_ino, st.st_size, st.st_mtime_ns)
         )
-    tables = {
+    return entries
+
+
+def tables(inst: Instance) -> dict[str, list[tuple[Any, ...]]]:
+    queries = {
         "stored_object": "SELECT share, logical_path, file_id, size FROM stored_object",
         "data_key": "SELECT key_id FROM data_key",
         "dead_property": "SELECT url, name, value FROM dead_property",
@@ -71,12 +82,11 @@ def snapshot(inst: Instance, share: str = "documents") -> dict[str, Any]:
     engine = _engine(inst)
     try:
         with engine.connect() as conn:
-            rows = {
-                name: sorted(map(tuple, conn.exec_driver_sql(sql))) for name, sql in tables.items()
+            return {
+                name: sorted(map(tuple, conn.exec_driver_sql(sql))) for name, sql in queries.items()
             }
     finally:
         engine.dispose()
-    return {"share": entries, **rows}
 
 
 def _failed_closed(response: requests.Response, codes: set[str]) -> None:
@@ -119,7 +129,6 @@ def _run_sql(inst: Instance, statements: list[str]) -> None:
 @pytest.fixture
 def audit_down(instance: Instance) -> Iterator[Any]:
     """A switch: inside ``with audit_down():`` every audit event fails to be written."""
-    import contextlib
 
     @contextlib.contextmanager
     def down() -> Iterator[None]:
@@ -208,6 +217,101 @@ def test_a_put_answered_503_left_the_previous_version(gateway: Gateway) -> None:
     assert snapshot(gateway.instance) == before
     assert s.get(f"{base}/report.txt").content == b"version one"
     assert s.get(f"{base}/new.txt").status_code == 404
+
+
+# --- PostgreSQL stopped under the gateway ---------------------------------------------
+
+
+def _as_postgres(*args: str) -> None:
+    # No pipes: the server pg_ctl starts would hold them open (its log is a file).
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", *args],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server of a test's own, on a free port."""
+
+    folder: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        data, log = str(self.folder / "data"), str(self.folder / "log")
+        _as_postgres("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        _as_postgres("pg_ctl", "-D", str(self.folder / "data"), "-m", mode, "-w", "stop")
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    folder = Path(tempfile.mkdtemp(prefix="clindav-pg-"))
+    shutil.chown(folder, "postgres", "postgres")
+    server = PostgresServer(folder, _free_port())
+    _as_postgres("initdb", "-D", str(folder / "data"), "-A", "trust", "-U", "postgres")
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_nothing_changes_while_the_database_is_down(
+    tmp_path: Path, own_postgres: PostgresServer
+) -> None:
+    from gateway.db import migrate
+
+    inst = make_instance(tmp_path)
+    settings = inst.settings()
+    settings["database_url"] = own_postgres.url
+    # Locks out of the database: the lock checks pass, so each method gets as far as it can.
+    settings.setdefault("locks", {})["storage"] = "memory"
+    inst.write_settings(settings)
+    migrate(own_postgres.url)
+    inst.add_user("alice", "clinicians")
+    inst.add_user("ivy", "clinicians")
+    gateway = start_gateway(inst)
+    try:
+        s = gateway.session()
+        base = f"{gateway.url}/documents"
+        assert s.put(f"{base}/a.txt", data=b"one").status_code == 201
+        assert s.request("MKCOL", f"{base}/folder").status_code == 201
+        before = snapshot(inst)
+        own_postgres.stop()
+        for method, path, headers, body in (
+            ("MKCOL", "new-folder", {}, None),
+            ("PUT", "a.txt", {}, b"two"),
+            ("PUT", "b.txt", {}, b"new"),
+            ("COPY", "a.txt", {"Destination": f"{base}/c.txt"}, None),
+            ("MOVE", "a.txt", {"Destination": f"{base}/folder/a.txt"}, None),
+            ("PROPPATCH", "a.txt", {}, PROPPATCH_BODY),
+            ("LOCK", "a.txt", {}, LOCK_BODY),
+            ("DELETE", "a.txt", {}, None),
+        ):
+            r = s.request(
+                method, f"{base}/{path}", headers=headers, data=body, timeout=CLIENT_TIMEOUT
+            )
+            _failed_closed(r, UNAVAILABLE)
+            assert share_entries(inst) == before["share"], method
+        own_postgres.start()
+        assert snapshot(inst) == before
+        assert s.get(f"{base}/a.txt").content == b"one"
+        # The LOCK answered 503 left no lock behind.
+        assert gateway.session("ivy").put(f"{base}/a.txt", data=b"two").status_code == 204
+    finally:
+        gateway.stop()
 
 
 # --- a database lock held by another process ----------------------------------------------
