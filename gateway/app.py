@@ -34,7 +34,7 @@ from gateway.guard import PathGuard
 from gateway.health import Operations
 from gateway.keys import MasterKeys, key_source, wrong_key_error
 from gateway.keystore import KeyStore
-from gateway.locks import DatabaseLockStorage
+from gateway.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
 from gateway.marker import MarkerWatch, Mode, check_instance
 from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import ENTRY_POINT_GROUP, StageOptionsError, StageRegistry
@@ -220,15 +220,18 @@ def wsgidav_config(services: Services) -> dict[str, Any]:
 
 def _lock_storage(storage: str, services: Services) -> Any:
     if storage == "memory":
-        return True
+        return MemoryLockStorage(services.sessions)
     if storage == "database":
         return DatabaseLockStorage(services.sessions)
-    from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 
     url = urlparse(storage)
     db = int(url.path.strip("/") or 0)
-    return LockStorageRedis(
-        host=url.hostname or "127.0.0.1", port=url.port or 6379, db=db, password=url.password
+    return RedisLockStorage(
+        services.sessions,
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 6379,
+        db=db,
+        password=url.password,
     )
 
 

@@ -35,11 +35,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from gateway.change import ChangeSessions
 from gateway.errors import ClindavError
 
 
@@ -337,13 +338,29 @@ class DavLock(Base):
     lock: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+# How long a statement waits for a lock another process holds (SQLite's busy
+# timeout, PostgreSQL's lock_timeout) or for PostgreSQL to answer a connection
+# attempt, before the request fails closed with 503 database-unavailable.
+# Commits queue on the audit chain's lock first (plugins/audit.py), so a wait
+# this long means something outside the gateway holds the database.
+DB_WAIT_SECONDS = 5
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the connection settings clindav relies on."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": DB_WAIT_SECONDS, "check_same_thread": False}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {
+        "connect_timeout": DB_WAIT_SECONDS,
+        "options": f"-c lock_timeout={DB_WAIT_SECONDS * 1000}",
+    }
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -355,8 +372,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_sessions(engine: Engine) -> sessionmaker:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessions(engine: Engine) -> ChangeSessions:
+    return ChangeSessions(engine, expire_on_commit=False)
 
 
 def _alembic_config(url: str) -> Any:

@@ -10,6 +10,7 @@ docs/ERRORS.md name them.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -101,6 +102,44 @@ class ServiceUnavailable(ClindavError):
 class DatabaseUnavailable(ServiceUnavailable):
     code = "database-unavailable"
     message = "The gateway's database is unavailable; nothing was changed."
+
+
+class ShareUnavailable(ServiceUnavailable):
+    code = "share-unavailable"
+    message = "This share's storage is not available (is it mounted?); nothing was changed."
+
+
+class LockStorageUnavailable(ServiceUnavailable):
+    code = "lock-storage-unavailable"
+    message = "The gateway's lock storage is unavailable; nothing was changed."
+
+
+class KeyFileUnavailable(ServiceUnavailable):
+    code = "key-file-unavailable"
+    message = "The gateway cannot read its master key; nothing was changed."
+
+
+class StorageFull(ClindavError):
+    status = 507
+    code = "insufficient-storage"
+    message = "The share is full; nothing was stored."
+
+
+# A share that cannot take writes at all (read-only, unmounted, gone away) is
+# a dependency that is down; a full one is the request's own 507.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_UNAVAILABLE = frozenset(
+    {errno.EROFS, errno.EACCES, errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.ENODEV}
+)
+
+
+def from_os_error(exc: OSError) -> ClindavError | None:
+    """Our answer to a failing filesystem call, or None for a plain failure (500)."""
+    if exc.errno in _FULL:
+        return StorageFull(f"{type(exc).__name__}: {exc}")
+    if exc.errno in _UNAVAILABLE:
+        return ShareUnavailable(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 @dataclass(frozen=True)

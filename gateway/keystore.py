@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.crypto.keywrap import KeyUnwrapError, new_data_key, unwrap_data_key, wrap_data_key
 from gateway.db import DataKey, MasterKeyCheck, ShareKey
-from gateway.errors import ClindavError, ConfigError, ServiceUnavailable
+from gateway.errors import ClindavError, ConfigError, KeyFileUnavailable, ServiceUnavailable
 from gateway.keys import (
     FileKeySource,
     KeySource,
@@ -96,7 +96,12 @@ class KeyStore:
         stamp = self._source_stamp()
         if self._source is None or stamp == self._stamp:
             return
-        masters = self._source.load()
+        try:
+            masters = self._source.load()
+        except ConfigError as exc:
+            # Gone or unreadable while serving: fail closed (503) until it is back,
+            # rather than go on with keys that may no longer be the right ones.
+            raise KeyFileUnavailable(str(exc)) from None
         wrong = self.mismatched(masters, record=True)
         self._stamp = stamp  # (not before: a failed check is tried again on the next write)
         if wrong:

@@ -10,15 +10,23 @@ capped at :data:`gateway.limits.MAX_LOCK_SECONDS`.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import delete, select
-from sqlalchemy.orm import sessionmaker
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
+from wsgidav.lock_man.lock_storage import LockStorageDict
+from wsgidav.lock_man.lock_storage_redis import LockStorageRedis
 
+from gateway.change import ChangeSessions, on_failure
 from gateway.db import DavLock, starts_with
+from gateway.errors import LockStorageUnavailable
 from gateway.limits import MAX_LOCK_SECONDS
 
 _READS = threading.local()
@@ -36,7 +44,7 @@ def begin_request(read_only: bool) -> None:
 
 
 class DatabaseLockStorage:
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: ChangeSessions) -> None:
         self._sessions = sessions
 
     def __repr__(self) -> str:
@@ -57,7 +65,7 @@ class DatabaseLockStorage:
             session.execute(delete(DavLock))
 
     def get(self, token: str) -> dict[str, Any] | None:
-        with self._sessions() as session:
+        with self._sessions.reading() as session:
             row = session.get(DavLock, token)
         if row is None:
             return None
@@ -113,7 +121,7 @@ class DatabaseLockStorage:
             conditions.append(DavLock.root == root)
         if include_children:
             conditions.append(starts_with(DavLock.root, root.rstrip("/") + "/"))
-        with self._sessions() as session:
+        with self._sessions.reading() as session:
             rows = session.scalars(
                 query.where(
                     conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
@@ -137,7 +145,7 @@ class DatabaseLockStorage:
 
     def all(self) -> list[dict[str, Any]]:
         """Every live lock (for ``clindav locks list``)."""
-        with self._sessions() as session:
+        with self._sessions.reading() as session:
             rows = session.scalars(
                 select(DavLock).where(DavLock.expire >= time.time()).order_by(DavLock.root)
             ).all()
@@ -155,3 +163,80 @@ def _restore(stored: dict[str, Any]) -> dict[str, Any]:
     if isinstance(lock.get("owner"), str):
         lock["owner"] = lock["owner"].encode("utf-8")
     return lock
+
+
+# A Redis that does not answer within this long is down: 503 within about this
+# bound (one attempt, no retries), not a request hanging on redis-py's defaults.
+REDIS_WAIT_SECONDS = 1.0
+
+
+def _redis_down(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: RedisLockStorage, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except redis.RedisError as exc:
+            raise LockStorageUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+class RedisLockStorage(LockStorageRedis):
+    """WsgiDAV's Redis lock storage (``locks.storage: redis://...``), failing closed.
+
+    An unreachable Redis is ``503 lock-storage-unavailable`` after at most
+    :data:`REDIS_WAIT_SECONDS` per call, and a lock taken by a request whose
+    change does not commit (gateway/change.py) is deleted again.
+    """
+
+    def __init__(self, sessions: ChangeSessions, **server: Any) -> None:
+        super().__init__(**server)
+        self._sessions = sessions
+
+    def open(self) -> None:
+        self._redis = redis.Redis(
+            host=self._redis_host,
+            port=self._redis_port,
+            db=self._redis_db,
+            password=self._redis_password,
+            socket_connect_timeout=REDIS_WAIT_SECONDS,
+            socket_timeout=REDIS_WAIT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    get = _redis_down(LockStorageRedis.get)
+    refresh = _redis_down(LockStorageRedis.refresh)
+    delete = _redis_down(LockStorageRedis.delete)
+    get_lock_list = _redis_down(LockStorageRedis.get_lock_list)
+    clear = _redis_down(LockStorageRedis.clear)
+
+    @_redis_down
+    def create(self, path: str, lock: dict[str, Any]) -> dict[str, Any]:
+        return _kept_if_committed(self._sessions, super().create, self.delete, path, lock)
+
+
+class MemoryLockStorage(LockStorageDict):
+    """WsgiDAV's in-memory lock storage (``locks.storage: memory``); a lock taken by a
+    request whose change does not commit (gateway/change.py) is deleted again."""
+
+    def __init__(self, sessions: ChangeSessions) -> None:
+        super().__init__()
+        self._sessions = sessions
+
+    def create(self, path: str, lock: dict[str, Any]) -> dict[str, Any]:
+        return _kept_if_committed(self._sessions, super().create, self.delete, path, lock)
+
+
+def _kept_if_committed(
+    sessions: ChangeSessions,
+    create: Callable[[str, dict[str, Any]], dict[str, Any]],
+    delete: Callable[[str], Any],
+    path: str,
+    lock: dict[str, Any],
+) -> dict[str, Any]:
+    """A lock outside the database, deleted again if the transaction (the request's change,
+    with its audit event) does not commit."""
+    with sessions.begin() as session:
+        created = create(path, lock)
+        on_failure(session, lambda: delete(created["token"]))
+    return created

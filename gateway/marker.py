@@ -50,7 +50,7 @@ from sqlalchemy.orm import sessionmaker
 
 from gateway.crypto.fileformat import MAGIC
 from gateway.db import AuditEvent, InstanceIdentity, StoredObject
-from gateway.errors import ConfigError, ConfigProblem, ServiceUnavailable
+from gateway.errors import ConfigError, ConfigProblem, ShareUnavailable
 from gateway.keystore import KeyStore
 from gateway.storage import INTERNAL_PREFIX, fsync_dir
 
@@ -59,11 +59,6 @@ log = logging.getLogger("clindav.shares")
 MARKER_PREFIX = INTERNAL_PREFIX + "share."
 INSTANCE_SEED = "@instance"
 CHECK_INTERVAL = 1.0  # seconds between two stats of a share's marker
-
-
-class ShareUnavailable(ServiceUnavailable):
-    code = "share-unavailable"
-    message = "This share's storage is not available (is it mounted?); nothing was changed."
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from gateway import propfind
 from gateway.auth import Principal
+from gateway.change import RequestChange
 from gateway.crossshare import copy_across
 from gateway.destination import Destination, resolve_destination
 from gateway.errors import (
@@ -40,6 +41,8 @@ from gateway.errors import (
     DatabaseUnavailable,
     PayloadTooLarge,
     PolicyDenied,
+    ShareUnavailable,
+    from_os_error,
 )
 from gateway.junk import JunkDestination, PhantomStore, answer_junk, is_junk
 from gateway.limits import check_copy_size, check_dead_properties, check_request
@@ -61,6 +64,9 @@ StartResponse = Callable[..., Any]
 # names its product and version, so it is never sent.
 _STATUS_ONLY_METHODS = frozenset({"PUT", "MKCOL", "COPY", "MOVE", "DELETE", "UNLOCK"})
 _BODY_HEADERS = ("content-type", "content-length")
+# Methods WsgiDAV carries out in several steps: each request's steps and its
+# audit event are one change (gateway/change.py), committed together or not at all.
+_CHANGING = frozenset({"MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"})
 
 
 class GatewayMiddleware(BaseMiddleware):
@@ -80,6 +86,9 @@ class GatewayMiddleware(BaseMiddleware):
         try:
             principal = self._authenticate(environ, outcome)
             self._gate(environ, principal, outcome)
+            if outcome.action in _CHANGING:
+                services = self.services
+                outcome.change = RequestChange(services.sessions, services.audit.lock_head)
             if outcome.share is not None and is_manifest(outcome.action, outcome.path or ""):
                 yield from self._manifest(environ, start_response, outcome)
                 return
@@ -110,9 +119,17 @@ class GatewayMiddleware(BaseMiddleware):
             body = unavailable.public_message
         except Exception as exc:  # the last line of defence: never a traceback to clients
             self._abort_if_started(outcome, exc)
-            log.exception("request %s failed", request_id)
-            outcome.fail(500, "internal-error", type(exc).__name__)
-            body = "The gateway could not complete the request."
+            known = from_os_error(exc) if isinstance(exc, OSError) else None
+            if known is None:
+                log.exception("request %s failed", request_id)
+                known = ClindavError(type(exc).__name__)
+            outcome.fail(known.status, known.code, known.detail or known.public_message)
+            body = known.public_message
+        finally:
+            if outcome.change is not None:  # not committed: the request did not succeed
+                outcome.change.abandon()
+                outcome.change = None
+                environ[AUDITED] = False  # an event added by a step went with it
         yield from self._respond_error(environ, start_response, outcome, body)
 
     @staticmethod
@@ -164,6 +181,8 @@ class GatewayMiddleware(BaseMiddleware):
         split_path(path)
         # Before the request runs: a MOVE or DELETE takes the registry row away.
         outcome.patient = patient_of(self.services, share, path)
+        if not provider.share.store.root.is_dir():
+            raise ShareUnavailable(f"backing folder of {share} is missing")
         # Only COPY and MOVE have a destination (limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
         self._require_mounted(share, outcome.destination)
@@ -283,7 +302,11 @@ class GatewayMiddleware(BaseMiddleware):
                 # WsgiDAV's own error pages can carry exception text: replace them,
                 # with our own error where a provider method recorded one.
                 recorded = environ.get(ERROR)
-                raise recorded if isinstance(recorded, ClindavError) else DAVError(status)
+                if isinstance(recorded, ClindavError):
+                    raise recorded
+                if outcome.change is not None and outcome.change.failure is not None:
+                    raise outcome.change.failure  # e.g. the database, while WsgiDAV says 500
+                raise DAVError(status)
             if status == 207:
                 first, chunks = _sanitised_multistatus(first, chunks, captured)
             elif environ["REQUEST_METHOD"].upper() in _STATUS_ONLY_METHODS:
@@ -425,6 +448,13 @@ class GatewayMiddleware(BaseMiddleware):
         yield b"" if bodiless else data
 
     def _audit(self, environ: dict[str, Any], outcome: _Outcome) -> None:
+        change, outcome.change = outcome.change, None
+        if change is not None and outcome.status < 400:
+            self._commit(environ, outcome, change)
+            return
+        if change is not None:  # a refusal changes nothing
+            change.abandon()
+            environ[AUDITED] = False
         if environ.get(AUDITED) or outcome.request is None:
             return
         if outcome.status == 401 and outcome.action != "LOGIN":
@@ -441,6 +471,31 @@ class GatewayMiddleware(BaseMiddleware):
             details=outcome.moves(),
             patient_id=outcome.patient,
         )
+
+    def _commit(self, environ: dict[str, Any], outcome: _Outcome, change: RequestChange) -> None:
+        """A successful request's change, committed with its audit event, or not at all.
+
+        Raising here (before the status line) turns the answer into the
+        failure's, which is then audited on its own.
+        """
+        try:
+            if not environ.get(AUDITED):  # a step may have added the event (a placeholder)
+                event = self.services.audit.event(
+                    outcome.request,
+                    action=outcome.action,
+                    share=outcome.share,
+                    path=outcome.path,
+                    status=outcome.status,
+                    code=outcome.code,
+                    reason=outcome.reason,
+                )
+                self.services.audit.append(change.session(), event)
+            change.commit()
+        except BaseException:
+            change.abandon()
+            environ[AUDITED] = False  # the event went with the change
+            raise
+        environ[AUDITED] = True
 
 
 class _Outcome:
@@ -460,6 +515,8 @@ class _Outcome:
         # COPY/MOVE: the Destination as read once and judged (gateway/destination.py).
         self.destination: Destination | None = None
         self.patient: str | None = None  # whose object it touches (gateway/patientpaths.py)
+        # The request's change (methods in _CHANGING) until it commits or is abandoned.
+        self.change: RequestChange | None = None
 
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason
@@ -532,6 +589,8 @@ def _dav_failure(exc: DAVError, outcome: _Outcome) -> str | bytes:
     source = getattr(exc, "src_exception", None)
     if isinstance(source, SQLAlchemyError):
         source = DatabaseUnavailable(f"database: {type(source).__name__}")
+    elif isinstance(source, OSError):
+        source = from_os_error(source) or source
     if isinstance(source, ClindavError):
         outcome.fail(source.status, source.code, source.detail)
         return source.public_message

@@ -787,7 +787,7 @@ class Migration:
             and details.get("legacy_sha256") == legacy_sha
             and details.get("stored_sha256") == row.sha256
         )
-        if not ours:
+        if not ours or details is None:
             raise MigrateTargetExists(f"{entry.logical}: a registered file holds the name")
         if not self.options.dry_run:
             if not self._verify(entry.logical, target, row.sha256):

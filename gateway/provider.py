@@ -39,6 +39,7 @@ from wsgidav import util
 from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from gateway.change import make_dir, on_failure, replace
 from gateway.content import registered_file_id
 from gateway.crypto.fileformat import TamperedContent
 from gateway.db import DataKey, StoredObject, starts_with, utcnow
@@ -49,12 +50,13 @@ from gateway.errors import (
     IncompleteBody,
     NotFound,
     PayloadTooLarge,
+    from_os_error,
 )
 from gateway.patientpaths import check_patient_folder, folder_patient
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.root import PRINCIPAL
 from gateway.services import ContentCodec, Services, ShareRuntime
-from gateway.storage import TempFile, fsync_dir, replace_into, split_path
+from gateway.storage import TempFile, split_path
 from gateway.trash import Actor, Trash
 
 REQUEST = "clindav.request"
@@ -83,6 +85,11 @@ def keeps_error(method: _Method) -> _Method:
             error: ClindavError = DatabaseUnavailable(f"database: {type(exc).__name__}: {exc}")
         except ClindavError as exc:
             error = exc
+        except OSError as exc:
+            mapped = from_os_error(exc)
+            if mapped is None:
+                raise
+            error = mapped
         self.environ[ERROR] = error
         raise DAVError(error.status, src_exception=error)
 
@@ -301,18 +308,21 @@ def commit_object(
     commit its key row; then one transaction, which first takes the audit
     chain's lock (serialising commits, also across gateway processes),
     records the object (and its audit event) and renames the temp file into
-    place before committing.  A crash before the rename leaves the old
-    version; after it, the new file is not served (the registry names the old
-    one: 500 content-authentication-failed) until ``clindav fsck --repair``
-    re-registers it.
+    place before committing.  If that commit fails the rename is undone
+    (gateway/change.py): an error means nothing was stored.  A crash before
+    the rename leaves the old version; after it, the new file is not served
+    (the registry names the old one: 500 content-authentication-failed) until
+    ``clindav fsck --repair`` re-registers it.  Inside a request's change (a
+    COPY, a LOCK's placeholder) both transactions are that change's.
     """
     if sealed is None:
         sealed = seal_bytes(share.content, target.parent, ctx.body)
     sessions = services.sessions
-    replaced = False
+    key_committed = False
     try:
         with sessions.begin() as session:
             session.add(sealed.key_row)
+        key_committed = True
         with sessions.begin() as session:
             services.audit.lock_head(session)
             # Under a legal hold the replaced version goes to the trash, key kept.
@@ -325,18 +335,14 @@ def commit_object(
             if audit is not None:
                 services.audit.append(session, audit)
             session.flush()
-            if kept is not None:
-                kept.move()
-            try:
-                replace_into(sealed.path, target)
-            except BaseException:
-                if kept is not None:
-                    kept.undo()
-                raise
-            replaced = True
+            # Undone newest first: the renames are undone, then the temp file goes.
+            on_failure(session, lambda: sealed.path.unlink(missing_ok=True))
+            if kept is not None:  # the held old version into the trash, put back on failure
+                replace(session, kept.source, kept.dest)
+            replace(session, sealed.path, target)
     except BaseException:
-        if not replaced:
-            sealed.path.unlink(missing_ok=True)
+        sealed.path.unlink(missing_ok=True)  # still there, or put back by the undo
+        if key_committed:
             _discard_key(sessions, sealed.key_row.key_id)
         raise
 
@@ -412,14 +418,15 @@ class Folder(DAVCollection):
         path = util.join_uri(self.path, name)
         check_patient_folder(self.provider.services.policy, self.provider.share.name, path)
         segments = split_path(path)
-        try:
-            os.mkdir(self.provider.share.store.locate(segments), 0o700)
-        except FileExistsError:
-            # Another request made it between WsgiDAV's check and ours (rclone
-            # creates parent folders from several transfers at once): 405, as
-            # for any MKCOL on an existing URL.
-            raise DAVError(HTTP_METHOD_NOT_ALLOWED) from None
-        fsync_dir(self.target)
+        # In the request's change: the folder stays only if its audit event commits.
+        with self.provider.services.sessions.begin() as session:
+            try:
+                make_dir(session, self.provider.share.store.locate(segments))
+            except FileExistsError:
+                # Another request made it between WsgiDAV's check and ours (rclone
+                # creates parent folders from several transfers at once): 405, as
+                # for any MKCOL on an existing URL.
+                raise DAVError(HTTP_METHOD_NOT_ALLOWED) from None
 
     @keeps_error
     def handle_delete(self) -> bool:
@@ -435,7 +442,8 @@ class Folder(DAVCollection):
         dest = self.provider.share.store.locate(split_path(_registry_path(dest_path)))
         check_patient_folder(self.provider.services.policy, self.provider.share.name, dest_path)
         if not dest.exists():
-            os.mkdir(dest, 0o700)
+            with self.provider.services.sessions.begin() as session:
+                make_dir(session, dest)
         props = self.provider.prop_manager
         dest_url = self.provider.share.url + _registry_path(dest_path)
         if props and is_move:
@@ -463,8 +471,7 @@ class Folder(DAVCollection):
                 for column, value in _placed(placement(self.environ, row.logical_path)).items():
                     setattr(row, column, value)
             session.flush()
-            os.rename(self.target, dest)
-        fsync_dir(dest.parent)
+            replace(session, self.target, dest)
         if self.provider.prop_manager:
             self.provider.prop_manager.move_properties(
                 self.get_ref_url(), self.provider.share.url + dest_prefix, with_children=True
@@ -695,7 +702,7 @@ class StoredFile(DAVNonCollection):
                     .values(logical_path=dest_key, **_placed(judged))
                 )
                 session.flush()
-                replace_into(self.target, dest)
+                replace(session, self.target, dest)
             self._moved_away = True
             if props:
                 props.move_properties(self.get_ref_url(), share.url + dest_key, with_children=False)

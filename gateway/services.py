@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from sqlalchemy.orm import sessionmaker
-
 from gateway.auth import Authenticator
+from gateway.change import ChangeSessions
 from gateway.clock import Clock
 from gateway.content import Sealed
 from gateway.crypto.fileformat import FileEncryptor
@@ -58,7 +57,7 @@ class ShareRuntime:
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    sessions: sessionmaker
+    sessions: ChangeSessions
     policy: Policy
     audit: AuditLog
     authenticator: Authenticator

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from gateway.change import replace
 from gateway.clock import Clock, aware
 from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
 from gateway.errors import BadRequest, ClindavError, Conflict, Forbidden, NotFound
@@ -89,13 +90,6 @@ class SetAside:
 
     source: Path
     dest: Path
-
-    def move(self) -> None:
-        os.rename(self.source, self.dest)
-
-    def undo(self) -> None:
-        """The replacing rename failed: the old version goes back where it was."""
-        os.rename(self.dest, self.source)
 
 
 @dataclass(frozen=True)
@@ -171,7 +165,7 @@ class Trash:
                     {"trash_id": item_id, "files": count, **(details or {})},
                 )
             session.flush()
-            os.rename(source, self._folder(share) / item_id)
+            replace(session, source, self._folder(share) / item_id)  # put back if the commit fails
         fsync_dir(source.parent)
         return item_id
 
