@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from gateway.db import LocalUser
-from gateway.errors import ClindavError, ServiceUnavailable
+from gateway.errors import ClindavError, DatabaseUnavailable
 from gateway.settings import ThrottleSettings
 
 
@@ -316,4 +316,4 @@ class LocalAuthenticator(Authenticator):
                     return None
                 return row.password_hash, frozenset(row.groups), row.disabled
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"user store unreachable: {exc}") from None
+            raise DatabaseUnavailable(f"user store unreachable: {exc}") from None

@@ -460,17 +460,7 @@ class GatewayMiddleware(BaseMiddleware):
         if outcome.status == 401 and outcome.action != "LOGIN":
             return  # a bare challenge (no credentials sent) is not an event
         environ[AUDITED] = True
-        self.services.audit.record(
-            outcome.request,
-            action=outcome.action,
-            share=outcome.share,
-            path=outcome.path,
-            status=outcome.status,
-            code=outcome.code,
-            reason=outcome.reason,
-            details=outcome.moves(),
-            patient_id=outcome.patient,
-        )
+        self.services.audit.record(outcome.request, **outcome.event_fields())
 
     def _commit(self, environ: dict[str, Any], outcome: _Outcome, change: RequestChange) -> None:
         """A successful request's change, committed with its audit event, or not at all.
@@ -480,15 +470,7 @@ class GatewayMiddleware(BaseMiddleware):
         """
         try:
             if not environ.get(AUDITED):  # a step may have added the event (a placeholder)
-                event = self.services.audit.event(
-                    outcome.request,
-                    action=outcome.action,
-                    share=outcome.share,
-                    path=outcome.path,
-                    status=outcome.status,
-                    code=outcome.code,
-                    reason=outcome.reason,
-                )
+                event = self.services.audit.event(outcome.request, **outcome.event_fields())
                 self.services.audit.append(change.session(), event)
             change.commit()
         except BaseException:
@@ -521,8 +503,21 @@ class _Outcome:
     def fail(self, status: int, code: str, reason: str) -> None:
         self.status, self.code, self.reason = status, code, reason
 
-    def moves(self) -> dict[str, str] | None:
-        """A COPY's or MOVE's source and destination, for its audit event."""
+    def event_fields(self) -> dict[str, Any]:
+        """The request's audit event, whether recorded alone or with its change."""
+        return {
+            "action": self.action,
+            "share": self.share,
+            "path": self.path,
+            "status": self.status,
+            "code": self.code,
+            "reason": self.reason,
+            "details": self._moves(),
+            "patient_id": self.patient,
+        }
+
+    def _moves(self) -> dict[str, str] | None:
+        """A COPY's or MOVE's source and destination."""
         if self.destination is None:
             return None
         return {"from": f"{self.share}:{self.path}", "to": "{}:{}".format(*self.destination)}

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from gateway.auth import Principal
 from gateway.db import LegalHold, TrashItem, starts_with
 from gateway.errors import BadRequest, Conflict, NotFound
+from gateway.patientpaths import folder_patient
 from gateway.pipeline import RequestInfo
 from gateway.scheduler import clock_jump, last_sweep, record_sweep
 from gateway.services import Services
@@ -259,6 +260,8 @@ def _hold_change(
             status=200,
             code=action.lower(),
             reason=args.reason,
+            # A hold on a patient's folder or file belongs in their access report.
+            patient_id=folder_patient(services.policy, share, path),
         )
         services.audit.append(session, event)
 

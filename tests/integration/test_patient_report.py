@@ -49,6 +49,9 @@ def test_the_patient_report_holds_every_access(gateway: Gateway) -> None:
     call(alice, "MOVE", f"{clinical}/rash.jpg", headers={"Destination": f"{clinical}/rash-2.jpg"})
     call(alice, "DELETE", f"{clinical}/rash-2.jpg")
     call(admin, "DELETE", case)
+    # A legal hold on the patient's folder, placed and lifted: part of their history.
+    for change in ("add", "remove"):
+        run_cli("hold", change, f"/clinical/{PATIENT}", "--reason", "complaint", config=instance.config)
     # Someone else's patient: never in this report.
     other: list[requests.Response] = []
     other.append(alice.request("MKCOL", f"{gateway.url}/clinical/{OTHER}"))
@@ -81,6 +84,7 @@ def test_the_patient_report_holds_every_access(gateway: Gateway) -> None:
         ("root-admin", "deleted (to trash)", "teaching", "/case-2026-014.jpg"),
     } <= activities, activities
     assert report["by_person"]["alice"]["uploaded"]["count"] == 2
+    assert {"HOLD", "RELEASE"} <= {e["action"] for e in events.values()}
     assert "cli" in {e["client"] for e in events.values()}  # the consent record is there too
 
     # The same events from audit export, and a readable summary for people.
