@@ -3,7 +3,7 @@
 (a) Export memory.  A fresh instance (``clindav init``'s own function) gets
 ``audit_events`` events generated straight into its database: SQLAlchemy
 core inserts in batches, each event's ``mac`` computed with
-``plugins.audit.AuditLog.mac`` (``canonical``) over its predecessor's, the
+``gateway.records.audit.AuditLog.mac`` (``canonical``) over its predecessor's, the
 instance's own ``@audit`` key, and the ``audit_head`` row set at the end, so
 the result is a valid chain (``clindav audit verify`` is run on the smaller
 table to prove it).  The secondary indexes are dropped for the load and
@@ -61,9 +61,9 @@ def _open(config: Path) -> tuple[Any, Any, Any, bytes]:
     """(engine, sessions, AuditLog, chain key) of an instance, keyed like the gateway's."""
     from gateway.app import load_master_keys
     from gateway.db import make_engine, make_sessions
-    from gateway.keystore import KeyStore
+    from gateway.records.audit import AUDIT_SEED, AuditLog
     from gateway.settings import load_settings
-    from plugins.audit import AUDIT_SEED, AuditLog
+    from gateway.storage.keystore import KeyStore
 
     settings = load_settings(config)
     engine = make_engine(settings.sqlalchemy_url())
@@ -135,7 +135,7 @@ def _mac_worker() -> None:
     the key; the rows are rebuilt from ``seq`` exactly as the inserting process
     builds them.  The last line is the CPU seconds spent.
     """
-    from plugins.audit import AuditLog
+    from gateway.records.audit import AuditLog
 
     args = json.loads(sys.argv[1])
     audit = AuditLog(None, bytes.fromhex(args["key"]))  # type: ignore[arg-type]  # no session
@@ -327,7 +327,7 @@ def verify(config: Path, log: Path) -> dict[str, Any]:
 
 def record_cost(config: Path, n: int) -> dict[str, Any]:
     """``AuditLog.record`` of a GET's event against this instance's database, ``n`` times."""
-    from gateway.auth import Principal
+    from gateway.auth.base import Principal
     from gateway.pipeline import RequestInfo
 
     engine, sessions, audit, _key = _open(config)
@@ -365,7 +365,7 @@ def record_concurrent(config: Path, threads: int, per_thread: int) -> dict[str, 
     What concurrent requests do: each commit takes the ``audit_head`` lock, so
     the others wait (SQLite: its busy handler, which sleeps and retries).
     """
-    from gateway.auth import Principal
+    from gateway.auth.base import Principal
     from gateway.pipeline import RequestInfo
 
     engine, _sessions, audit, _key = _open(config)
@@ -412,7 +412,7 @@ def audit_benchmark(
 ) -> dict[str, Any]:
     """The per-GET audit cost first (before anything big is written), then export memory
     at two table sizes, then the audit write against the big table."""
-    from gateway.instance import init_instance
+    from gateway.admin.instance import init_instance
 
     began = time.monotonic()
     log = work / "clindav-audit-cli.log"

@@ -14,7 +14,7 @@ interleaved (order alternating per repetition):
   ``consent`` stage removed.
 
 Either way the stage's check is one indexed query per PUT
-(``gateway/consent.py`` ``ConsentService.views``: consent records of the
+(``gateway/records/consent.py`` ``ConsentService.views``: consent records of the
 patient, outer-joined to their withdrawals, by ``patient_id``).
 """
 
@@ -92,7 +92,7 @@ def consent_queries(config: Path) -> dict[str, Any]:
     from sqlalchemy import event
 
     from gateway.app import build_services
-    from gateway.consent import ConsentService
+    from gateway.records.consent import ConsentService
     from gateway.settings import load_settings
 
     services = build_services(load_settings(config))
@@ -183,7 +183,7 @@ def consent_comparison(work: Path, photo: bytes, scale: Scale, reps: int) -> dic
         "summary": report.summarise_loads(raw),
         "ratios": ratios,
         "cpu_ratios": cpu,
-        "query": "one indexed query per PUT: gateway/consent.py ConsentService.views "
+        "query": "one indexed query per PUT: gateway/records/consent.py ConsentService.views "
         "(consent_record by patient_id, outer join consent_withdrawal)",
         "queries_per_check": queries,
         "errors": compare.errors_in(raw),

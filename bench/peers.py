@@ -211,10 +211,10 @@ def init_clindav(work: Path, name: str = "clindav") -> Path:
 def new_instance(work: Path, name: str) -> Path:
     """A fresh instance with the bench user, in this process (what ``clindav init`` and
     ``clindav user add`` run, without two interpreter start-ups); returns its yaml."""
+    from gateway.admin.instance import init_instance
+    from gateway.auth.users import UserStore
     from gateway.db import make_engine, make_sessions
-    from gateway.instance import init_instance
     from gateway.settings import load_settings
-    from gateway.users import UserStore
 
     config = init_instance(work / name)
     engine = make_engine(load_settings(config).sqlalchemy_url())

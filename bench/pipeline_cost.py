@@ -92,7 +92,7 @@ def _instance_steps(photo: bytes, n: int, work: Path) -> dict[str, Any]:
     except Exception as exc:
         reason = {"unavailable": f"{type(exc).__name__}: {exc}"}
         return {"policy_stages": reason, "seal": reason, "audit_commit": reason}
-    from gateway.auth import Principal
+    from gateway.auth.base import Principal
     from gateway.pipeline import RequestInfo
 
     content = services.shares["clinical"].content
@@ -153,8 +153,8 @@ def _stage_steps(services: Any, request: Any, photo: bytes, n: int) -> dict[str,
 
 
 def _services(folder: Path) -> Any:
+    from gateway.admin.instance import init_instance
     from gateway.app import build_services
-    from gateway.instance import init_instance
     from gateway.settings import load_settings
 
     return build_services(load_settings(init_instance(folder)))

@@ -24,28 +24,28 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway import decoding
-from gateway.auth import Authenticator, LocalAuthenticator
+from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.clock import instance_clock
-from gateway.content import EncryptedContent, EncryptedNames
 from gateway.crypto.names import NameCipher
+from gateway.dav.guard import PathGuard
+from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
+from gateway.dav.middleware import GatewayMiddleware
+from gateway.dav.props import PROPERTY_SEED, DatabasePropertyManager, PropertyCipher
+from gateway.dav.provider import ShareProvider
+from gateway.dav.root import RootProvider
 from gateway.db import make_engine, make_sessions, prepare_database, schema_state
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.guard import PathGuard
-from gateway.health import Operations
-from gateway.keys import MasterKeys, key_source, wrong_key_error
-from gateway.keystore import KeyStore
-from gateway.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
-from gateway.marker import MarkerWatch, Mode, check_instance
-from gateway.middleware import GatewayMiddleware
 from gateway.pipeline import ENTRY_POINT_GROUP, StageOptionsError, StageRegistry
 from gateway.policy import Policy, load_policy
-from gateway.props import PROPERTY_SEED, DatabasePropertyManager, PropertyCipher
-from gateway.provider import ShareProvider
-from gateway.root import RootProvider
+from gateway.records.audit import AUDIT_SEED, AuditLog
+from gateway.server.health import Operations
 from gateway.services import Services, ShareRuntime
 from gateway.settings import Settings
-from gateway.storage import BackingStore, NameCodec, PlainNames, write_temp
-from plugins.audit import AUDIT_SEED, AuditLog
+from gateway.storage.backing import BackingStore, NameCodec, PlainNames, write_temp
+from gateway.storage.content import EncryptedContent, EncryptedNames
+from gateway.storage.keys import MasterKeys, key_source, wrong_key_error
+from gateway.storage.keystore import KeyStore
+from gateway.storage.marker import MarkerWatch, Mode, check_instance
 
 log = logging.getLogger("clindav")
 
@@ -91,8 +91,8 @@ def check_identity(
 ) -> dict[str, MarkerWatch]:
     """The master keys and the shares are this instance's (or ConfigError); the watches.
 
-    A key with a known id and other bytes is refused (gateway/keystore.py);
-    so is a share without this instance's marker (gateway/marker.py).
+    A key with a known id and other bytes is refused (gateway/storage/keystore.py);
+    so is a share without this instance's marker (gateway/storage/marker.py).
     """
     keys.verify()
     roots = {name: settings.resolve(conf.path) for name, conf in settings.shares.items()}
@@ -181,7 +181,7 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
 
 def _authenticator(settings: Settings, sessions: sessionmaker, policy: Policy) -> Authenticator:
     if settings.auth.backend == "ldap" and settings.auth.ldap is not None:
-        from gateway.ldapauth import LdapAuthenticator, group_map_warnings  # ldap3 when configured
+        from gateway.auth.ldap import LdapAuthenticator, group_map_warnings  # ldap3 when configured
 
         for warning in group_map_warnings(settings.auth.ldap.group_map, policy.named_groups()):
             log.warning("settings: %s", warning)
@@ -244,7 +244,7 @@ def build_app(services: Services) -> Operations:
 
 def report_unmigrated(services: Services) -> None:
     """Warn, per share, of legacy files awaiting `clindav migrate` (counted in the background)."""
-    from gateway.migrate import log_unmigrated
+    from gateway.admin.migrate import log_unmigrated
 
     threading.Thread(
         target=log_unmigrated, args=(services,), name="clindav-legacy-count", daemon=True

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.storage import TEMP_PREFIX, fsync_dir
+from gateway.storage.backing import TEMP_PREFIX, fsync_dir
 
 log = logging.getLogger("clindav.change")
 

@@ -158,7 +158,7 @@ class AuditEvent(Base):
 
     Events form a chain: ``seq`` numbers them without gaps, each carries the
     ``prev_mac`` of its predecessor and its own ``mac`` over its canonical
-    encoding (see plugins/audit.py).
+    encoding (see gateway/records/audit.py).
     """
 
     __tablename__ = "audit_event"
@@ -298,7 +298,7 @@ class LegalHold(Base):
 
 
 class InstanceIdentity(Base):
-    """The instance's id (one row): the share markers name it (gateway/marker.py).
+    """The instance's id (one row): the share markers name it (gateway/storage/marker.py).
 
     A database without it is new; one that has it knows the instance's shares.
     """
@@ -326,7 +326,7 @@ class MasterKeyCheck(Base):
 
 
 class DavLock(Base):
-    """A WebDAV lock (gateway/locks.py); in the database so that every gateway
+    """A WebDAV lock (gateway/dav/locks.py); in the database so that every gateway
     process and ``clindav locks`` see the same locks."""
 
     __tablename__ = "dav_lock"
@@ -341,7 +341,7 @@ class DavLock(Base):
 # How long a statement waits for a lock another process holds (SQLite's busy
 # timeout, PostgreSQL's lock_timeout) or for PostgreSQL to answer a connection
 # attempt, before the request fails closed with 503 database-unavailable.
-# Commits queue on the audit chain's lock first (plugins/audit.py), so a wait
+# Commits queue on the audit chain's lock first (gateway/records/audit.py), so a wait
 # this long means something outside the gateway holds the database.
 DB_WAIT_SECONDS = 5
 

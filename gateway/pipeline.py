@@ -39,9 +39,9 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.auth import Principal
+from gateway.auth.base import Principal
 from gateway.errors import Forbidden, PayloadTooLarge
-from gateway.metrics import stage_timer
+from gateway.server.metrics import stage_timer
 
 ENTRY_POINT_GROUP = "clindav.plugins"
 # What the stages see of a streamed upload: enough for every format signature

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.auth import Principal
+from gateway.auth.base import Principal
 from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.pipeline import Pipeline, StageOptionsError, StageRegistry

@@ -2,7 +2,7 @@
 
 :class:`Services` is shared by all request threads and holds no per-request
 state.  :class:`ContentCodec` is the seam between the DAV provider and the
-at-rest format (:mod:`gateway.content`): the provider hands it plaintext and
+at-rest format (:mod:`gateway.storage.content`): the provider hands it plaintext and
 gets back what to store, and asks it for a reader of a stored file.
 """
 
@@ -13,20 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from gateway.auth import Authenticator
+from gateway.auth.base import Authenticator
 from gateway.change import ChangeSessions
 from gateway.clock import Clock
-from gateway.content import Sealed
 from gateway.crypto.fileformat import FileEncryptor
 from gateway.db import DataKey
-from gateway.keystore import KeyStore
 from gateway.policy import Policy
+from gateway.records.audit import AuditLog
 from gateway.settings import Settings
-from gateway.storage import BackingStore
-from plugins.audit import AuditLog
+from gateway.storage.backing import BackingStore
+from gateway.storage.content import Sealed
+from gateway.storage.keystore import KeyStore
 
 if TYPE_CHECKING:
-    from gateway.marker import MarkerWatch
+    from gateway.storage.marker import MarkerWatch
 
 
 class ContentCodec(Protocol):
@@ -64,6 +64,6 @@ class Services:
     keys: KeyStore
     shares: dict[str, ShareRuntime]
     clock: Clock
-    # Each share's marker, checked per request (gateway/marker.py); none in
+    # Each share's marker, checked per request (gateway/storage/marker.py); none in
     # services that only read (e.g. `clindav migrate --dry-run`).
     markers: dict[str, MarkerWatch] = field(default_factory=dict)

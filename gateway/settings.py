@@ -74,7 +74,7 @@ class ServerSettings(_Strict):
     propfind_fast_path: bool = Field(
         True,
         description="Answer PROPFIND Depth 0/1 in shares without WsgiDAV's per-property "
-        "work (gateway/propfind.py); false only to compare the two.",
+        "work (gateway/dav/propfind.py); false only to compare the two.",
     )
 
 
@@ -316,7 +316,7 @@ class TrashSettings(_Strict):
     @field_validator("max_clock_jump")
     @classmethod
     def _jump_bound(cls, value: dt.timedelta) -> dt.timedelta:
-        # Sweeps are remembered in the audit trail at most hourly (gateway/scheduler.py).
+        # Sweeps are remembered in the audit trail at most hourly (gateway/records/scheduler.py).
         if value < dt.timedelta(hours=2):
             raise ValueError("at least 2h")
         return value

@@ -19,7 +19,7 @@ Options (policy, per share):
   ``intimate_min_age`` refuses them outright below that age when the consent
   record has a date of birth.
 
-Copies and moves (between shares, and within one: gateway/placement.py) are
+Copies and moves (between shares, and within one: gateway/dav/placement.py) are
 judged here too, with what the image already is: its patient (it goes only
 into that patient's folder), its hold (kept, never started anew), and
 whether it is intimate where it is stored (``carries_intimate``): an
@@ -38,10 +38,10 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.clock import Duration
-from gateway.consent import ConsentService, ConsentView
 from gateway.errors import Conflict, Forbidden
 from gateway.patients import PatientScheme, scheme_problem
 from gateway.pipeline import BaseStage, IntimateDestinationNotRestricted, PutContext
+from gateway.records.consent import ConsentService, ConsentView
 
 
 class ConsentMissing(Forbidden):

@@ -90,9 +90,9 @@ class Instance:
 
     def add_user(self, name: str, *groups: str) -> None:
         # In-process for speed; the CLI path has its own tests (test_cli.py).
+        from gateway.auth.users import UserStore
         from gateway.db import make_engine, make_sessions
         from gateway.settings import load_settings
-        from gateway.users import UserStore
 
         engine = make_engine(load_settings(self.config).sqlalchemy_url())
         try:
@@ -126,8 +126,8 @@ def _drop_postgres_database(name: str) -> None:
 
 
 def make_instance(root: Path, database: str = "sqlite") -> Instance:
+    from gateway.admin.instance import init_instance
     from gateway.db import migrate
-    from gateway.instance import init_instance
     from gateway.settings import load_settings
 
     folder = root / "instance"

@@ -1,4 +1,4 @@
-"""Stand-alone audit events of concurrent requests commit together (plugins/audit.py
+"""Stand-alone audit events of concurrent requests commit together (gateway/records/audit.py
 ``GroupCommit``), on the instance's real database, and the chain stays whole."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy
 
 from gateway.app import load_master_keys
-from gateway.auth import Principal
+from gateway.auth.base import Principal
 from gateway.db import AuditEvent, make_engine, make_sessions
-from gateway.keystore import KeyStore
 from gateway.pipeline import RequestInfo
+from gateway.records.audit import AUDIT_SEED, AuditLog, AuditUnavailable, verify_chain
 from gateway.settings import load_settings
-from plugins.audit import AUDIT_SEED, AuditLog, AuditUnavailable, verify_chain
+from gateway.storage.keystore import KeyStore
 from tests.conftest import Instance
 
 THREADS, PER_THREAD = 8, 30

@@ -21,7 +21,7 @@ import requests
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
-from gateway.limits import MAX_REQUEST_HEADERS
+from gateway.dav.limits import MAX_REQUEST_HEADERS
 from gateway.settings import load_settings
 from tests.conftest import (
     CLINDAV,

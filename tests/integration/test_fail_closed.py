@@ -358,7 +358,7 @@ def small_share(instance: Instance) -> Iterator[Path]:
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(folder)], check=True
     )
-    for name in markers:  # the instance's mark goes with the share (gateway/marker.py)
+    for name in markers:  # the instance's mark goes with the share (gateway/storage/marker.py)
         (folder / name).mkdir(mode=0o700)
     try:
         yield folder

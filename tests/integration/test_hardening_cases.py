@@ -34,7 +34,7 @@ from PIL import Image
 from sqlalchemy.pool import NullPool
 
 from gateway.crypto.fileformat import MAGIC
-from gateway.limits import MAX_LOCK_BODY, MAX_XML_BODY
+from gateway.dav.limits import MAX_LOCK_BODY, MAX_XML_BODY
 from gateway.settings import load_settings
 from tests.conftest import PASSWORD, Gateway, make_instance, run_cli, start_gateway
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg

@@ -14,8 +14,8 @@ import pytest
 import requests
 import sqlalchemy
 
+from gateway.dav.limits import MAX_DEAD_PROPERTIES, MAX_DEAD_PROPERTY_BYTES
 from gateway.db import DeadProperty
-from gateway.limits import MAX_DEAD_PROPERTIES, MAX_DEAD_PROPERTY_BYTES
 from gateway.settings import load_settings
 from tests.conftest import Gateway, Instance, start_gateway
 from tests.integration.test_audit import events_by_request

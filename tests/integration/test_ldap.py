@@ -20,10 +20,10 @@ import requests
 import sqlalchemy
 import yaml
 
-from gateway.auth import LoginThrottled
+from gateway.auth.base import LoginThrottled
+from gateway.auth.ldap import LdapAuthenticator
 from gateway.db import AuditEvent
 from gateway.errors import ServiceUnavailable
-from gateway.ldapauth import LdapAuthenticator
 from gateway.settings import LdapSettings, load_settings
 from tests.conftest import Gateway, Instance, make_instance, run_cli, start_gateway
 from tests.integration.test_dav_methods import small_jpeg

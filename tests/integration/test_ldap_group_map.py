@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from gateway.ldapauth import group_map_warnings
+from gateway.auth.ldap import group_map_warnings
 from gateway.settings import LdapSettings
 from tests.conftest import REPO, Instance, run_cli, start_gateway
 from tests.ldap_server import free_port

@@ -123,7 +123,7 @@ class ClockAt:
 def test_only_placeholders_older_than_the_age_are_swept(gateway: Gateway) -> None:
     """The age boundary, driven through the clock rather than by waiting."""
     from gateway.app import build_services
-    from gateway.scheduler import sweep_placeholders, system_actor
+    from gateway.records.scheduler import sweep_placeholders, system_actor
     from gateway.settings import load_settings
 
     alice = gateway.session("alice")

@@ -1,4 +1,4 @@
-"""The PROPFIND fast path (gateway/propfind.py) answers exactly as WsgiDAV does.
+"""The PROPFIND fast path (gateway/dav/propfind.py) answers exactly as WsgiDAV does.
 
 One instance is filled with a folder of every kind of member (subfolders,
 dead properties, locks, names that need escaping, private objects of other
@@ -123,8 +123,8 @@ def test_fast_path_answers_as_wsgidav(instance: Instance) -> None:
 
 def test_fast_path_serves_and_falls_back(instance: Instance, monkeypatch: Any) -> None:
     """In-process, through the whole stack: which requests the fast path answers itself."""
-    from gateway import propfind
     from gateway.app import build_app, build_services
+    from gateway.dav import propfind
     from gateway.settings import load_settings
 
     served: list[bool] = []

@@ -43,7 +43,7 @@ format through the gateway; a gateway bug or a policy conflict): ``dirty.png``, 
 bytes after the image end and the scrub stage refuses any trailing data
 unless the file has an MPF index (``plugins/scrub/stage.py``), which JPEG
 alone can have.  ``test_refusal_log_line_carries_the_request_id`` fails too:
-the ``clindav.audit`` refusal warning (``plugins/audit.py``) omits the
+the ``clindav.audit`` refusal warning (``gateway/records/audit.py``) omits the
 request id that docs/ERRORS.md promises on every log line of a request.
 """
 

@@ -1,4 +1,4 @@
-"""Several serving processes on one port (``server.workers``, gateway/workers.py).
+"""Several serving processes on one port (``server.workers``, gateway/server/workers.py).
 
 The gateway runs as a supervisor and its forked workers; these tests drive it
 over many connections (the kernel spreads them over the workers' sockets)

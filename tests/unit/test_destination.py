@@ -10,10 +10,10 @@ from urllib.parse import quote, unquote, urlparse
 import pytest
 from wsgidav import util
 
-from gateway.destination import Destination, resolve_destination
+from gateway.dav.destination import Destination, resolve_destination
 from gateway.errors import ClindavError
 from gateway.services import ShareRuntime
-from gateway.storage import BackingStore, PlainNames
+from gateway.storage.backing import BackingStore, PlainNames
 
 SHARES = {
     name: ShareRuntime(

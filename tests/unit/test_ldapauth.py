@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.auth import LoginThrottle, LoginThrottled
-from gateway.errors import ConfigError
-from gateway.ldapauth import (
+from gateway.auth.base import LoginThrottle, LoginThrottled
+from gateway.auth.ldap import (
     GroupMap,
     chain_filter,
     member_filter,
     plausible_name,
     user_filter,
 )
+from gateway.errors import ConfigError
 from gateway.settings import LdapSettings, load_settings
 
 CONF = LdapSettings(servers=["ldaps://dc1.example.org"], base_dn="dc=example,dc=org")

@@ -1,4 +1,4 @@
-"""The reader GET serves small files through (gateway/content.py ``_PlaintextChunks``):
+"""The reader GET serves small files through (gateway/storage/content.py ``_PlaintextChunks``):
 the same bytes as a plain in-memory file for any seek and read, and whole chunks
 handed out without a copy."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import random
 
-from gateway.content import _PlaintextChunks
+from gateway.storage.content import _PlaintextChunks
 
 
 def _chunks(rng: random.Random, sizes: list[int]) -> list[bytes]:

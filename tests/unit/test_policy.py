@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import Principal
+from gateway.auth.base import Principal
 from gateway.errors import ConfigError
 from gateway.pipeline import StageRegistry
 from gateway.policy import Check, load_policy, policy_schema

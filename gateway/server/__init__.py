@@ -1,0 +1,1 @@
+"""Serving: the HTTP server, worker processes, configuration reload, health checks and metrics."""

@@ -1,0 +1,238 @@
+"""Serving the app with cheroot, over TLS unless on loopback by explicit choice."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+from cheroot import errors, wsgi
+from cheroot.makefile import StreamWriter
+from cheroot.server import HTTPConnection, HTTPRequest
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from gateway.dav.guard import security_headers
+from gateway.dav.limits import MAX_REQUEST_HEADERS, HeaderFieldsTooLarge
+from gateway.errors import ClindavError, ConfigError
+from gateway.pipeline import RequestInfo
+from gateway.records.audit import AuditLog
+from gateway.server import metrics
+from gateway.settings import Settings, is_loopback
+
+log = logging.getLogger("clindav")
+# Explorer and Finder open bursts of connections; cheroot's default backlog
+# of 5 makes some of them wait a second for a retransmit.
+LISTEN_BACKLOG = 128
+
+
+class _Request(HTTPRequest):
+    """cheroot's request, but a header flood answers 431 (RFC 6585), not 413.
+
+    cheroot reads at most ``max_request_header_size`` bytes of headers and
+    raises ``MaxSizeExceeded``; its own answer is "413 Request Entity Too
+    Large", which tells a client its *body* is too big.  The refusal happens
+    before WSGI, so it is audited (and logged by the audit log) from here.
+    """
+
+    server: Server
+
+    def read_request_headers(self) -> bool:
+        try:
+            return bool(super().read_request_headers())
+        except errors.MaxSizeExceeded:
+            self._refuse(HeaderFieldsTooLarge(f"request headers over {MAX_REQUEST_HEADERS} bytes"))
+            return False
+
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            self.conn.count_bytes()
+
+    def send_headers(self) -> None:
+        """Close the connection after a request whose body framing cannot be trusted.
+
+        RFC 9112 section 6.3: after a request with both ``Transfer-Encoding``
+        and ``Content-Length`` the server MUST close the connection.  And
+        cheroot drains an unread Content-Length body but not an unread chunked
+        one: without closing, the rest of a refused chunked body would be read
+        as the next request on this connection.
+        """
+        if self.chunked_read and (
+            b"Content-Length" in self.inheaders or not getattr(self.rfile, "closed", True)
+        ):
+            self.close_connection = True
+        super().send_headers()
+
+    def _refuse(self, error: ClindavError) -> None:
+        metrics.count_request((self.method or b"-").decode("latin-1"), error.status, error.code)
+        request_id = uuid.uuid4().hex[:16]
+        agent = self.inheaders.get(b"User-Agent", b"")[:255].decode("latin-1")
+        method = (self.method or b"-").decode("latin-1")
+        request = RequestInfo(request_id, None, self.conn.remote_addr or "-", agent, method)
+        if self.server.audit is None:
+            log.warning("request %s: refused %s: %s %s", request_id, method, error.code, error)
+        else:
+            try:
+                self.server.audit.record(
+                    request,
+                    action=method,
+                    share=None,
+                    path=None,
+                    status=error.status,
+                    code=error.code,
+                    reason=error.detail,
+                )
+            except ClindavError as exc:  # an unrecorded refusal answers 503, as in the middleware
+                error = exc
+        body = f"{error.status} {error.code}: {error.public_message}\nrequest id: {request_id}\n"
+        phrase = "Request Header Fields Too Large" if error.status == 431 else "Error"
+        secure = "".join(
+            f"{name}: {value}\r\n"
+            for name, value in security_headers(self.server.ssl_adapter is not None)
+        )
+        head = (
+            f"{self.server.protocol} {error.status} {phrase}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n"
+            f"X-Request-Id: {request_id}\r\n"
+            f"X-Clindav-Error: {error.code}\r\n"
+            f"{secure}\r\n"
+        )
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client went away: nothing left to tell it
+            self.conn.wfile.write((head + body).encode("latin-1"))
+
+
+class _SendallWriter(StreamWriter):
+    """Response bytes go out with one ``sendall`` per write.
+
+    cheroot's writer copies every write into a buffer and copies the rest of
+    that buffer again after each partial ``send``: a 1 MiB block over a
+    200 KiB socket buffer was copied about three times.  ``sendall`` on the
+    caller's bytes copies nothing and keeps the socket's timeout.
+    """
+
+    def write(self, b: Any) -> int:
+        self._checkClosed()
+        with self._write_lock:  # type: ignore[attr-defined]
+            self._flush_unlocked()  # type: ignore[attr-defined]
+            cast(Any, self.raw)._sock.sendall(b)
+        self.bytes_written += len(b)
+        return len(b)
+
+
+class _Connection(HTTPConnection):
+    RequestHandlerClass = _Request
+
+    def __init__(self, server: Any, sock: Any, makefile: Any) -> None:
+        super().__init__(server, sock, makefile)
+        self.wfile = _SendallWriter(sock, "wb", self.wbufsize)
+        self._counted = (0, 0)
+
+    def count_bytes(self) -> None:
+        """Add what crossed this connection since the last answer to ``/metrics``
+        (bytes as the client sent and received them, headers included, TLS removed)."""
+        now = (getattr(self.rfile, "bytes_read", 0), self.wfile.bytes_written)
+        metrics.count_bytes(now[0] - self._counted[0], now[1] - self._counted[1])
+        self._counted = now
+
+
+class Server(wsgi.Server):
+    """cheroot's WSGI server with clindav's request class and an audit log for refusals."""
+
+    ConnectionClass = _Connection
+    audit: AuditLog | None = None
+    # A socket already bound and listening (``server.workers``): used instead of binding.
+    listener: socket.socket | None = None
+
+    def bind(self, family: int, type: int, proto: int = 0) -> socket.socket:
+        if self.listener is None:
+            return cast(socket.socket, super().bind(family, type, proto))
+        sock = self.listener
+        if self.ssl_adapter is not None:
+            sock = self.ssl_adapter.bind(sock)
+        self.socket = sock
+        self.bind_addr = self.resolve_real_bind_addr(sock)
+        return sock
+
+
+def check_listen(settings: Settings, *, host: str, tls: bool) -> None:
+    """Refuse an address and TLS choice that must not serve, before anything is bound."""
+    if not tls and not is_loopback(host):
+        raise ConfigError.single(
+            "settings", "server.tls", "--no-tls is allowed only on loopback addresses"
+        )
+    if tls and settings.server.tls is None:
+        raise ConfigError.single("settings", "server.tls", "no certificate configured")
+
+
+def make_server(
+    settings: Settings,
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    tls: bool,
+    audit: AuditLog | None = None,
+    listener: socket.socket | None = None,
+) -> Server:
+    check_listen(settings, host=host, tls=tls)
+    server = Server(
+        (host, port),
+        app,
+        numthreads=settings.server.threads,
+        timeout=settings.server.socket_timeout,
+        server_name="clindav",
+        request_queue_size=LISTEN_BACKLOG,
+    )
+    server.listener = listener
+    server.max_request_header_size = MAX_REQUEST_HEADERS
+    server.audit = audit
+    if tls:
+        assert settings.server.tls is not None
+        server.ssl_adapter = BuiltinSSLAdapter(
+            str(settings.resolve(settings.server.tls.cert)),
+            str(settings.resolve(settings.server.tls.key)),
+        )
+    return server
+
+
+def run_until_signalled(server: wsgi.Server, on_reload: Callable[[], object]) -> None:
+    """Serve a prepared server until SIGINT/SIGTERM, then stop cleanly.
+
+    SIGHUP runs ``on_reload`` (the policy reload) in this thread, between
+    waits: never inside the signal handler, never twice at once.
+    """
+    stop = threading.Event()
+    wake = threading.Event()
+    reloads = 0
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+        wake.set()
+
+    def _reload(_signum: int, _frame: Any) -> None:
+        nonlocal reloads
+        reloads += 1
+        wake.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
+    thread = threading.Thread(target=server.serve, name="cheroot", daemon=True)
+    thread.start()
+    while not stop.is_set():
+        wake.wait()
+        wake.clear()
+        if reloads and not stop.is_set():
+            reloads = 0
+            on_reload()
+    server.stop()
