@@ -261,3 +261,25 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: run the README's test command, which installs it")
     return path
+
+
+@dataclass
+class InstanceClock:
+    """The instance's clock (gateway/clock.py ``CLINDAV_TEST_CLOCK``): moved, never waited for."""
+
+    path: Path
+
+    def advance(self, offset: str) -> None:
+        """From now on the gateway and every command see the system time plus ``offset``."""
+        self.path.write_text(offset)
+
+
+@pytest.fixture
+def clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstanceClock:
+    """Set before the gateway starts: the subprocesses inherit the environment."""
+    from gateway.clock import TEST_CLOCK
+
+    path = tmp_path / "clock-offset"
+    path.write_text("")
+    monkeypatch.setenv(TEST_CLOCK, str(path))
+    return InstanceClock(path)

@@ -11,7 +11,7 @@ import yaml
 
 from gateway.db import AuditEvent
 from gateway.settings import load_settings
-from tests.conftest import Gateway, Instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_gateway
 from tests.integration.test_dav_methods import small_jpeg
 
 PATIENT, OTHER = "9434765919", "4010232137"
@@ -224,8 +224,8 @@ def test_intimate_images(instance: Instance) -> None:
         gw.stop()
 
 
-def test_held_image_expires_and_is_purged(instance: Instance) -> None:
-    set_consent_stage(instance, "clinical", hold_window="2s")
+def test_held_image_expires_and_is_purged(instance: Instance, clock: InstanceClock) -> None:
+    set_consent_stage(instance, "clinical", hold_window="2h")
     settings = instance.settings()
     settings["trash"] = {"sweep_interval": 1}
     instance.write_settings(settings)
@@ -235,7 +235,10 @@ def test_held_image_expires_and_is_purged(instance: Instance) -> None:
         folder = f"{gw.url}/clinical/{PATIENT}"
         assert s.request("MKCOL", folder).status_code == 201
         assert s.put(f"{folder}/never.jpg", data=small_jpeg()).status_code == 201
-        deadline = time.monotonic() + 20
+        assert s.get(f"{folder}/never.jpg").status_code == 200  # held, not yet due
+        clock.advance("3h")  # past the hold window, within trash.max_clock_jump
+        # The sweeper runs every second: the wait is for its thread, not a time margin.
+        deadline = time.monotonic() + 60
         while s.get(f"{folder}/never.jpg").status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert s.get(f"{folder}/never.jpg").status_code == 404

@@ -10,17 +10,10 @@ import time
 import sqlalchemy
 
 from gateway.db import AuditEvent, DataKey, TrashItem
-from tests.conftest import Gateway, Instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_gateway
 from tests.integration.test_consent import OTHER, PATIENT, consent
 from tests.integration.test_dav_methods import small_jpeg
-from tests.integration.test_trash import (
-    InstanceClock,
-    clock,  # noqa: F401 - the fixture
-    engine_for,
-    set_policy,
-    set_sweep,
-    trash_list,
-)
+from tests.integration.test_trash import engine_for, set_policy, set_sweep, trash_list
 
 
 def _jpeg(seed: int) -> bytes:
@@ -216,7 +209,7 @@ def _wait_for(condition, what: str, seconds: float = 60) -> None:
 
 def test_a_clock_jump_stops_the_sweeper_until_an_admin_confirms(
     instance: Instance,
-    clock: InstanceClock,  # noqa: F811 - the fixture
+    clock: InstanceClock,
 ) -> None:
     set_policy(instance, "documents", trash_window="1h")
     set_sweep(instance, 1)

@@ -7,17 +7,15 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 import yaml
 
-from gateway.clock import TEST_CLOCK
 from gateway.db import AuditEvent, DataKey, StoredObject, TrashItem
 from gateway.settings import load_settings
-from tests.conftest import CLINDAV, Gateway, Instance, _env, run_cli, start_gateway
+from tests.conftest import CLINDAV, Gateway, Instance, InstanceClock, _env, run_cli, start_gateway
 from tests.integration.test_dav_methods import small_jpeg
 
 PATIENT = "9434765919"
@@ -38,26 +36,6 @@ def set_sweep(instance: Instance, seconds: int) -> None:
     settings = instance.settings()
     settings["trash"] = {"sweep_interval": seconds}
     instance.write_settings(settings)
-
-
-@dataclass
-class InstanceClock:
-    """The instance's clock (gateway/clock.py ``CLINDAV_TEST_CLOCK``): moved, never waited for."""
-
-    path: Path
-
-    def advance(self, offset: str) -> None:
-        """From now on the gateway and every command see the system time plus ``offset``."""
-        self.path.write_text(offset)
-
-
-@pytest.fixture
-def clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstanceClock:
-    """Set before the gateway starts: the subprocesses inherit the environment."""
-    path = tmp_path / "clock-offset"
-    path.write_text("")
-    monkeypatch.setenv(TEST_CLOCK, str(path))
-    return InstanceClock(path)
 
 
 def trash_list(instance: Instance) -> list[dict]:
