@@ -35,12 +35,13 @@ from gateway.dav.provider import ShareProvider
 from gateway.dav.root import RootProvider
 from gateway.db import make_engine, make_sessions, prepare_database, schema_state
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.pipeline import ENTRY_POINT_GROUP, StageOptionsError, StageRegistry
+from gateway.pipeline import StageOptionsError
 from gateway.policy import Policy, load_policy
 from gateway.records.audit import AUDIT_SEED, AuditLog
 from gateway.server.health import Operations
 from gateway.services import Services, ShareRuntime
 from gateway.settings import Settings
+from gateway.stages import ENTRY_POINT_GROUP, StageRegistry
 from gateway.storage.backing import BackingStore, NameCodec, PlainNames, write_temp
 from gateway.storage.content import EncryptedContent, EncryptedNames
 from gateway.storage.keys import MasterKeys, key_source, wrong_key_error

@@ -1,12 +1,15 @@
 """The pipeline contract: how stages plug into a request.
 
 A *stage* is a class with a kebab-case ``name``, a pydantic ``Options`` model
-and the hooks ``on_put``, ``on_get``, ``on_delete``, ``on_copy`` and
-``on_move`` (and, optionally, ``on_restore``: a file coming back from the
-trash, judged where it goes back to).  The policy names the stages each share runs, with options;
-:class:`StageRegistry` resolves names to classes and validates the options
-when the policy loads, so a policy that names an unknown stage or passes a bad
-option stops start-up (``clindav check-config`` reports the same).
+and the hooks ``on_put``, ``on_copy`` and ``on_move`` (and, optionally,
+``on_restore``: a file coming back from the trash, judged where it goes back
+to; and ``holds_intimate``: whether an object stored at a path is intimate,
+which a copy or move of it carries along).  The policy names the stages each
+share runs, with options; the stage registry (gateway/stages.py) resolves
+names to classes and validates the options when the policy loads, so a policy
+that names an unknown stage or passes a bad option stops start-up (``clindav
+check-config`` reports the same).  Once the gateway's services exist, every
+stage gets them through :meth:`BaseStage.attach`.
 
 Stage instances are built once per policy and shared by all threads: they
 must keep no per-request state.  Everything about one request travels in the
@@ -22,10 +25,6 @@ that it can judge such an upload from the head (and the path) and that it
 never replaces its body; it may still refuse one it would need whole, with
 :meth:`UploadTooLargeForChecks.by` (413).  Stages default to ``streams =
 False``: a share whose pipeline has one takes no streamed upload at all.
-
-Built-in stages are listed explicitly in :data:`BUILTIN_STAGES`; third-party
-stages are found through the entry-point group ``clindav.plugins`` (each entry
-point names a stage class).
 """
 
 from __future__ import annotations
@@ -34,16 +33,19 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from gateway.auth.base import Principal
 from gateway.errors import Forbidden, PayloadTooLarge
 from gateway.server.metrics import stage_timer
 
-ENTRY_POINT_GROUP = "clindav.plugins"
+if TYPE_CHECKING:
+    # Only named in hook signatures: the services are built after the policy
+    # (and its stages), so this module never needs them at run time.
+    from gateway.services import Services
+
 # What the stages see of a streamed upload: enough for every format signature
 # (and a PDF or ISO BMFF header), small enough to hold for every request.
 HEAD_BYTES = 64 * 1024
@@ -110,7 +112,7 @@ class PutContext:
     legacy: bool = False
     legacy_patient_folders: bool = True
     # A copy or move of an image that is intimate where it is stored
-    # (plugins/consent.py ``carries_intimate``): the destination judges it as
+    # (:meth:`Pipeline.carries_intimate`): the destination judges it as
     # intimate wherever it goes.  A stage that judged an image as intimate sets
     # ``details["intimate"]``; an intimate image no stage judged is refused.
     intimate: bool = False
@@ -129,7 +131,7 @@ class PutContext:
 
 @dataclass
 class ObjectContext:
-    """A read, delete, copy or move of a stored object."""
+    """A copy or move of a stored object within one share."""
 
     request: RequestInfo
     share: str
@@ -145,8 +147,6 @@ class Stage(Protocol):
     streams: ClassVar[bool]
 
     def on_put(self, ctx: PutContext) -> None: ...
-    def on_get(self, ctx: ObjectContext) -> None: ...
-    def on_delete(self, ctx: ObjectContext) -> None: ...
     def on_copy(self, ctx: ObjectContext) -> None: ...
     def on_move(self, ctx: ObjectContext) -> None: ...
 
@@ -168,21 +168,16 @@ class BaseStage:
     def __init__(self, options: BaseModel) -> None:
         self.options = options
 
-    def attach(self, services: Any) -> None:
-        """Called once at start-up with the gateway's Services (database, clock, audit).
+    def attach(self, services: Services) -> None:
+        """Called once the gateway's services exist (database, clock, audit, policy),
+        at start-up and for each policy a reload adopts.
 
-        Stages that need no service ignore it; those that do keep the reference
-        (shared, thread-safe objects only).
+        Stages that need no service ignore it; those that do keep what they
+        use (shared, thread-safe objects only).
         """
         return None
 
     def on_put(self, ctx: PutContext) -> None:
-        return None
-
-    def on_get(self, ctx: ObjectContext) -> None:
-        return None
-
-    def on_delete(self, ctx: ObjectContext) -> None:
         return None
 
     def on_copy(self, ctx: ObjectContext) -> None:
@@ -194,6 +189,10 @@ class BaseStage:
     def on_restore(self, ctx: PutContext) -> None:
         return None
 
+    def holds_intimate(self, share: str, path: str) -> bool:
+        """Whether an object stored at ``share:path`` is intimate (module docstring)."""
+        return False
+
 
 class StageOptionsError(ValueError):
     """A stage name or its options do not validate; each problem is (key, text)."""
@@ -203,60 +202,12 @@ class StageOptionsError(ValueError):
         self.problems = problems
 
 
-class StageRegistry:
-    """Stage classes by name: the built-ins plus entry-point plugins."""
-
-    def __init__(self, stages: Mapping[str, type[BaseStage]]) -> None:
-        self._stages = dict(stages)
-
-    @classmethod
-    def default(cls) -> StageRegistry:
-        stages: dict[str, type[BaseStage]] = dict(builtin_stages())
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            where = f"entry point {ep.name} ({ep.value})"
-            try:
-                stage = ep.load()
-            except Exception as exc:  # a broken plugin stops start-up, it is never skipped
-                raise StageOptionsError([(where, f"cannot be loaded: {exc!r}")]) from None
-            if ep.name in stages:
-                raise StageOptionsError([(where, "clashes with a built-in stage")])
-            if not (
-                isinstance(stage, type) and hasattr(stage, "Options") and hasattr(stage, "on_put")
-            ):
-                raise StageOptionsError([(where, "is not a stage class (see gateway/pipeline.py)")])
-            stages[ep.name] = stage
-        return cls(stages)
-
-    def names(self) -> list[str]:
-        return sorted(self._stages)
+class StageBuilder(Protocol):
+    """What builds a policy's stages by name (gateway/stages.py ``StageRegistry``)."""
 
     def build(self, name: str, options: Mapping[str, Any] | None) -> BaseStage:
-        """An instance of stage ``name`` with validated options."""
-        stage_class = self._stages.get(name)
-        if stage_class is None:
-            known = ", ".join(self.names())
-            raise StageOptionsError([(name, f"unknown stage (known: {known})")])
-        try:
-            parsed = stage_class.Options.model_validate(dict(options or {}))
-        except ValidationError as exc:
-            from gateway.settings import problems_from
-
-            problems = [
-                (p.key, "unknown option" if p.problem == "unknown key" else p.problem)
-                for p in problems_from("", exc, prefix=name)
-            ]
-            raise StageOptionsError(problems) from None
-        return stage_class(parsed)
-
-
-def builtin_stages() -> dict[str, type[BaseStage]]:
-    """The stages shipped with clindav, listed explicitly (no discovery)."""
-    from plugins.consent import ConsentCheck
-    from plugins.filetype import FileTypeCheck
-    from plugins.scrub.stage import ScrubStage
-
-    stages: list[type[BaseStage]] = [FileTypeCheck, ConsentCheck, ScrubStage]
-    return {stage.name: stage for stage in stages}
+        """An instance of stage ``name`` with validated options; StageOptionsError if not."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -265,7 +216,7 @@ class Pipeline:
 
     stages: tuple[BaseStage, ...] = ()
 
-    def attach(self, services: Any) -> None:
+    def attach(self, services: Services) -> None:
         for stage in self.stages:
             stage.attach(services)
 
@@ -304,14 +255,6 @@ class Pipeline:
                 stage.on_put(ctx)
         _check_intimate_judged(ctx)
 
-    def run_get(self, ctx: ObjectContext) -> None:
-        for stage in self.stages:
-            stage.on_get(ctx)
-
-    def run_delete(self, ctx: ObjectContext) -> None:
-        for stage in self.stages:
-            stage.on_delete(ctx)
-
     def run_copy(self, ctx: ObjectContext, *, is_move: bool) -> None:
         for stage in self.stages:
             (stage.on_move if is_move else stage.on_copy)(ctx)
@@ -323,6 +266,17 @@ class Pipeline:
             hook = getattr(stage, "on_restore", None)  # optional for stages not based on BaseStage
             if hook is not None:
                 hook(ctx)
+
+    def carries_intimate(self, share: str, path: str) -> bool:
+        """Whether a copy or move of the object at ``share:path`` (this share's pipeline)
+        carries "intimate" with it: a stage here says it is intimate where it is stored."""
+        return any(
+            hook(share, path)
+            for stage in self.stages
+            # optional for stages not based on BaseStage
+            if (hook := getattr(stage, "holds_intimate", None)) is not None
+        )
+
 
 def _check_intimate_judged(ctx: PutContext) -> None:
     """An intimate image stays intimate: a pipeline where no stage judged it so cannot take it.

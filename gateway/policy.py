@@ -22,15 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.auth.base import Principal
 from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.pipeline import Pipeline, StageOptionsError, StageRegistry
+from gateway.pipeline import Pipeline, StageBuilder, StageOptionsError
 from gateway.settings import problems_from, read_yaml
+
+if TYPE_CHECKING:
+    from gateway.services import Services  # built after the policy, which it holds
 
 Action = Literal["read", "write", "delete"]
 ACTIONS: dict[str, Action] = {
@@ -199,7 +202,7 @@ class Policy:
     def pipeline(self, share: str) -> Pipeline:
         return self._loaded.pipelines.get(share, Pipeline())
 
-    def attach(self, services: Any) -> None:
+    def attach(self, services: Services) -> None:
         """Hand the running gateway's services to every stage of every pipeline."""
         loaded = self._loaded
         for pipeline in [*loaded.pipelines.values(), *loaded.rule_pipelines.values()]:
@@ -283,7 +286,7 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) + tail)
 
 
-def load_policy(path: Path, registry: StageRegistry, share_names: list[str]) -> Policy:
+def load_policy(path: Path, registry: StageBuilder, share_names: list[str]) -> Policy:
     """Read, validate and build a policy; ConfigError names the file and key."""
     name = str(path)
     raw = read_yaml(path)
@@ -324,7 +327,7 @@ def _build(
     file: str,
     key: str,
     specs: list[StageSpec | str],
-    registry: StageRegistry,
+    registry: StageBuilder,
     problems: list[ConfigProblem],
 ) -> Pipeline:
     stages = []

@@ -22,7 +22,7 @@ Options (policy, per share):
 Copies and moves (between shares, and within one: gateway/dav/placement.py) are
 judged here too, with what the image already is: its patient (it goes only
 into that patient's folder), its hold (kept, never started anew), and
-whether it is intimate where it is stored (``carries_intimate``): an
+whether it is intimate where it is stored (``holds_intimate``): an
 intimate image leaves intimate folders only for a place only
 ``intimate_group`` may read.
 
@@ -33,7 +33,7 @@ code and is audited with the reason.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, ClassVar, Literal, cast
+from typing import ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -42,6 +42,7 @@ from gateway.errors import Conflict, Forbidden
 from gateway.patients import PatientScheme, scheme_problem
 from gateway.pipeline import BaseStage, IntimateDestinationNotRestricted, PutContext
 from gateway.records.consent import ConsentService, ConsentView
+from gateway.services import Services
 
 
 class ConsentMissing(Forbidden):
@@ -101,7 +102,7 @@ class ConsentCheck(BaseStage):
     streams: ClassVar[bool] = True
     judges_placement: ClassVar[bool] = True
 
-    def attach(self, services: Any) -> None:
+    def attach(self, services: Services) -> None:
         self._service = ConsentService(services)
         self._clock = services.clock
         self._policy = services.policy
@@ -248,13 +249,3 @@ class ConsentCheck(BaseStage):
         age = today.year - dob.year - ((today.month, today.day) < (dob.month, dob.day))
         if age < limit:
             raise IntimateMinorRefused(f"patient aged {age} < {limit}")
-
-
-def carries_intimate(policy: Any, share: str, path: str) -> bool:
-    """Whether a copy or move of the image at ``share:path`` carries "intimate" with it.
-
-    The share's consent stage says (``ConsentCheck.holds_intimate``); a share
-    without one holds no intimate images.
-    """
-    stage = policy.pipeline(share).find(ConsentCheck.name)
-    return isinstance(stage, ConsentCheck) and stage.holds_intimate(share, path)

@@ -28,7 +28,6 @@ from gateway.errors import ClindavError, Conflict, NotFound
 from gateway.pipeline import PutContext, RequestInfo
 from gateway.services import Services, ShareRuntime
 from gateway.storage.backing import split_path
-from plugins.consent import carries_intimate
 
 StartResponse = Callable[..., Any]
 
@@ -68,6 +67,7 @@ def copy_across(
     body, patient = _read_source(services, src_share, src_path)
     dest_target = dest_share.store.locate(split_path(dest_path))
     existed = _check_destination(environ, services, dest_share, dest_path)
+    source_pipeline = services.policy.pipeline(src_share.name)
     ctx = PutContext(
         request=request,
         share=dest_share.name,
@@ -75,7 +75,7 @@ def copy_across(
         body=body,
         content_type=mimetypes.guess_type(dest_path)[0] or "application/octet-stream",
         source_patient_id=patient,
-        intimate=carries_intimate(services.policy, src_share.name, src_path),
+        intimate=source_pipeline.carries_intimate(src_share.name, src_path),
     )
     services.policy.pipeline(dest_share.name).run_put(ctx)
     if existed:  # only once the copy passed: a refused copy leaves the target alone

@@ -7,7 +7,7 @@ object at a destination name, and the stages that judge where an object may
 be (``judges_placement``: the consent stage's patient folder, consent scope,
 intimate consent and group) for every file, with what the stored file already
 is: its patient, whether it waits for consent, whether it is intimate where
-it is (``plugins.consent.carries_intimate``).  Its bytes are not judged again:
+it is (``Pipeline.carries_intimate``).  Its bytes are not judged again:
 they passed this share's stages when they were stored.
 
 Everything is judged before anything changes (WsgiDAV trashes an overwritten
@@ -33,7 +33,6 @@ from gateway.pipeline import PutContext
 from gateway.policy import Check, Decision
 from gateway.services import Services
 from gateway.storage.backing import split_path
-from plugins.consent import carries_intimate
 
 
 def judge_relocation(
@@ -79,7 +78,7 @@ def judge_relocation(
             body=b"",
             content_type=mimetypes.guess_type(target)[0] or "application/octet-stream",
             streamed_size=size or 0,  # the body is not here: only where it goes is judged
-            intimate=carries_intimate(services.policy, share.name, path),
+            intimate=services.policy.pipeline(share.name).carries_intimate(share.name, path),
         )
         if row is not None:
             ctx.content_type, ctx.placeholder = row.content_type, row.placeholder

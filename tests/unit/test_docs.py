@@ -14,9 +14,9 @@ import yaml
 from pydantic import BaseModel
 
 from gateway.errors import ClindavError
-from gateway.pipeline import StageRegistry, builtin_stages
 from gateway.policy import load_policy
 from gateway.settings import Settings, load_settings
+from gateway.stages import StageRegistry, builtin_stages
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.auth.base import Principal
 from gateway.errors import ConfigError
-from gateway.pipeline import StageRegistry
 from gateway.policy import Check, load_policy, policy_schema
+from gateway.stages import StageRegistry
 from policies import shipped_policy
 
 SHARES = ["clinical", "referrals", "teaching", "documents"]

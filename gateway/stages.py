@@ -1,0 +1,78 @@
+"""The stage registry: which stages a policy may name, and how they are built.
+
+The stages shipped with clindav (plugins/) are listed explicitly in
+:data:`BUILTIN_STAGES` (no discovery); third-party stages are found through
+the entry-point group ``clindav.plugins`` (each entry point names a stage
+class).  A plugin that cannot be loaded, clashes with a built-in or is no
+stage class stops start-up: it is never skipped.  :meth:`StageRegistry.build`
+resolves a name and validates its options when the policy loads.
+
+This is the only module of gateway/ that imports plugins/: the rest of the
+gateway knows stages through the contract in gateway/pipeline.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.pipeline import BaseStage, StageOptionsError
+from gateway.settings import problems_from
+from plugins.consent import ConsentCheck
+from plugins.filetype import FileTypeCheck
+from plugins.scrub.stage import ScrubStage
+
+ENTRY_POINT_GROUP = "clindav.plugins"
+BUILTIN_STAGES: tuple[type[BaseStage], ...] = (FileTypeCheck, ConsentCheck, ScrubStage)
+
+
+def builtin_stages() -> dict[str, type[BaseStage]]:
+    """The stages shipped with clindav, by name."""
+    return {stage.name: stage for stage in BUILTIN_STAGES}
+
+
+class StageRegistry:
+    """Stage classes by name: the built-ins plus entry-point plugins."""
+
+    def __init__(self, stages: Mapping[str, type[BaseStage]]) -> None:
+        self._stages = dict(stages)
+
+    @classmethod
+    def default(cls) -> StageRegistry:
+        stages = builtin_stages()
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            where = f"entry point {ep.name} ({ep.value})"
+            try:
+                stage = ep.load()
+            except Exception as exc:  # a broken plugin stops start-up, it is never skipped
+                raise StageOptionsError([(where, f"cannot be loaded: {exc!r}")]) from None
+            if ep.name in stages:
+                raise StageOptionsError([(where, "clashes with a built-in stage")])
+            if not (
+                isinstance(stage, type) and hasattr(stage, "Options") and hasattr(stage, "on_put")
+            ):
+                raise StageOptionsError([(where, "is not a stage class (see gateway/pipeline.py)")])
+            stages[ep.name] = stage
+        return cls(stages)
+
+    def names(self) -> list[str]:
+        return sorted(self._stages)
+
+    def build(self, name: str, options: Mapping[str, Any] | None) -> BaseStage:
+        """An instance of stage ``name`` with validated options."""
+        stage_class = self._stages.get(name)
+        if stage_class is None:
+            known = ", ".join(self.names())
+            raise StageOptionsError([(name, f"unknown stage (known: {known})")])
+        try:
+            parsed = stage_class.Options.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            problems = [
+                (p.key, "unknown option" if p.problem == "unknown key" else p.problem)
+                for p in problems_from("", exc, prefix=name)
+            ]
+            raise StageOptionsError(problems) from None
+        return stage_class(parsed)
