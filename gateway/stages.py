@@ -8,7 +8,9 @@ stage class stops start-up: it is never skipped.  :meth:`StageRegistry.build`
 resolves a name and validates its options when the policy loads.
 
 This is the only module of gateway/ that imports plugins/: the rest of the
-gateway knows stages through the contract in gateway/pipeline.py.
+gateway knows stages through the contract in gateway/pipeline.py, and the
+format table the built-in stages read (plugins/formats.py) through
+:func:`shown_inline` here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gateway.pipeline import BaseStage, StageOptionsError
 from gateway.settings import problems_from
 from plugins.consent import ConsentCheck
 from plugins.filetype import FileTypeCheck
+from plugins.formats import INLINE_TYPES
 from plugins.scrub.stage import ScrubStage
 
 ENTRY_POINT_GROUP = "clindav.plugins"
@@ -32,6 +35,12 @@ BUILTIN_STAGES: tuple[type[BaseStage], ...] = (FileTypeCheck, ConsentCheck, Scru
 def builtin_stages() -> dict[str, type[BaseStage]]:
     """The stages shipped with clindav, by name."""
     return {stage.name: stage for stage in BUILTIN_STAGES}
+
+
+def shown_inline(content_type: str) -> bool:
+    """Whether a browser may show content of this type inline: only the image and
+    video formats of the format table; anything else is served as an attachment."""
+    return content_type.startswith(INLINE_TYPES)
 
 
 class StageRegistry:

@@ -1,6 +1,7 @@
 """The ``filetype`` stage: what a file is, from its content, never its name.
 
-Options: ``allow`` is ``any`` or a list of format names (:data:`SIGNATURES`).
+Options: ``allow`` is ``any`` or a list of format names (the format table,
+plugins/formats.py, which also says how each is recognised and decoded).
 A body whose sniffed format is not allowed is refused with 415
 (``file-type-not-allowed``); a name whose extension names a different image
 format than the content is refused too (``extension-mismatch``), because a
@@ -27,72 +28,32 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import ClassVar, Literal, cast
+from typing import Annotated, ClassVar, Literal, cast
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from gateway import decoding
 from gateway.errors import UnprocessableContent, UnsupportedMediaType
 from gateway.pipeline import BaseStage, PutContext, UploadTooLargeForChecks
-
-# Format name -> (content type, file extensions). Image formats first.
-FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "jpeg": ("image/jpeg", (".jpg", ".jpeg", ".jpe")),
-    "png": ("image/png", (".png",)),
-    "gif": ("image/gif", (".gif",)),
-    "webp": ("image/webp", (".webp",)),
-    "tiff": ("image/tiff", (".tif", ".tiff")),
-    "heif": ("image/heic", (".heic", ".heif")),
-    "mp4": ("video/mp4", (".mp4", ".m4v", ".mov")),
-    "pdf": ("application/pdf", (".pdf",)),
-}
-# filetype's names -> the one Pillow plugin allowed to decode them
-PILLOW_FORMATS = {
-    "jpeg": "JPEG",
-    "png": "PNG",
-    "gif": "GIF",
-    "webp": "WEBP",
-    "tiff": "TIFF",
-    "heif": "HEIF",
-}
+from plugins.formats import BY_NAME, SNIFF_BYTES, format_of_name, sniff
 
 
-def sniff(head: bytes) -> str | None:
-    """The format named by a body's first bytes, or None when unknown."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis", b"avif"):
-            return "heif"
-        return "mp4"
-    if head.startswith(b"%PDF-"):
-        return "pdf"
-    return None
-
-
-def format_of_name(name: str) -> str | None:
-    lower = name.lower()
-    for fmt, (_ctype, extensions) in FORMATS.items():
-        if lower.endswith(extensions):
-            return fmt
-    return None
+def _known_format(name: str) -> str:
+    """A policy's ``allow`` entry must name a row of the format table."""
+    if name not in BY_NAME:
+        names = [repr(known) for known in BY_NAME]
+        expected = ", ".join(names[:-1]) + " or " + names[-1]
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+    return name
 
 
 class FileTypeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    allow: (
-        Literal["any"] | list[Literal["jpeg", "png", "gif", "webp", "tiff", "heif", "mp4", "pdf"]]
-    )
+    allow: Literal["any"] | list[Annotated[str, AfterValidator(_known_format)]]
     decode: bool = True
     max_pixels: int = Field(100_000_000, ge=1)
 
@@ -106,7 +67,7 @@ class FileTypeCheck(BaseStage):
         if not ctx.body:
             ctx.placeholder = True
             return
-        fmt = sniff(ctx.body[:32])
+        fmt = sniff(ctx.body[:SNIFF_BYTES])
         claimed = format_of_name(ctx.path.rsplit("/", 1)[-1])
         ctx.file_format = fmt
         ctx.details["format"] = fmt or "unknown"
@@ -118,28 +79,30 @@ class FileTypeCheck(BaseStage):
             raise ExtensionMismatch(f"name says {claimed}, content is {fmt}")
         if claimed is not None and fmt is None:
             raise ExtensionMismatch(f"name says {claimed}, content unrecognised")
-        if fmt is not None:
-            ctx.content_type = FORMATS[fmt][0]
-        if fmt in PILLOW_FORMATS and options.decode:
+        if fmt is None:
+            return
+        ctx.content_type = BY_NAME[fmt].mime_type
+        decoder = BY_NAME[fmt].pillow
+        if decoder is not None and options.decode:
             if ctx.streamed_size is not None:
                 raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be decoded whole")
-            decode_fully(ctx.body, fmt, options.max_pixels)
+            decode_fully(ctx.body, fmt, decoder, options.max_pixels)
 
 
-def decode_fully(body: bytes, fmt: str, max_pixels: int) -> None:
+def decode_fully(body: bytes, fmt: str, decoder: str, max_pixels: int) -> None:
     """Decode every pixel with only the claimed format's decoder; refuse on any failure."""
-    if fmt == "heif":
+    if decoder == "HEIF":
         import pillow_heif
 
         pillow_heif.register_heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(body), formats=[PILLOW_FORMATS[fmt]]) as img:
+            with Image.open(io.BytesIO(body), formats=[decoder]) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
-                if fmt == "jpeg":
+                if decoder == "JPEG":
                     # Decoding at 1/8 scale still reads every entropy-coded byte.
                     img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
                 # The size after draft, from the header: nothing is allocated yet.

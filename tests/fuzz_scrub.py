@@ -27,7 +27,8 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["plugins.scrub"]):
-    from plugins.scrub import SCRUBBERS, MalformedImage, ScrubOptions, ScrubRefused
+    from plugins.formats import SCRUBBERS
+    from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused
 
 # Small enough that a fuzzed header cannot make Pillow allocate much.
 OPTIONS = ScrubOptions(max_pixels=4_000_000)

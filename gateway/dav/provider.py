@@ -56,6 +56,7 @@ from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, Re
 from gateway.records.patientpaths import check_patient_folder, folder_patient
 from gateway.records.trash import Actor, Trash
 from gateway.services import ContentCodec, Services, ShareRuntime
+from gateway.stages import shown_inline
 from gateway.storage.backing import TempFile, split_path
 from gateway.storage.content import registered_file_id
 
@@ -578,9 +579,7 @@ class StoredFile(DAVNonCollection):
     def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
         # A browser must never render what a user uploaded (HTML, SVG, PDF with
         # script): only known image and video types may be shown inline.
-        if not self.get_content_type().startswith(
-            ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "video/mp4")
-        ):
+        if not shown_inline(self.get_content_type()):
             response_headers.append(("Content-Disposition", "attachment"))
 
     # --- content ---------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from plugins.scrub import MalformedImage
+from plugins.scrub.base import MalformedImage
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from PIL.ExifTags import GPSTAGS, TAGS
 
-from plugins.scrub import MalformedImage, ScrubOptions, ScrubRefused
+from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused
 
 ORIENTATION = 0x0112
 EXIF_POINTER = 0x8769

@@ -21,7 +21,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from plugins.scrub import MalformedImage, Scrubber, ScrubOptions, ScrubResult, check_pixels, count
+from plugins.scrub.base import (
+    MalformedImage,
+    Scrubber,
+    ScrubOptions,
+    ScrubResult,
+    check_pixels,
+    count,
+)
 
 _IMAGE, _EXTENSION, _TRAILER = 0x2C, 0x21, 0x3B
 _GCE, _COMMENT, _PLAIN_TEXT, _APPLICATION = 0xF9, 0xFE, 0x01, 0xFF
@@ -116,8 +123,6 @@ class GifScrubber(Scrubber):
     """GIF87a/GIF89a; block rewrite (see module docstring)."""
 
     format_name: ClassVar[str] = "gif"
-    mime_types: ClassVar[tuple[str, ...]] = ("image/gif",)
-    extensions: ClassVar[tuple[str, ...]] = (".gif",)
 
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         out = [data[: _screen_end(data)]]

@@ -31,7 +31,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from plugins.scrub import (
+from plugins.scrub.base import (
     MalformedImage,
     Scrubber,
     ScrubOptions,
@@ -319,8 +319,6 @@ class HeifScrubber(Scrubber):
     """HEIF/HEIC/AVIF stills; lossless item rewrite (see module docstring)."""
 
     format_name: ClassVar[str] = "heif"
-    mime_types: ClassVar[tuple[str, ...]] = ("image/heic", "image/heif", "image/avif")
-    extensions: ClassVar[tuple[str, ...]] = (".heic", ".heif", ".hif", ".avif")
 
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         ftyp, meta_box, boxes = _top_level(data)

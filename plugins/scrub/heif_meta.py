@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plugins.scrub import MalformedImage, ScrubRefused
+from plugins.scrub.base import MalformedImage, ScrubRefused
 from plugins.scrub.bmff import Box, Cursor, children, read_boxes
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from plugins.scrub import MalformedImage, count
+from plugins.scrub.base import MalformedImage, count
 
 MAX_TAGS = 200
 HEADER = 128

@@ -35,7 +35,7 @@ import itertools
 import struct
 from typing import ClassVar
 
-from plugins.scrub import (
+from plugins.scrub.base import (
     MalformedImage,
     Scrubber,
     ScrubOptions,
@@ -309,8 +309,6 @@ class IsoBmffVideoScrubber(Scrubber):
     """MP4/MOV/M4V/3GP video; in-place box scrub (see module docstring)."""
 
     format_name: ClassVar[str] = "isobmff-video"
-    mime_types: ClassVar[tuple[str, ...]] = ("video/mp4", "video/quicktime", "video/3gpp")
-    extensions: ClassVar[tuple[str, ...]] = (".mp4", ".m4v", ".mov", ".3gp")
 
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         walk = _Walk(bytearray(data), options, fix=True)

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from plugins.scrub import (
+from plugins.scrub.base import (
     MalformedImage,
     Scrubber,
     ScrubOptions,
@@ -268,8 +268,6 @@ class JpegScrubber(Scrubber):
     """JPEG/JFIF/EXIF; lossless segment rewrite (see module docstring)."""
 
     format_name: ClassVar[str] = "jpeg"
-    mime_types: ClassVar[tuple[str, ...]] = ("image/jpeg",)
-    extensions: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg", ".jpe", ".jfif")
 
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         segments, end = read_segments(data)

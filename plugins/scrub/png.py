@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import ClassVar
 
-from plugins.scrub import (
+from plugins.scrub.base import (
     MalformedImage,
     Scrubber,
     ScrubOptions,
@@ -179,8 +179,6 @@ class PngScrubber(Scrubber):
     """PNG/APNG; chunk rewrite (see module docstring)."""
 
     format_name: ClassVar[str] = "png"
-    mime_types: ClassVar[tuple[str, ...]] = ("image/png", "image/apng")
-    extensions: ClassVar[tuple[str, ...]] = (".png", ".apng")
 
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         chunks, end = read_chunks(data)

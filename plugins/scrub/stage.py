@@ -1,6 +1,6 @@
 """The ``scrub`` stage: every image and video leaves without its metadata.
 
-Runs the format's scrubber (:func:`plugins.scrub.scrubber_for`) on the body
+Runs the format's scrubber (the format table, plugins/formats.py) on the body
 the ``filetype`` stage identified and replaces the body with the cleaned
 copy.  What was removed (names and counts, never values) goes on the
 request's audit event.  Bytes after the image's end are dropped; when they
@@ -26,12 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import UnsupportedMediaType
 from gateway.pipeline import BaseStage, PutContext, UploadTooLargeForChecks
-from plugins.scrub import SCRUBBERS, ScrubOptions
-
-# filetype's names -> scrubber format names
-_SCRUBBER_OF = {"mp4": "isobmff-video"}
-_BY_NAME = {s.format_name: s for s in SCRUBBERS}
-
+from plugins.formats import BY_NAME
+from plugins.scrub.base import ScrubOptions
 
 # Beginnings of other kinds of content; phones' own trailers (secondary JPEGs,
 # vendor blocks) carry none of these, polyglots do.
@@ -88,7 +84,8 @@ class ScrubStage(BaseStage):
             return
         options = cast(ScrubStageOptions, self.options)
         fmt = ctx.file_format or ""
-        scrubber = _BY_NAME.get(_SCRUBBER_OF.get(fmt, fmt))
+        known = BY_NAME.get(fmt)
+        scrubber = known.scrubber if known is not None else None
         if scrubber is None:
             if options.other_files == "pass":
                 return

@@ -30,7 +30,7 @@ from PIL.TiffImagePlugin import IFDRational
 
 from gateway import decoding
 from gateway.errors import ClindavError
-from plugins.scrub import (
+from plugins.scrub.base import (
     MalformedImage,
     Scrubber,
     ScrubOptions,
@@ -238,8 +238,6 @@ class TiffScrubber(Scrubber):
     """Baseline TIFF; lossless re-encode (see module docstring)."""
 
     format_name: ClassVar[str] = "tiff"
-    mime_types: ClassVar[tuple[str, ...]] = ("image/tiff",)
-    extensions: ClassVar[tuple[str, ...]] = (".tif", ".tiff")
 
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         layout = read_tiff(data)

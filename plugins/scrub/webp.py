@@ -19,7 +19,14 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from plugins.scrub import MalformedImage, Scrubber, ScrubOptions, ScrubResult, check_pixels, count
+from plugins.scrub.base import (
+    MalformedImage,
+    Scrubber,
+    ScrubOptions,
+    ScrubResult,
+    check_pixels,
+    count,
+)
 from plugins.scrub.bmff import fourcc_name
 from plugins.scrub.exif import (
     build_exif,
@@ -158,8 +165,6 @@ class WebpScrubber(Scrubber):
     """WebP (simple and extended); RIFF chunk rewrite (see module docstring)."""
 
     format_name: ClassVar[str] = "webp"
-    mime_types: ClassVar[tuple[str, ...]] = ("image/webp",)
-    extensions: ClassVar[tuple[str, ...]] = (".webp",)
 
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         chunks, end = read_riff(data)

@@ -50,7 +50,8 @@ def file_id_of(instance: Instance, share: str, logical: str) -> str:
 
 
 def stored_form(url: str, body: bytes) -> bytes:
-    from plugins.scrub import ScrubOptions, scrubber_for
+    from plugins.formats import scrubber_for
+    from plugins.scrub.base import ScrubOptions
 
     formats = {".jpg": "jpeg", ".png": "png"}
     fmt = formats.get(url[url.rfind(".") :])

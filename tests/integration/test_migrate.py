@@ -23,8 +23,8 @@ import sqlalchemy
 from gateway.crypto.fileformat import MAGIC
 from gateway.db import Base, StoredObject
 from gateway.settings import load_settings
-from plugins.filetype import sniff
-from plugins.scrub import ScrubOptions, scrubber_for
+from plugins.formats import scrubber_for, sniff
+from plugins.scrub.base import ScrubOptions
 from tests.conftest import CLINDAV, Gateway, Instance, _env, make_instance, run_cli, start_gateway
 from tests.legacy_share import (
     MARKER,

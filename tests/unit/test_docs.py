@@ -23,7 +23,7 @@ DOCS = REPO / "docs"
 ERROR_MODULES = (
     "gateway.errors",
     "plugins.filetype",
-    "plugins.scrub",
+    "plugins.scrub.base",
     "gateway.crypto.fileformat",
     "gateway.crypto.keywrap",
     "gateway.crypto.names",

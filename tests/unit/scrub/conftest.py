@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.scrub import ScrubOptions, ScrubResult, scrubber_for
+from plugins.formats import scrubber_for
+from plugins.scrub.base import ScrubOptions, ScrubResult
 from tests.scrub_corpus import DirtyFile, dirty_corpus
 
 EXIFTOOL = shutil.which("exiftool")

@@ -17,7 +17,8 @@ import pillow_heif
 import pytest
 from PIL import Image, ImageCms
 
-from plugins.scrub import MalformedImage, ScrubOptions, scrubber_for
+from plugins.formats import scrubber_for
+from plugins.scrub.base import MalformedImage, ScrubOptions
 from plugins.scrub.icc import profile_residue, sanitize_profile
 from plugins.scrub.png import ICC_NAME, SIGNATURE, Chunk, read_chunks
 from plugins.scrub.png import _chunk as png_chunk

@@ -9,15 +9,8 @@ import pytest
 from PIL import Image
 
 from gateway.errors import UnprocessableContent, UnsupportedMediaType
-from plugins.scrub import (
-    SCRUBBERS,
-    MalformedImage,
-    Scrubber,
-    ScrubOptions,
-    ScrubRefused,
-    ScrubResult,
-    scrubber_for,
-)
+from plugins.formats import FORMATS, SCRUBBERS, scrubber_for
+from plugins.scrub.base import MalformedImage, Scrubber, ScrubOptions, ScrubRefused, ScrubResult
 
 
 def test_built_ins_are_listed_explicitly_with_unique_names() -> None:
@@ -25,8 +18,11 @@ def test_built_ins_are_listed_explicitly_with_unique_names() -> None:
     assert names == ["jpeg", "png", "tiff", "webp", "gif", "heif", "isobmff-video"]
     for scrubber in SCRUBBERS:
         assert isinstance(scrubber, Scrubber)
-        assert scrubber.mime_types and scrubber.extensions
         assert scrubber_for(scrubber.format_name) is scrubber
+    # Each cleans one format of the table, which names its content type and extensions.
+    scrubbed = [f for f in FORMATS if f.scrubber is not None]
+    assert [f.scrubber for f in scrubbed] == list(SCRUBBERS)
+    assert all(f.mime_type and f.extensions for f in scrubbed)
 
 
 def test_unknown_format_is_unsupported() -> None:

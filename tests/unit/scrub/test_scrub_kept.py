@@ -9,7 +9,8 @@ import pillow_heif
 import pytest
 from PIL import Image, ImageSequence
 
-from plugins.scrub import ScrubOptions, ScrubResult, scrubber_for
+from plugins.formats import scrubber_for
+from plugins.scrub.base import ScrubOptions, ScrubResult
 from plugins.scrub.icc import sanitize_profile
 from tests.scrub_corpus import CAPTURE_DATE, NAMES, ORIENTATION, DirtyFile
 from tests.scrub_corpus_bmff import MEDIA_BYTES

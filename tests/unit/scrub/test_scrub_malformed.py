@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from plugins.scrub import MalformedImage, ScrubOptions, ScrubRefused, ScrubResult, scrubber_for
+from plugins.formats import scrubber_for
+from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused, ScrubResult
 from plugins.scrub.jpeg import JpegScrubber
 from tests.scrub_corpus import NAMES, DirtyFile
 from tests.scrub_corpus_bmff import box, full_box
@@ -136,7 +137,7 @@ def test_importing_the_scrubbers_makes_the_bomb_warning_an_error(tmp_path: Path)
     """Checked in a fresh interpreter: pytest resets warning filters around each test."""
     (tmp_path / "bomb.tif").write_bytes(BOMB_TIFF)
     script = (
-        "import plugins.scrub\n"
+        "import plugins.scrub.base\n"
         "from PIL import Image\n"
         "try:\n"
         f"    Image.open({str(tmp_path / 'bomb.tif')!r})\n"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from plugins.scrub import ScrubOptions, ScrubResult, scrubber_for
+from plugins.formats import scrubber_for
+from plugins.scrub.base import ScrubOptions, ScrubResult
 from tests.scrub_corpus import MARKER_PREFIX, NAMES, DirtyFile
 
 

@@ -1,0 +1,150 @@
+"""The scrubber contract: one parser per format, each keeping only an allowlist.
+
+Contract.  A :class:`Scrubber` turns the bytes of one file of its format into
+a cleaned copy (:meth:`Scrubber.scrub`) and, independently, re-parses a file
+and lists anything outside its allowlist (:meth:`Scrubber.residue`).  The
+pipeline calls only :meth:`Scrubber.clean`, a fixed template: scrub, then run
+``residue()`` on the output and refuse on any finding.  Scrubbers rewrite
+containers at the segment/chunk/box level and copy coded pixels untouched
+(only TIFF re-encodes, losslessly, and verifies); each module's docstring
+states what it keeps and its decisions.
+
+Error behaviour.  Bad or hostile input raises only :class:`MalformedImage`
+(the bytes are not a well-formed file of the format: truncated, corrupt
+offsets, loops, bad checksums, decompression bombs) or :class:`ScrubRefused`
+(well-formed, but it cannot be cleaned completely, or the output still holds
+residue).  ``clean()`` turns any parsing exception that slips through a
+parser (``struct.error``, ``IndexError``, Pillow errors, ``MemoryError``...)
+into :class:`MalformedImage`, so a parser bug fails closed.  Pillow's
+``DecompressionBombWarning`` is made an error when this module is imported
+(every scrubber imports it); ``ScrubOptions.max_pixels`` is checked from
+headers before anything decodes.
+
+Which scrubber cleans which format is written in the format table
+(plugins/formats.py); nothing is discovered.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+from PIL import Image
+
+from gateway.errors import UnprocessableContent
+
+# Installed once at import (a process-wide filter; toggling it per call with
+# catch_warnings would not be thread-safe in a threaded server).
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
+class ScrubRefused(UnprocessableContent):
+    """The file cannot be cleaned completely, or its output kept residue."""
+
+    code = "scrub-incomplete"
+    message = "The file's metadata could not be removed completely, so it was not stored."
+
+
+class MalformedImage(UnprocessableContent):
+    """The bytes are not a well-formed file of the declared format."""
+
+    code = "malformed-image"
+    message = "The file is damaged or not a valid image of its type."
+
+
+@dataclass(frozen=True)
+class ScrubResult:
+    """A cleaned file and what happened; names and counts only, never values."""
+
+    data: bytes
+    removed: dict[str, int]
+    kept: tuple[str, ...]
+    # Bytes after the image's end, dropped from ``data``; the pipeline looks
+    # at them to tell a phone's trailer from a polyglot (never stored).
+    trailing: bytes = b""
+
+
+@dataclass(frozen=True)
+class ScrubOptions:
+    """Policy knobs: keep the capture date? how many pixels may a frame have?"""
+
+    keep_capture_date: bool = True
+    max_pixels: int = 100_000_000
+
+
+# What a parser may raise on hostile bytes; clean() reports them as malformed.
+# (Pillow's DecompressionBombWarning is a Warning, hence covered.)
+_PARSE_ERRORS = (
+    struct.error,
+    LookupError,
+    ValueError,
+    EOFError,
+    OSError,
+    SyntaxError,
+    ArithmeticError,
+    MemoryError,
+    RecursionError,
+    zlib.error,
+    Image.DecompressionBombError,
+    Warning,  # a library warning that the interpreter's filters turned into an error
+)
+
+
+@contextmanager
+def _parse_errors_as_malformed(format_name: str) -> Iterator[None]:
+    try:
+        yield
+    except UnprocessableContent:
+        raise
+    except _PARSE_ERRORS as exc:
+        raise MalformedImage(f"{format_name}: {type(exc).__name__}: {exc}") from exc
+
+
+class Scrubber(ABC):
+    """One format's scrubber: declares its allowlist, rewrites, re-checks."""
+
+    format_name: ClassVar[str]
+
+    @abstractmethod
+    def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
+        """Rewrite ``data`` keeping only the allowlist.
+
+        Raises MalformedImage or ScrubRefused.
+        """
+
+    @abstractmethod
+    def residue(self, data: bytes, options: ScrubOptions) -> list[str]:
+        """Re-parse ``data``; name everything outside the allowlist (empty: clean).
+
+        Raises MalformedImage if ``data`` does not parse.
+        """
+
+    def clean(self, data: bytes, options: ScrubOptions) -> ScrubResult:
+        """Scrub, then verify the output; raise ScrubRefused on any residue."""
+        with _parse_errors_as_malformed(self.format_name):
+            result = self.scrub(data, options)
+            found = self.residue(result.data, options)
+        if found:
+            raise ScrubRefused(f"{self.format_name}: residue after scrub: {', '.join(found)}")
+        return result
+
+
+def check_pixels(width: int, height: int, options: ScrubOptions, what: str) -> None:
+    """Refuse empty images and decompression bombs before anything is decoded."""
+    if width <= 0 or height <= 0:
+        raise MalformedImage(f"{what}: empty dimensions {width}x{height}")
+    if width * height > options.max_pixels:
+        raise MalformedImage(
+            f"{what}: {width}x{height} exceeds max_pixels={options.max_pixels} (decompression bomb)"
+        )
+
+
+def count(removed: dict[str, int], name: str, n: int = 1) -> None:
+    """Add ``n`` to the tally of removed ``name``."""
+    removed[name] = removed.get(name, 0) + n
