@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -20,6 +21,7 @@ from gateway.crypto.fileformat import FileEncryptor
 from gateway.db import DataKey
 from gateway.policy import Policy
 from gateway.records.audit import AuditLog
+from gateway.records.trash import Trash
 from gateway.settings import Settings
 from gateway.storage.backing import BackingStore
 from gateway.storage.content import Sealed
@@ -67,3 +69,8 @@ class Services:
     # Each share's marker, checked per request (gateway/storage/marker.py); none in
     # services that only read (e.g. `clindav migrate --dry-run`).
     markers: dict[str, MarkerWatch] = field(default_factory=dict)
+
+    @cached_property
+    def trash(self) -> Trash:
+        """Deletion, restore, purge and holds, for every door (WebDAV, CLI, sweeper)."""
+        return Trash(self)

@@ -23,7 +23,7 @@ from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.pipeline import RequestInfo
 from gateway.records.patientpaths import folder_patient
 from gateway.records.scheduler import clock_jump, last_sweep, record_sweep
-from gateway.records.trash import Actor, Trash
+from gateway.records.trash import Actor
 from gateway.services import Services
 from gateway.storage.backing import split_path
 
@@ -94,7 +94,7 @@ def cli_actor(args: argparse.Namespace, action: str) -> Actor:
 
 
 def cmd_list(services: Services, args: argparse.Namespace) -> int:
-    items = Trash(services, services.clock).items(share=args.share, patient=args.patient)
+    items = services.trash.items(share=args.share, patient=args.patient)
     rows = [
         {
             "id": i.id,
@@ -123,7 +123,7 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(services: Services, args: argparse.Namespace) -> int:
-    trash = Trash(services, services.clock)
+    trash = services.trash
     item_id = trash.resolve(args.id)
     path = trash.restore(item_id, cli_actor(args, "RESTORE"), to=args.to, overwrite=args.overwrite)
     print(f"restored {item_id} to {path}")
@@ -131,7 +131,7 @@ def cmd_restore(services: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_purge(services: Services, args: argparse.Namespace) -> int:
-    trash = Trash(services, services.clock)
+    trash = services.trash
     actor = cli_actor(args, "PURGE")
     if args.due:
         # An administrator's run confirms the clock: the sweeper resumes from here.

@@ -26,6 +26,7 @@ from gateway.dav.provider import AUDITED, ShareProvider, commit_object
 from gateway.db import StoredObject
 from gateway.errors import ClindavError, Conflict, NotFound
 from gateway.pipeline import PutContext, RequestInfo
+from gateway.records.trash import Actor
 from gateway.services import Services, ShareRuntime
 from gateway.storage.backing import split_path
 
@@ -179,11 +180,9 @@ def _trash(
     details: dict[str, Any] | None = None,
     replacing: bool = False,
 ) -> None:
-    from gateway.records.trash import Actor, Trash
-
     principal = request.principal
     admin = principal is not None and services.policy.doc.admin_group in principal.groups
-    Trash(services, services.clock).trash(
+    services.trash.trash(
         share,
         path,
         is_folder=False,

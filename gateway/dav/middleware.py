@@ -53,7 +53,6 @@ from gateway.errors import (
 )
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.records.patientpaths import patient_of
-from gateway.records.trash import Trash
 from gateway.services import Services
 from gateway.storage.backing import split_path
 
@@ -201,7 +200,7 @@ class GatewayMiddleware(BaseMiddleware):
             # A hold keeps what it holds in its place (deletes are checked by the
             # trash; what an overwrite replaces goes to the trash, kept).
             dest_share, dest_path = outcome.destination
-            Trash(self.services, self.services.clock).check_move(
+            self.services.trash.check_move(
                 share,
                 "/" + "/".join(split_path(path)),
                 dest_share,

@@ -54,7 +54,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.records.patientpaths import check_patient_folder, folder_patient
-from gateway.records.trash import Actor, Trash
+from gateway.records.trash import Actor
 from gateway.services import ContentCodec, Services, ShareRuntime
 from gateway.stages import shown_inline
 from gateway.storage.backing import TempFile, split_path
@@ -327,7 +327,7 @@ def commit_object(
         with sessions.begin() as session:
             services.audit.lock_head(session)
             # Under a legal hold the replaced version goes to the trash, key kept.
-            kept = Trash(services, services.clock).keep_replaced(
+            kept = services.trash.keep_replaced(
                 session, share, _registry_path(ctx.path), ctx.request
             )
             old_file_id = _upsert(session, ctx, sealed)
@@ -512,7 +512,7 @@ def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, replaced: boo
     principal = request.principal
     admin = principal is not None and services.policy.doc.admin_group in principal.groups
     reason = resource.environ.get("HTTP_X_CLINDAV_REASON", "")[:500]
-    Trash(services, services.clock).trash(
+    services.trash.trash(
         resource.provider.share,
         _registry_path(resource.path),
         is_folder=is_folder,

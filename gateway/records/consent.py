@@ -30,6 +30,7 @@ from gateway.db import ConsentRecord, ConsentWithdrawal, StoredObject
 from gateway.errors import BadRequest, ClindavError, NotFound
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
+from gateway.records.trash import Actor
 from gateway.services import Services
 
 log = logging.getLogger("clindav.consent")
@@ -284,8 +285,6 @@ class ConsentService:
     def _retract_copies(
         self, patient: str, scopes: list[str], request: RequestInfo
     ) -> list[tuple[str, str]]:
-        from gateway.records.trash import Actor, Trash
-
         # Shares whose scope was withdrawn and is not still covered by another record.
         uncovered = [s for s in scopes if s != "record" and self.covering(patient, s) is None]
         shares = [
@@ -303,9 +302,8 @@ class ConsentService:
                     ~StoredObject.logical_path.startswith("@trash/"),
                 )
             ).all()
-        trash = Trash(self.services, self.services.clock)
         for share, path in copies:
-            trash.trash(
+            self.services.trash.trash(
                 self.services.shares[share],
                 path,
                 is_folder=False,
@@ -353,8 +351,6 @@ class ConsentService:
 
     def expire_held(self, request: RequestInfo) -> list[tuple[str, str]]:
         """Purge held images whose consent never came (their window ended)."""
-        from gateway.records.trash import Actor, Trash
-
         now = self.services.clock.now()
         with self.services.sessions() as session:
             expired = session.execute(
@@ -362,7 +358,7 @@ class ConsentService:
                     StoredObject.held_until <= now, ~StoredObject.logical_path.startswith("@trash/")
                 )
             ).all()
-        trash, actor = Trash(self.services, self.services.clock), Actor(request, is_admin=True)
+        trash, actor = self.services.trash, Actor(request, is_admin=True)
         done = []
         for share, path in expired:
             try:

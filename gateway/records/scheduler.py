@@ -43,7 +43,7 @@ from gateway.db import AuditEvent, StoredObject, TrashItem
 from gateway.errors import ClindavError
 from gateway.pipeline import RequestInfo
 from gateway.records.consent import ConsentService
-from gateway.records.trash import TRASH_PREFIX, Actor, Trash
+from gateway.records.trash import TRASH_PREFIX, Actor
 from gateway.services import Services
 
 log = logging.getLogger("clindav.scheduler")
@@ -76,7 +76,7 @@ def sweep_placeholders(services: Services, actor: Actor) -> list[tuple[str, str]
                 stale_row, ~StoredObject.logical_path.startswith(TRASH_PREFIX)
             )
         ).all()
-    trash, removed = Trash(services, services.clock), []
+    trash, removed = services.trash, []
     for share, path in stale:
         if share not in services.shares:
             continue  # a share no longer configured: nothing to serve it, nothing to sweep
@@ -128,7 +128,7 @@ class TrashSweeper(threading.Thread):
     def __init__(self, services: Services, interval: float) -> None:
         super().__init__(name="trash-sweeper", daemon=True)
         self._services = services
-        self._trash = Trash(services, services.clock)
+        self._trash = services.trash
         self._consent = ConsentService(services)
         self._interval = interval
         self._stop = threading.Event()

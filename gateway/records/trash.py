@@ -30,19 +30,22 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from gateway.change import replace
-from gateway.clock import Clock, aware
+from gateway.clock import aware
 from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
 from gateway.errors import BadRequest, ClindavError, Conflict, Forbidden, NotFound
 from gateway.pipeline import PutContext, RequestInfo
 from gateway.records.patientpaths import patient_of
-from gateway.services import Services, ShareRuntime
 from gateway.storage.backing import INTERNAL_PREFIX, fsync_dir, split_path
+
+if TYPE_CHECKING:
+    # Services holds the one Trash (Services.trash): this module only names its type.
+    from gateway.services import Services, ShareRuntime
 
 TRASH_FOLDER = INTERNAL_PREFIX + "trash"
 TRASH_PREFIX = "@trash/"
@@ -108,9 +111,11 @@ def _at_or_below(share: str, path: str) -> Any:
 
 
 class Trash:
-    def __init__(self, services: Services, clock: Clock) -> None:
+    """The trash of every share; one per gateway, ``Services.trash``."""
+
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.clock = clock
+        self.clock = services.clock
 
     # --- delete ------------------------------------------------------------
 
