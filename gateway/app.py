@@ -1,8 +1,11 @@
-"""Wiring: the only module that builds WsgiDAV's configuration.
+"""Wiring: the one place that builds a running clindav from its settings.
 
 :func:`build_services` turns validated settings into the running parts
-(database, policy, authenticator, shares) and performs every start-up check
-that must fail closed: the master key, the backing folders, the database.
+(database, policy, authenticator, shares) for ``clindav serve`` and every
+command alike, and performs every start-up check that must fail closed: the
+master key, the backing folders, the database.  :func:`readonly_services`
+builds the same parts without writing anything (dry runs, ``check-config``).
+This is the only module that builds WsgiDAV's configuration:
 :func:`build_app` generates the WsgiDAV config from ours: Basic auth only (our
 middleware; digest cannot work with directory binds), no directory browser,
 locks in memory or Redis, dead properties in our database, our provider per
@@ -12,11 +15,14 @@ share and a read-only virtual root.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
@@ -25,6 +31,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway import decoding
 from gateway.auth.base import Authenticator, LocalAuthenticator
+from gateway.change import ChangeSessions
 from gateway.clock import instance_clock
 from gateway.crypto.names import NameCipher
 from gateway.dav.guard import PathGuard
@@ -33,7 +40,7 @@ from gateway.dav.middleware import GatewayMiddleware
 from gateway.dav.props import PROPERTY_SEED, DatabasePropertyManager, PropertyCipher
 from gateway.dav.provider import ShareProvider
 from gateway.dav.root import RootProvider
-from gateway.db import make_engine, make_sessions, prepare_database, schema_state
+from gateway.db import ShareKey, make_engine, make_sessions, prepare_database, schema_state
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.pipeline import StageOptionsError
 from gateway.policy import Policy, load_policy
@@ -46,6 +53,7 @@ from gateway.storage.backing import BackingStore, NameCodec, PlainNames, write_t
 from gateway.storage.content import EncryptedContent, EncryptedNames
 from gateway.storage.keys import MasterKeys, key_source, wrong_key_error
 from gateway.storage.keystore import KeyStore
+from gateway.storage.legacy import log_unmigrated
 from gateway.storage.marker import MarkerWatch, Mode, check_instance
 
 log = logging.getLogger("clindav")
@@ -134,7 +142,7 @@ def compare_keys_offline(settings: Settings) -> str:
 
 
 def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Services:
-    """Everything a serving process needs.
+    """Everything a serving process or a command needs.
 
     ``sweep_temp_files``: remove temp files left by interrupted writes; only
     when no other process can be writing (not in a worker started beside others).
@@ -149,28 +157,59 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
     sessions = make_sessions(make_engine(url))
     keys = KeyStore(sessions, masters, source)
     markers = check_identity(settings, sessions, keys)
-    content = EncryptedContent(keys)
-    shares = {
-        name: ShareRuntime(
-            name=name,
-            url=conf.url,
-            store=BackingStore(settings.resolve(conf.path), _names(policy, keys, name)),
-            content=content,
-        )
-        for name, conf in settings.shares.items()
-    }
+    shares = _shares(settings, keys, lambda name: _names(policy, keys, name))
     for share in shares.values() if sweep_temp_files else ():
         swept = share.store.sweep_temp_files()
         if swept:
             log.warning(
                 "share %s: removed %d temp files left by an interrupted write", share.name, swept
             )
+    audit = AuditLog(sessions, keys.seed(AUDIT_SEED))
+    authenticator = _authenticator(settings, sessions, policy)
+    return _services(settings, policy, sessions, keys, shares, audit, authenticator, markers)
+
+
+def readonly_services(settings: Settings) -> Services:
+    """Services that write nothing: for ``clindav migrate --dry-run`` and ``check-config``.
+
+    Unlike :func:`build_services` this creates no seed, sweeps no temp file,
+    runs no schema migration and checks no share marker.  A share whose name
+    seed does not exist yet has never had a name written by clindav: every
+    entry in it is legacy, and a throwaway name key stands in for length checks.
+    """
+    masters = key_source(settings).load()
+    policy = load_checked_policy(settings)
+    url = settings.sqlalchemy_url()
+    sessions = make_sessions(make_engine(url))
+    keys = KeyStore(sessions, masters)
+    seeded: set[str] = set()
+    database = make_url(url)
+    if not database.drivername.startswith("sqlite") or Path(database.database or "").exists():
+        with sessions() as session:  # (connecting would create a missing SQLite file)
+            seeded = set(session.scalars(select(ShareKey.share)))
+    shares = _shares(settings, keys, lambda name: _names(policy, keys, name, seeded))
+    audit = AuditLog(sessions, os.urandom(32))  # never appends: nothing is written
+    authenticator = LocalAuthenticator(sessions)  # never asked: nothing is served
+    return _services(settings, policy, sessions, keys, shares, audit, authenticator, {})
+
+
+def _services(
+    settings: Settings,
+    policy: Policy,
+    sessions: ChangeSessions,
+    keys: KeyStore,
+    shares: dict[str, ShareRuntime],
+    audit: AuditLog,
+    authenticator: Authenticator,
+    markers: dict[str, MarkerWatch],
+) -> Services:
+    """The services of one process, handed to the policy's stages."""
     services = Services(
         settings=settings,
         sessions=sessions,
         policy=policy,
-        audit=AuditLog(sessions, keys.seed(AUDIT_SEED)),
-        authenticator=_authenticator(settings, sessions, policy),
+        audit=audit,
+        authenticator=authenticator,
         keys=keys,
         shares=shares,
         clock=instance_clock(),
@@ -178,6 +217,21 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
     )
     policy.attach(services)
     return services
+
+
+def _shares(
+    settings: Settings, keys: KeyStore, names: Callable[[str], NameCodec]
+) -> dict[str, ShareRuntime]:
+    content = EncryptedContent(keys)
+    return {
+        name: ShareRuntime(
+            name=name,
+            url=conf.url,
+            store=BackingStore(settings.resolve(conf.path), names(name)),
+            content=content,
+        )
+        for name, conf in settings.shares.items()
+    }
 
 
 def _authenticator(settings: Settings, sessions: sessionmaker, policy: Policy) -> Authenticator:
@@ -190,9 +244,15 @@ def _authenticator(settings: Settings, sessions: sessionmaker, policy: Policy) -
     return LocalAuthenticator(sessions, settings.auth.throttle)
 
 
-def _names(policy: Policy, keys: KeyStore, share: str) -> NameCodec:
+def _names(
+    policy: Policy, keys: KeyStore, share: str, seeded: Container[str] | None = None
+) -> NameCodec:
+    """The share's name codec.  ``seeded``: the shares that have a name seed, for
+    services that create none; a share without one gets a throwaway key."""
     if policy.share(share).names == "plain":
         return PlainNames()
+    if seeded is not None and share not in seeded:
+        return EncryptedNames(NameCipher(os.urandom(64)))
     return EncryptedNames(NameCipher.for_share(keys.seed(share), share))
 
 
@@ -245,8 +305,7 @@ def build_app(services: Services) -> Operations:
 
 def report_unmigrated(services: Services) -> None:
     """Warn, per share, of legacy files awaiting `clindav migrate` (counted in the background)."""
-    from gateway.admin.migrate import log_unmigrated
-
+    stores = {name: share.store for name, share in services.shares.items()}
     threading.Thread(
-        target=log_unmigrated, args=(services,), name="clindav-legacy-count", daemon=True
+        target=log_unmigrated, args=(stores,), name="clindav-legacy-count", daemon=True
     ).start()

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.admin.tls import write_self_signed
+from gateway.app import check_identity
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.errors import ConfigError
 from gateway.settings import Settings, dump_settings, load_settings
@@ -69,8 +70,6 @@ def init_instance(folder: Path, hostnames: Sequence[str] = ()) -> Path:
 
 def _bind(settings: Settings) -> None:
     """Record the key-check value and the instance id; mark each share as this instance's."""
-    from gateway.app import check_identity
-
     engine = make_engine(settings.sqlalchemy_url())
     sessions = make_sessions(engine)
     source = key_source(settings)

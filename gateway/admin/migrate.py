@@ -2,9 +2,9 @@
 
 A *legacy* entry is one clindav did not write: a name the share's name cipher
 did not produce (and everything below such a folder), or, in a ``names:
-plain`` share, a file without the CLDV header.  The gateway neither lists nor
-serves them (policy ``legacy.access: hidden``); start-up and ``check-config``
-report how many there are (:func:`count_legacy`).
+plain`` share, a file without the CLDV header (gateway/storage/legacy.py).
+The gateway neither lists nor serves them (policy ``legacy.access: hidden``);
+start-up and ``check-config`` report how many there are.
 
 For each legacy file (:class:`Migration`):
 
@@ -55,7 +55,6 @@ import os
 import signal
 import stat
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -63,15 +62,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import delete, make_url, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.admin.progress import Progress
+from gateway.app import readonly_services
 from gateway.auth.base import Principal
-from gateway.crypto.fileformat import MAGIC
 from gateway.dav.junk import is_junk
 from gateway.dav.provider import commit_object
-from gateway.db import AuditEvent, DataKey, ShareKey, StoredObject
+from gateway.db import AuditEvent, DataKey, StoredObject
 from gateway.errors import (
     BadRequest,
     ClindavError,
@@ -81,10 +80,12 @@ from gateway.errors import (
     UnprocessableContent,
 )
 from gateway.pipeline import PutContext, RequestInfo
+from gateway.records.consent import ConsentService
 from gateway.services import Services, ShareRuntime
 from gateway.settings import Settings
-from gateway.storage.backing import INTERNAL_PREFIX, BackingStore, PlainNames, fsync_dir, split_path
+from gateway.storage.backing import INTERNAL_PREFIX, PlainNames, fsync_dir, split_path
 from gateway.storage.content import registered_file_id
+from gateway.storage.legacy import LegacyEntry, count_legacy, walk_legacy
 
 log = logging.getLogger("clindav.migrate")
 
@@ -129,164 +130,6 @@ class MigrationNotPossible(BadRequest):
     message = "This share cannot be migrated with these options."
 
 
-# --- finding legacy files --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LegacyEntry:
-    """A legacy file (``kind`` file or other) or folder on the backing share."""
-
-    kind: str  # "file", "folder" or "other" (link, device, socket)
-    source: Path
-    logical: str  # "/" + segments, NFC (may hold surrogates for undecodable bytes)
-    size: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-
-def walk_legacy(store: BackingStore) -> Iterator[LegacyEntry]:
-    """Every legacy entry of a share in a stable order; internal folders are skipped."""
-    plain = isinstance(store.names, PlainNames)
-    pending: list[tuple[Path, str, bool]] = [(store.root, "", False)]
-    while pending:
-        folder, logical, legacy = pending.pop()
-        try:
-            with os.scandir(folder) as scan:
-                entries = sorted(scan, key=lambda e: e.name)
-        except OSError as exc:
-            log.warning("cannot list a folder of %s: %s", store.root, exc.strerror)
-            continue
-        children = []
-        for entry in entries:
-            if entry.name.startswith(INTERNAL_PREFIX):
-                continue
-            decoded = None if legacy else store.names.decode(entry.name)
-            is_legacy = legacy or decoded is None
-            child = f"{logical}/{decoded if decoded is not None else nfc(entry.name)}"
-            path = Path(entry.path)
-            if entry.is_symlink():
-                if is_legacy:
-                    yield LegacyEntry("other", path, child)
-            elif entry.is_dir(follow_symlinks=False):
-                if is_legacy:
-                    yield LegacyEntry("folder", path, child)
-                children.append((path, child, is_legacy))
-            elif entry.is_file(follow_symlinks=False):
-                if is_legacy or (plain and not _has_header(path)):
-                    try:
-                        size = entry.stat(follow_symlinks=False).st_size
-                    except OSError:  # gone since the listing
-                        continue
-                    yield LegacyEntry("file", path, child, size)
-            elif is_legacy:
-                yield LegacyEntry("other", path, child)
-        pending.extend(reversed(children))
-
-
-def nfc(name: str) -> str:
-    return unicodedata.normalize("NFC", name)
-
-
-def _has_header(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False
-
-
-@dataclass(frozen=True)
-class LegacyCount:
-    files: int
-    bytes: int
-
-
-def count_legacy(store: BackingStore) -> LegacyCount:
-    files = total = 0
-    for entry in walk_legacy(store):
-        if entry.kind != "folder":
-            files += 1
-            total += entry.size
-    return LegacyCount(files, total)
-
-
-def log_unmigrated(services: Services) -> dict[str, LegacyCount]:
-    """Serve's start-up report: a warning per share that still holds legacy files."""
-    counts = {}
-    for share in services.shares.values():
-        try:
-            counts[share.name] = count = count_legacy(share.store)
-        except OSError as exc:
-            log.warning("share %s: unmigrated files not counted: %s", share.name, exc)
-            continue
-        if count.files:
-            log.warning(
-                "share %s: %d unmigrated legacy files (%.1f MB) in %s are hidden from clients; "
-                "protect them with `clindav migrate %s` (docs/MIGRATION.md)",
-                share.name,
-                count.files,
-                count.bytes / 1e6,
-                share.store.root,
-                share.name,
-            )
-    return counts
-
-
-def readonly_services(settings: Settings) -> Services:
-    """Services that write nothing: for ``--dry-run`` and ``check-config``.
-
-    Unlike :func:`gateway.app.build_services` this creates no seed, sweeps no
-    temp file and runs no schema migration.  A share whose name seed does not
-    exist yet has never had a name written by clindav: every entry in it is
-    legacy, and a throwaway name key stands in for length checks.
-    """
-    from gateway.app import load_checked_policy
-    from gateway.auth.base import LocalAuthenticator
-    from gateway.clock import instance_clock
-    from gateway.crypto.names import NameCipher
-    from gateway.db import make_engine, make_sessions
-    from gateway.records.audit import AuditLog
-    from gateway.storage.content import EncryptedContent, EncryptedNames
-    from gateway.storage.keys import key_source
-    from gateway.storage.keystore import KeyStore
-
-    masters = key_source(settings).load()
-    policy = load_checked_policy(settings)
-    sessions = make_sessions(make_engine(settings.sqlalchemy_url()))
-    keys = KeyStore(sessions, masters)
-    seeded: set[str] = set()
-    database = make_url(settings.sqlalchemy_url())
-    if not database.drivername.startswith("sqlite") or Path(database.database or "").exists():
-        with sessions() as session:  # (connecting would create a missing SQLite file)
-            seeded = set(session.scalars(select(ShareKey.share)))
-    shares = {}
-    for name, conf in settings.shares.items():
-        names: Any = PlainNames()
-        if policy.share(name).names != "plain":
-            cipher = (
-                NameCipher.for_share(keys.seed(name), name)
-                if name in seeded
-                else NameCipher(os.urandom(64))
-            )
-            names = EncryptedNames(cipher)
-        store = BackingStore(settings.resolve(conf.path), names)
-        shares[name] = ShareRuntime(name, conf.url, store, EncryptedContent(keys))
-    services = Services(
-        settings=settings,
-        sessions=sessions,
-        policy=policy,
-        audit=AuditLog(sessions, os.urandom(32)),  # never appends: nothing is written
-        authenticator=LocalAuthenticator(sessions),
-        keys=keys,
-        shares=shares,
-        clock=instance_clock(),
-    )
-    policy.attach(services)
-    return services
-
-
 def unmigrated_report(settings: Settings, out: TextIO) -> None:
     """``check-config``: the unmigrated count per share (never fails the check)."""
     try:
@@ -311,8 +154,6 @@ def legacy_unverified(services: Services) -> list[StoredObject]:
     The registry row keeps ``consent_id`` empty either way: no consent was
     recorded when it was kept.
     """
-    from gateway.records.consent import ConsentService
-
     scopes = {
         name: scope
         for name in services.shares

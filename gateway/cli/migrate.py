@@ -75,10 +75,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         Migration,
         check_report_path,
         default_report_path,
-        readonly_services,
         write_report,
     )
-    from gateway.app import build_services
+    from gateway.app import build_services, readonly_services
 
     # A dry run must not even create a share's name seed: nothing is written.
     services = readonly_services(settings) if args.dry_run else build_services(settings)

@@ -51,6 +51,7 @@ from gateway.errors import (
     ShareUnavailable,
     from_os_error,
 )
+from gateway.pipeline import RequestInfo
 from gateway.policy import ACTIONS, Action, Check, Decision
 from gateway.records.patientpaths import patient_of
 from gateway.services import Services
@@ -539,8 +540,6 @@ def _apply_forwarding(environ: dict[str, Any], trusted: list[str]) -> None:
 
 
 def _request_info(environ: dict[str, Any], request_id: str, principal: Principal | None) -> Any:
-    from gateway.pipeline import RequestInfo
-
     return RequestInfo(
         request_id=request_id,
         principal=principal,

@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, select
+
+from gateway.db import AuditHead, StoredObject, TrashItem
+
 if TYPE_CHECKING:
     from gateway.services import Services
 
@@ -180,9 +184,6 @@ class _DatabaseState:
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
-        from sqlalchemy import func, select
-
-        from gateway.db import AuditHead, StoredObject, TrashItem
 
         now = self.services.clock.now()
         with self.services.sessions() as session:

@@ -19,6 +19,7 @@ import os
 import signal
 from pathlib import Path
 
+from gateway.app import load_checked_policy
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.policy import Policy
 from gateway.services import Services
@@ -30,8 +31,6 @@ PID_FILE = "clindav.pid"
 
 def reload_policy(services: Services) -> bool:
     """Load the policy file again and adopt it if it is valid; True when adopted."""
-    from gateway.app import load_checked_policy
-
     settings = services.settings
     path = settings.resolve(settings.policy)
     try:
