@@ -10,8 +10,10 @@ Header (``26 + L`` bytes, at offset 0 of the stored file)::
     4       1     version  0x01
     5       16    file id  (UUID, raw 16 bytes; the registry row's file id)
     21      1     L = key id length, 1..255
-    22      L     key id  (printable ASCII 0x21..0x7E: the master key that wraps
-                  this file's data key)
+    22      L     key id  (printable ASCII 0x21..0x7E: the id of this file's
+                  data-key row, table ``data_key``, which holds the data key
+                  wrapped by a master key; not a master key id, so rotation
+                  re-wraps rows and never rewrites files)
     22+L    4     chunk size C (uint32, 64..16 MiB; default 65536)
 
 The parser is strict, so the header encoding is canonical: a parsed header

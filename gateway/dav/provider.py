@@ -11,9 +11,10 @@ body is complete and has passed the pipeline:
   the stages from its head, then sealed chunk by chunk into a hidden temp file
   (:class:`SealingWriter`) as it arrives, up to ``limits.max_stream_bytes``;
 * ``end_write`` runs the share's pipeline (for an in-memory body), writes the
-  stored form to a temp file, fsyncs it, and under the path's lock renames it
-  into place inside the database transaction that records the object and its
-  audit event (:func:`commit_object`, the same for both kinds of body).
+  stored form to a temp file, fsyncs it, and renames it into place inside the
+  database transaction that records the object and its audit event, which
+  first takes the audit chain's lock, serialising every commit
+  (:func:`commit_object`, the same for both kinds of body).
 
 A cut-off body, a refusal or a crash therefore leaves the previous version.
 """
