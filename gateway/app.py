@@ -118,8 +118,7 @@ def compare_keys_offline(settings: Settings) -> str:
     source = key_source(settings)
     masters = source.load()
     url = settings.sqlalchemy_url()
-    database = make_url(url)
-    if database.drivername.startswith("sqlite") and not Path(database.database or "").exists():
+    if _sqlite_file_missing(url):
         return "no database yet: the master keys are compared with it when it is created"
     engine = make_engine(url)
     try:
@@ -139,6 +138,12 @@ def compare_keys_offline(settings: Settings) -> str:
             f"(this clindav needs {state.head}): back it up and run `clindav upgrade`"
         )
     return "the master keys match this instance"
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist yet."""
+    database = make_url(url)
+    return database.drivername.startswith("sqlite") and not Path(database.database or "").exists()
 
 
 def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Services:
@@ -183,9 +188,8 @@ def readonly_services(settings: Settings) -> Services:
     sessions = make_sessions(make_engine(url))
     keys = KeyStore(sessions, masters)
     seeded: set[str] = set()
-    database = make_url(url)
-    if not database.drivername.startswith("sqlite") or Path(database.database or "").exists():
-        with sessions() as session:  # (connecting would create a missing SQLite file)
+    if not _sqlite_file_missing(url):  # (connecting would create it)
+        with sessions() as session:
             seeded = set(session.scalars(select(ShareKey.share)))
     shares = _shares(settings, keys, lambda name: _names(policy, keys, name, seeded))
     audit = AuditLog(sessions, os.urandom(32))  # never appends: nothing is written
