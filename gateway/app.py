@@ -212,11 +212,11 @@ def _services(
         settings=settings,
         sessions=sessions,
         policy=policy,
-        audit=audit,
-        authenticator=authenticator,
+        clock=instance_clock(),
         keys=keys,
         shares=shares,
-        clock=instance_clock(),
+        audit=audit,
+        authenticator=authenticator,
         markers=markers,
     )
     policy.attach(services)
