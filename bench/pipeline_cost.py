@@ -4,7 +4,7 @@ Measured on the 4 MB phone JPEG, in this process, with the gateway's own
 functions: the at-rest encryption (``encrypt_bytes``, and ``EncryptedContent.
 seal`` which adds the data-key wrap), SHA-256 of the body (the registry
 digest), the audit row commit (``AuditLog.record`` into a fresh SQLite
-instance), the JPEG metadata scrubber when ``plugins.scrub`` imports, and,
+instance), the JPEG metadata scrubber when ``plugins.formats`` imports, and,
 for scale, ``piexif.remove`` and decryption.  Both CPU time of the calling
 thread and wall time are kept.
 """
@@ -73,7 +73,8 @@ def _crypto_steps(photo: bytes, n: int, steps: dict[str, Any]) -> None:
 
 def _scrub_step(photo: bytes, n: int) -> dict[str, Any]:
     try:
-        from plugins.scrub import ScrubOptions, scrubber_for
+        from plugins.formats import scrubber_for
+        from plugins.scrub.base import ScrubOptions
 
         scrubber = scrubber_for("jpeg")
         options = ScrubOptions()
