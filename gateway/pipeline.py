@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -70,6 +71,12 @@ class IntimateDestinationNotRestricted(Forbidden):
 
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def new_request_id() -> str:
+    """A new request's id (16 hex digits): on its audit events, its log lines and, over
+    HTTP, its ``X-Request-Id``.  The one place request ids are made."""
+    return uuid.uuid4().hex[:16]
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,7 @@ class Pipeline:
             hook = getattr(stage, "on_restore", None)  # optional for stages not based on BaseStage
             if hook is not None:
                 hook(ctx)
+
 
 def _check_intimate_judged(ctx: PutContext) -> None:
     """An intimate image stays intimate: a pipeline where no stage judged it so cannot take it.
