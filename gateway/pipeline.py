@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -72,6 +73,12 @@ class IntimateDestinationNotRestricted(Forbidden):
 
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def new_request_id() -> str:
+    """A new request's id (16 hex digits): on its audit events, its log lines and, over
+    HTTP, its ``X-Request-Id``.  The one place request ids are made."""
+    return uuid.uuid4().hex[:16]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import argparse
 import datetime as dt
 import getpass
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from gateway.auth.base import Principal
 from gateway.cli.trash import OpenServices, bind_handler
 from gateway.errors import BadRequest
 from gateway.patients import PatientScheme
-from gateway.pipeline import RequestInfo
+from gateway.pipeline import RequestInfo, new_request_id
 from gateway.records.consent import (
     GIVEN_BY,
     METHODS,
@@ -93,7 +92,7 @@ def _date(text: str) -> dt.date:
 
 def cli_request(action: str) -> RequestInfo:
     principal = Principal(getpass.getuser(), frozenset({"admins"}))
-    return RequestInfo(uuid.uuid4().hex[:16], principal, "cli", "clindav-cli", action)
+    return RequestInfo(new_request_id(), principal, "cli", "clindav-cli", action)
 
 
 def _print(args: argparse.Namespace, data: Any, lines: list[str]) -> None:

@@ -11,7 +11,6 @@ import argparse
 import getpass
 import json
 import sys
-import uuid
 from collections.abc import Callable
 
 from sqlalchemy import delete, select
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 from gateway.auth.base import Principal
 from gateway.db import LegalHold, TrashItem, starts_with
 from gateway.errors import BadRequest, Conflict, NotFound
-from gateway.pipeline import RequestInfo
+from gateway.pipeline import RequestInfo, new_request_id
 from gateway.records.patientpaths import folder_patient
 from gateway.records.scheduler import clock_jump, last_sweep, record_sweep
 from gateway.records.trash import Actor
@@ -89,7 +88,7 @@ def bind_handler(
 
 def cli_actor(args: argparse.Namespace, action: str) -> Actor:
     principal = Principal(args.actor, frozenset({"admins"}))
-    request = RequestInfo(uuid.uuid4().hex[:16], principal, "cli", "clindav-cli", action)
+    request = RequestInfo(new_request_id(), principal, "cli", "clindav-cli", action)
     return Actor(request, is_admin=True)
 
 

@@ -12,32 +12,21 @@ checks that compare NFC names (held images of others were listed and read).
 The Destination of COPY/MOVE gets the same normalisation where it is read
 (gateway/dav/destination.py).
 
-Every response leaving through this layer gets the security headers, built
-in one place (:func:`security_headers`).
+Every response leaving through this layer gets the security headers
+(gateway/server/responses.py).
 """
 
 from __future__ import annotations
 
 import unicodedata
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gateway.pipeline import RequestInfo
+from gateway.errors import InvalidPath
+from gateway.server.responses import is_https, refusal_answer, request_info, secured
 from gateway.services import Services
 
 StartResponse = Callable[..., Any]
-# A year; no includeSubDomains: other hosts of the practice are not ours to pin.
-HSTS = "max-age=31536000"
-
-
-def security_headers(https: bool) -> list[tuple[str, str]]:
-    """The headers every response carries; Strict-Transport-Security under TLS."""
-    headers = [
-        ("X-Content-Type-Options", "nosniff"),
-        ("Content-Security-Policy", "sandbox; default-src 'none'"),
-    ]
-    return [*headers, ("Strict-Transport-Security", HSTS)] if https else headers
 
 
 def path_problem(raw: str) -> str | None:
@@ -59,46 +48,17 @@ class PathGuard:
         self.services = services
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        added = security_headers(environ.get("wsgi.url_scheme") == "https")
-        names = {name.lower() for name, _ in added}
-
-        def secured(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            kept = [(k, v) for k, v in headers if k.lower() not in names]
-            return start_response(status, [*kept, *added], exc_info)
-
+        https = is_https(environ)
         raw = environ.get("PATH_INFO", "")
         problem = path_problem(raw)
         if problem is None:
             environ["PATH_INFO"] = _nfc(raw)
-            return self.app(environ, secured)
-        request_id = uuid.uuid4().hex[:16]
-        request = RequestInfo(
-            request_id,
-            None,
-            environ.get("REMOTE_ADDR", "-"),
-            environ.get("HTTP_USER_AGENT", "")[:255],
-            environ.get("REQUEST_METHOD", "-"),
+            return self.app(environ, secured(start_response, https))
+        refusal = InvalidPath(problem, public=f"{problem}.")
+        answer = refusal_answer(
+            self.services.audit, request_info(environ, None), refusal, https=https
         )
-        self.services.audit.record(
-            request,
-            action=request.method,
-            share=None,
-            path=None,
-            status=400,
-            code="invalid-path",
-            reason=problem,
-        )
-        body = f"400 invalid-path: {problem}.\nrequest id: {request_id}\n".encode()
-        secured(
-            "400 Bad Request",
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("X-Request-Id", request_id),
-                ("X-Clindav-Error", "invalid-path"),
-            ],
-        )
-        return [body]
+        return answer.send(start_response)
 
 
 def _nfc(raw: str) -> str:

@@ -34,14 +34,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import uuid
 
 from sqlalchemy import select
 
 from gateway.auth.base import Principal
 from gateway.db import AuditEvent, StoredObject, TrashItem
 from gateway.errors import ClindavError
-from gateway.pipeline import RequestInfo
+from gateway.pipeline import RequestInfo, new_request_id
 from gateway.records.consent import ConsentService
 from gateway.records.trash import TRASH_PREFIX, Actor
 from gateway.services import Services
@@ -55,7 +54,7 @@ RECORD_EVERY = dt.timedelta(hours=1)
 
 
 def system_actor(action: str) -> Actor:
-    request = RequestInfo(uuid.uuid4().hex[:16], SCHEDULER, "local", "clindav", action)
+    request = RequestInfo(new_request_id(), SCHEDULER, "local", "clindav", action)
     return Actor(request, is_admin=True)
 
 

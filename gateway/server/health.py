@@ -12,6 +12,9 @@ on, and its answer is counted for ``/metrics`` (method, status, refusal code).
   shares, never a path, a patient or an error text (those go to the log).
 - ``/metrics``: Prometheus text (gateway/server/metrics.py), only to the addresses in
   ``metrics.allow`` (default: loopback); others get 404, as if it did not exist.
+
+Their answers carry the security headers every answer carries
+(gateway/server/responses.py), and are never cached.
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gateway.dav.middleware import _apply_forwarding
+from gateway.dav.middleware import apply_forwarding
 from gateway.db import AuditHead
 from gateway.server import metrics
+from gateway.server.responses import is_https, secured
 from gateway.services import Services
 from gateway.storage.keys import key_source
 
 log = logging.getLogger("clindav")
 StartResponse = Callable[..., Any]
 PATHS = ("/healthz", "/readyz", "/metrics")
-_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store")]
+_HEADERS = [("Cache-Control", "no-store")]
 # A lock token that never exists: reading it exercises the lock storage.
 _PROBE_TOKEN = "opaquelocktoken:clindav-readiness-probe"
 
@@ -48,7 +52,7 @@ class Operations:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path in PATHS:
-            answer = self._answer(path, environ, start_response)
+            answer = self._answer(path, environ, secured(start_response, is_https(environ)))
             return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else answer
         method = environ.get("REQUEST_METHOD", "-")
 
@@ -90,7 +94,7 @@ class Operations:
         if forwarded and environ.get("REMOTE_ADDR") not in trusted:
             return False
         seen = dict(environ)
-        _apply_forwarding(seen, trusted)
+        apply_forwarding(seen, trusted)
         try:
             client = ipaddress.ip_address(seen.get("REMOTE_ADDR", ""))
         except ValueError:

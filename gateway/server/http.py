@@ -7,7 +7,6 @@ import logging
 import signal
 import socket
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -16,12 +15,12 @@ from cheroot.makefile import StreamWriter
 from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from gateway.dav.guard import security_headers
 from gateway.dav.limits import MAX_REQUEST_HEADERS, HeaderFieldsTooLarge
 from gateway.errors import ClindavError, ConfigError
-from gateway.pipeline import RequestInfo
+from gateway.pipeline import RequestInfo, new_request_id
 from gateway.records.audit import AuditLog
 from gateway.server import metrics
+from gateway.server.responses import ErrorAnswer, refusal_answer
 from gateway.settings import Settings, is_loopback
 
 log = logging.getLogger("clindav")
@@ -70,44 +69,23 @@ class _Request(HTTPRequest):
         super().send_headers()
 
     def _refuse(self, error: ClindavError) -> None:
-        metrics.count_request((self.method or b"-").decode("latin-1"), error.status, error.code)
-        request_id = uuid.uuid4().hex[:16]
-        agent = self.inheaders.get(b"User-Agent", b"")[:255].decode("latin-1")
         method = (self.method or b"-").decode("latin-1")
-        request = RequestInfo(request_id, None, self.conn.remote_addr or "-", agent, method)
-        if self.server.audit is None:
-            log.warning("request %s: refused %s: %s %s", request_id, method, error.code, error)
-        else:
-            try:
-                self.server.audit.record(
-                    request,
-                    action=method,
-                    share=None,
-                    path=None,
-                    status=error.status,
-                    code=error.code,
-                    reason=error.detail,
-                )
-            except ClindavError as exc:  # an unrecorded refusal answers 503, as in the middleware
-                error = exc
-        body = f"{error.status} {error.code}: {error.public_message}\nrequest id: {request_id}\n"
-        phrase = "Request Header Fields Too Large" if error.status == 431 else "Error"
-        secure = "".join(
-            f"{name}: {value}\r\n"
-            for name, value in security_headers(self.server.ssl_adapter is not None)
-        )
-        head = (
-            f"{self.server.protocol} {error.status} {phrase}\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Connection: close\r\n"
-            f"X-Request-Id: {request_id}\r\n"
-            f"X-Clindav-Error: {error.code}\r\n"
-            f"{secure}\r\n"
+        metrics.count_request(method, error.status, error.code)
+        agent = self.inheaders.get(b"User-Agent", b"")[:255].decode("latin-1")
+        request = RequestInfo(new_request_id(), None, self.conn.remote_addr or "-", agent, method)
+        answer = refusal_answer(
+            self.server.audit, request, error, https=self.server.ssl_adapter is not None
         )
         self.close_connection = True
         with contextlib.suppress(OSError):  # the client went away: nothing left to tell it
-            self.conn.wfile.write((head + body).encode("latin-1"))
+            self.conn.wfile.write(_serialised(self.server.protocol, answer))
+
+
+def _serialised(protocol: str, answer: ErrorAnswer) -> bytes:
+    """An answer written before WSGI, on a connection that closes after it."""
+    headers = [*answer.headers, ("Connection", "close")]
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return f"{protocol} {answer.status}\r\n{head}\r\n".encode("latin-1") + answer.body
 
 
 class _SendallWriter(StreamWriter):
