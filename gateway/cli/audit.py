@@ -73,10 +73,8 @@ def tail(ctx: CommandContext, args: argparse.Namespace) -> int:
     out, sessions = sys.stdout, ctx.sessions
     seq, _mac = AuditLog(sessions, None).head()
     after = max(0, seq - args.count)
-    while True:
-        for event in iter_events(sessions, refusals=args.refusals or None, batch=500):
-            if event.seq <= after:
-                continue
+    while True:  # each poll reads only what is newer than the last event shown
+        for event in iter_events(sessions, after=after, refusals=args.refusals or None, batch=500):
             out.write(_line(event) + "\n")
             after = event.seq
         out.flush()
