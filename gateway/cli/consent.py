@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-from typing import Any
 
 from gateway.admin.migrate import legacy_unverified
 from gateway.cli.actor import cli_request
@@ -19,10 +17,6 @@ from gateway.cli.context import CommandContext
 from gateway.errors import BadRequest
 from gateway.patients import PatientScheme
 from gateway.records.consent import ConsentService, ConsentView, NewConsent
-
-
-def _print(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
-    print(json.dumps(data, indent=1, default=str) if args.json else "\n".join(lines))
 
 
 def _line(view: ConsentView) -> str:
@@ -56,7 +50,7 @@ def add(ctx: CommandContext, args: argparse.Namespace) -> int:
     view = ConsentService(services).add(
         consent, PatientScheme(args.scheme), cli_request("CONSENT-ADD")
     )
-    _print(args, view.as_dict(), [f"recorded consent {_line(view)}"])
+    ctx.show(view.as_dict(), [f"recorded consent {_line(view)}"])
     return 0
 
 
@@ -78,7 +72,7 @@ def withdraw(ctx: CommandContext, args: argparse.Namespace) -> int:
     lines = [f"withdrew {', '.join(args.scope)} from consent #{i}" for i in ids]
     lines += [f"sent to the trash: {share}:{path}" for share, path in retracted]
     data = {"ids": ids, "withdrawn": args.scope, "trashed": retracted}
-    _print(args, {"id": args.id, **data} if args.id is not None else data, lines)
+    ctx.show({"id": args.id, **data} if args.id is not None else data, lines)
     return 0
 
 
@@ -86,9 +80,7 @@ def list_records(ctx: CommandContext, args: argparse.Namespace) -> int:
     services = ctx.services
     patient = PatientScheme(args.scheme).normalise(args.patient) if args.patient else None
     views = ConsentService(services).all(patient)
-    _print(
-        args, [v.as_dict() for v in views], [_line(v) for v in views] + [f"{len(views)} records"]
-    )
+    ctx.show([v.as_dict() for v in views], [_line(v) for v in views] + [f"{len(views)} records"])
     return 0
 
 
@@ -96,7 +88,7 @@ def show(ctx: CommandContext, args: argparse.Namespace) -> int:
     services = ctx.services
     view = ConsentService(services).get(args.id)
     data = view.as_dict()
-    _print(args, data, [f"{key}: {value}" for key, value in data.items()])
+    ctx.show(data, [f"{key}: {value}" for key, value in data.items()])
     return 0
 
 
@@ -138,5 +130,5 @@ def pending(ctx: CommandContext, args: argparse.Namespace) -> int:
     summary = f"{len(rows)} images await consent"
     if legacy:
         summary += f", {len(legacy)} migrated images have no recorded consent"
-    _print(args, [*rows, *legacy], [*lines, summary])
+    ctx.show([*rows, *legacy], [*lines, summary])
     return 0

@@ -12,9 +12,10 @@ imported when it is first built.
 from __future__ import annotations
 
 import argparse
+import json
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.spec import DEFAULT_CONFIG, Command, Needs
 
@@ -46,27 +47,27 @@ class CommandContext:
 
     @cached_property
     def settings(self) -> Settings:
+        self._allow(Needs.SETTINGS)
         from gateway.settings import load_settings
 
-        self._allow(Needs.SETTINGS)
         return load_settings(self.config_path)
 
     @cached_property
     def sessions(self) -> sessionmaker:
         """The database, its schema created when new; an older schema is refused
         (`clindav upgrade` brings it forward)."""
+        self._allow(Needs.DATABASE)
         from gateway.db import make_engine, make_sessions, prepare_database
 
-        self._allow(Needs.DATABASE)
         url = self.settings.sqlalchemy_url()
         prepare_database(url)
         return make_sessions(make_engine(url))
 
     @cached_property
     def services(self) -> Services:
+        self._allow(Needs.SERVICES)
         from gateway.app import build_services
 
-        self._allow(Needs.SERVICES)
         return build_services(self.settings)
 
     def audit_chain_key(self) -> bytes:
@@ -76,3 +77,7 @@ class CommandContext:
         from gateway.storage.keystore import KeyStore
 
         return KeyStore(self.sessions, load_master_keys(self.settings)).seed(AUDIT_SEED)
+
+    def show(self, data: Any, lines: list[str]) -> None:
+        """``data`` as JSON with ``--json``, else ``lines`` for people."""
+        print(json.dumps(data, indent=1, default=str) if self.args.json else "\n".join(lines))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 
 from gateway.admin.fsck import fsck as check
 from gateway.cli.context import CommandContext
@@ -12,11 +11,9 @@ from gateway.cli.context import CommandContext
 
 def fsck(ctx: CommandContext, args: argparse.Namespace) -> int:
     findings = check(ctx.services, repair=args.repair)
-    if args.json:
-        print(json.dumps([dataclasses.asdict(f) for f in findings], indent=1))
-    else:
-        for f in findings:
-            where = f"{f.share}:{f.logical_path}" if f.logical_path else f"{f.share}:{f.location}"
-            print(f"{f.kind}\t{where}\t{f.detail}".rstrip())
-        print(f"{len(findings)} findings" + (" (problem files quarantined)" if args.repair else ""))
+    lines = [
+        f"{f.kind}\t{f.share}:{f.logical_path or f.location}\t{f.detail}".rstrip() for f in findings
+    ]
+    summary = f"{len(findings)} findings" + (" (problem files quarantined)" if args.repair else "")
+    ctx.show([dataclasses.asdict(f) for f in findings], [*lines, summary])
     return 1 if findings else 0

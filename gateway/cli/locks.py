@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 
 from gateway.cli.actor import cli_actor
 from gateway.cli.context import CommandContext
@@ -43,15 +42,12 @@ def list_locks(ctx: CommandContext, args: argparse.Namespace) -> int:
         }
         for lock in _storage(ctx.services).all()
     ]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for r in rows:
-        print(
-            f"{r['path']}\t{r['principal']}\t{r['scope']}, depth {r['depth']}"
-            f"\tuntil {r['expires']}\t{r['token']}"
-        )
-    print(f"{len(rows)} locks")
+    lines = [
+        f"{r['path']}\t{r['principal']}\t{r['scope']}, depth {r['depth']}"
+        f"\tuntil {r['expires']}\t{r['token']}"
+        for r in rows
+    ]
+    ctx.show(rows, [*lines, f"{len(rows)} locks"])
     return 0
 
 

@@ -7,7 +7,6 @@ operating-system user running the command).
 from __future__ import annotations
 
 import argparse
-import json
 
 from gateway.cli.actor import cli_actor
 from gateway.cli.context import CommandContext
@@ -34,15 +33,12 @@ def list_items(ctx: CommandContext, args: argparse.Namespace) -> int:
         }
         for i in items
     ]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for r in rows:
-        print(
-            f"{r['id']}\t{r['share']}:{r['path']}\t{r['files']} files\tby {r['trashed_by']}"
-            f"\treason: {r['reason'] or '-'}\tpurge after {r['purge_after']}"
-        )
-    print(f"{len(rows)} items in the trash")
+    lines = [
+        f"{r['id']}\t{r['share']}:{r['path']}\t{r['files']} files\tby {r['trashed_by']}"
+        f"\treason: {r['reason'] or '-'}\tpurge after {r['purge_after']}"
+        for r in rows
+    ]
+    ctx.show(rows, [*lines, f"{len(rows)} items in the trash"])
     return 0
 
 

@@ -75,21 +75,19 @@ USER = Group(
             needs=Needs.DATABASE,
             arguments=_user_set_groups,
         ),
-        Command(
-            "disable",
-            "the user cannot log in (account and history kept)",
-            run="toggle",
-            needs=Needs.DATABASE,
-            arguments=_name,
-            defaults={"disabled": True},
-        ),
-        Command(
-            "enable",
-            "let a disabled user log in again",
-            run="toggle",
-            needs=Needs.DATABASE,
-            arguments=_name,
-            defaults={"disabled": False},
+        *(
+            Command(
+                action,
+                text,
+                run="toggle",
+                needs=Needs.DATABASE,
+                arguments=_name,
+                defaults={"disabled": disabled},
+            )
+            for action, text, disabled in (
+                ("disable", "the user cannot log in (account and history kept)", True),
+                ("enable", "let a disabled user log in again", False),
+            )
         ),
     ),
 )
