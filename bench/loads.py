@@ -61,6 +61,8 @@ class Scale:
     audit_record_n: int  # AuditLog.record calls timed per database
     consent_puts: int  # 4 MB PUTs per phase with and without the consent stage
     consent_reps: int  # interleaved repetitions of that comparison (a small effect: more)
+    cli_runs: int  # timed starts of each command-line command (issue 21)
+    cli_events: int  # audit events in the table `audit tail` starts on
 
 
 FULL = Scale(
@@ -89,6 +91,8 @@ FULL = Scale(
     audit_record_n=50,
     consent_puts=12,
     consent_reps=8,
+    cli_runs=21,
+    cli_events=100_000,
 )
 QUICK = Scale(
     photo_size=(600, 400),
@@ -116,6 +120,8 @@ QUICK = Scale(
     audit_record_n=5,
     consent_puts=2,
     consent_reps=2,
+    cli_runs=3,
+    cli_events=300,
 )
 
 

@@ -31,9 +31,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
     true,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -436,6 +438,27 @@ def schema_state(url: str) -> SchemaState:
     return SchemaState(current, head, pending)
 
 
+def _at_newest_revision(url: str) -> bool:
+    """Whether the database is at the newest migration, by one query.
+
+    Migration files are named after their revision (``0002_instance_integrity.py``
+    holds revision ``0002``; tests/unit/test_schema_head.py checks it), so the
+    newest name is the head.  Anything else (a new database, an older or
+    unknown revision) is for :func:`schema_state` to judge.
+    """
+    versions = Path(__file__).parent / "migrations" / "versions"
+    newest = max((p.name.split("_", 1)[0] for p in versions.glob("[0-9]*_*.py")), default=None)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:
+        return False  # no schema yet
+    finally:
+        engine.dispose()
+    return newest is not None and current == [newest]
+
+
 def prepare_database(url: str) -> None:
     """Create a new database's schema; refuse one made by another clindav version.
 
@@ -443,6 +466,8 @@ def prepare_database(url: str) -> None:
     good, so it is a separate, confirmed step (``clindav upgrade``) taken
     after a backup, with every gateway of the old version stopped.
     """
+    if _at_newest_revision(url):
+        return  # the everyday case, answered without loading Alembic
     state = schema_state(url)
     if state.current is None:
         migrate(url)

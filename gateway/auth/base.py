@@ -17,6 +17,7 @@ may refuse a cached login (e.g. during an outage) in :meth:`_on_cache_hit`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -270,8 +271,14 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, bytes.fromhex(digest))
 
 
-# Compared against when the user does not exist, so both paths cost the same.
-_DUMMY_HASH = hash_password(os.urandom(16).hex())
+@functools.cache
+def _dummy_hash() -> str:
+    """Compared against when the user does not exist, so both paths cost the same.
+
+    Made by the first :class:`LocalAuthenticator`, not on import: a scrypt (32 MiB,
+    tens of milliseconds) that a command reading the audit trail never needs.
+    """
+    return hash_password(os.urandom(16).hex())
 
 
 class LocalAuthenticator(Authenticator):
@@ -281,6 +288,7 @@ class LocalAuthenticator(Authenticator):
         super().__init__()
         self._sessions = sessions
         self._hashes: dict[str, str] = {}  # the hash each cached login was checked against
+        _dummy_hash()  # now, not during the first login of an unknown user
         if throttle is not None:
             # Guessing a local password costs a scrypt per try: the throttle
             # stops a guesser before the gateway's CPU does.
@@ -288,7 +296,7 @@ class LocalAuthenticator(Authenticator):
 
     def _login(self, user: str, password: str) -> Principal | None:
         row = self._account(user)
-        stored = row[0] if row else _DUMMY_HASH
+        stored = row[0] if row else _dummy_hash()
         # A disabled account costs the same scrypt: its state is no oracle.
         if not verify_password(password, stored) or row is None or row[2]:
             return None

@@ -1,8 +1,11 @@
-"""``clindav audit``: verify the chain, export events, follow refusals live.
+"""``clindav audit``: verify the chain, export events, follow them live, report on a patient.
 
-Kept apart from gateway/cli/main.py so the audit commands and their output formats
-live beside each other.  Export streams (keyset-paged reads, one row written
-at a time), so a table of millions of events needs constant memory.
+The output formats live beside each other here.  Every command but ``verify``
+reads with database access alone, so an auditor can run them without the key
+file (docs/AUDIT.md); ``verify`` takes the chain key from ``--audit-key FILE``
+or derives it from the master key on the gateway host.  Export streams
+(keyset-paged reads, one row written at a time), so a table of millions of
+events needs constant memory.
 """
 
 from __future__ import annotations
@@ -14,59 +17,14 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from gateway.cli.context import CommandContext
 from gateway.db import AuditEvent
 from gateway.records.audit import CHAINED_FIELDS, AuditLog, iter_events, outcome_class, verify_chain
+from gateway.storage.keys import load_audit_key_file
 
 COLUMNS = (*CHAINED_FIELDS, "mac")
-Open = Callable[[argparse.Namespace], tuple[AuditLog, Any]]
-
-
-def add_audit_commands(
-    sub: argparse._SubParsersAction, config_arg: Callable[..., None], open_audit: Open
-) -> None:
-    audit = sub.add_parser("audit", help="verify, export and follow the audit trail")
-    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    verify = actions.add_parser("verify", help="walk the chain; report the first tampered position")
-    verify.add_argument(
-        "--audit-key",
-        type=Path,
-        help="the chain key file from `clindav keys export-audit-key` (default: derive it "
-        "from the master key)",
-    )
-    config_arg(verify)
-    # The only audit command that needs a key: the others read with database access alone.
-    verify.set_defaults(handler=lambda args: cmd_verify(open_audit(args)), needs_chain_key=True)
-    export = actions.add_parser("export", help="write events as JSON lines or CSV to stdout")
-    export.add_argument("--since", type=_when, help="ISO date or time (UTC), inclusive")
-    export.add_argument("--until", type=_when, help="ISO date or time (UTC), exclusive")
-    export.add_argument("--patient", help="only events about this patient id")
-    export.add_argument("--user", help="only events by this user")
-    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    config_arg(export)
-    export.set_defaults(handler=lambda args: cmd_export(open_audit(args), args, sys.stdout))
-    add_report_command(actions, config_arg, open_audit)
-    tail = actions.add_parser(
-        "tail", help="print new events as they happen (Ctrl-C stops, or --no-follow)"
-    )
-    tail.add_argument("--refusals", action="store_true", help="only refusals (not misses)")
-    tail.add_argument("--count", type=int, default=10, help="events to show first (default 10)")
-    tail.add_argument(
-        "--no-follow", dest="follow", action="store_false", help="show them, then stop"
-    )
-    config_arg(tail)
-    tail.set_defaults(handler=lambda args: cmd_tail(open_audit(args), args, sys.stdout))
-
-
-def _when(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def as_row(event: AuditEvent) -> dict[str, Any]:
@@ -76,8 +34,10 @@ def as_row(event: AuditEvent) -> dict[str, Any]:
     return row
 
 
-def cmd_verify(opened: tuple[AuditLog, Any]) -> int:
-    audit, sessions = opened
+def verify(ctx: CommandContext, args: argparse.Namespace) -> int:
+    sessions = ctx.sessions
+    key = ctx.audit_chain_key() if args.audit_key is None else load_audit_key_file(args.audit_key)
+    audit = AuditLog(sessions, key)
     problems = verify_chain(audit, sessions)
     seq, mac = audit.head()
     if not problems:
@@ -91,10 +51,10 @@ def cmd_verify(opened: tuple[AuditLog, Any]) -> int:
     return 1
 
 
-def cmd_export(opened: tuple[AuditLog, Any], args: argparse.Namespace, out: TextIO) -> int:
-    _audit, sessions = opened
+def export(ctx: CommandContext, args: argparse.Namespace) -> int:
+    out = sys.stdout
     events = iter_events(
-        sessions, since=args.since, until=args.until, patient=args.patient, user=args.user
+        ctx.sessions, since=args.since, until=args.until, patient=args.patient, user=args.user
     )
     if args.format == "csv":
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
@@ -109,14 +69,12 @@ def cmd_export(opened: tuple[AuditLog, Any], args: argparse.Namespace, out: Text
     return 0
 
 
-def cmd_tail(opened: tuple[AuditLog, Any], args: argparse.Namespace, out: TextIO) -> int:
-    audit, sessions = opened
-    seq, _mac = audit.head()
+def tail(ctx: CommandContext, args: argparse.Namespace) -> int:
+    out, sessions = sys.stdout, ctx.sessions
+    seq, _mac = AuditLog(sessions, None).head()
     after = max(0, seq - args.count)
-    while True:
-        for event in iter_events(sessions, refusals=args.refusals or None, batch=500):
-            if event.seq <= after:
-                continue
+    while True:  # each poll reads only what is newer than the last event shown
+        for event in iter_events(sessions, after=after, refusals=args.refusals or None, batch=500):
             out.write(_line(event) + "\n")
             after = event.seq
         out.flush()
@@ -159,24 +117,6 @@ ACTIVITIES = {
 }
 
 
-def add_report_command(
-    actions: argparse._SubParsersAction, config_arg: Any, open_audit: Open
-) -> None:
-    report = actions.add_parser(
-        "report",
-        help="who did what with one patient's images, and when (a readable summary)",
-        description="Every audit event recorded for the patient (uploads, reads, listings of "
-        "the patient's folder, copies under case labels, deletes, consent), grouped by "
-        "person and activity, then in chain order.",
-    )
-    report.add_argument("--patient", required=True, help="the patient id (spaces allowed)")
-    report.add_argument("--since", type=_when, help="ISO date or time (UTC), inclusive")
-    report.add_argument("--until", type=_when, help="ISO date or time (UTC), exclusive")
-    report.add_argument("--json", action="store_true", help="machine-readable output")
-    config_arg(report)
-    report.set_defaults(handler=lambda args: cmd_report(open_audit(args), args, sys.stdout))
-
-
 def activity(event: AuditEvent) -> str:
     """What an event did, for people: ``uploaded``, ``refused GET (policy-denied)``..."""
     kind = outcome_class(event.status, event.code)
@@ -189,15 +129,15 @@ def activity(event: AuditEvent) -> str:
     return ACTIVITIES.get(event.action, event.action.lower())
 
 
-def cmd_report(opened: tuple[AuditLog, Any], args: argparse.Namespace, out: TextIO) -> int:
-    _audit, sessions = opened
+def report(ctx: CommandContext, args: argparse.Namespace) -> int:
+    out = sys.stdout
     # As written on forms: "943 476 5919" is 9434765919 (an MRN keeps its hyphens).
     patient = args.patient.strip()
     if re.fullmatch(r"[\d\s-]+", patient):
         patient = re.sub(r"[\s-]", "", patient)
     events = [
         as_row(e) | {"activity": activity(e)}
-        for e in iter_events(sessions, since=args.since, until=args.until, patient=patient)
+        for e in iter_events(ctx.sessions, since=args.since, until=args.until, patient=patient)
     ]
     groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for row in events:

@@ -15,45 +15,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from gateway.auth.ldap import LdapDirectory, plausible_name, user_filter
+from gateway.cli.context import CommandContext
 from gateway.errors import ConfigError, ServiceUnavailable
 
-if TYPE_CHECKING:
-    from gateway.auth.ldap import LdapDirectory
-    from gateway.settings import Settings
 
-SettingsLoader = Callable[[argparse.Namespace], "Settings"]
-
-
-def add_ldap_commands(
-    sub: argparse._SubParsersAction,
-    config_arg: Callable[[argparse.ArgumentParser], None],
-    load: SettingsLoader,
-) -> None:
-    ldap = sub.add_parser("ldap", help="check the LDAP / Active Directory settings")
-    actions = ldap.add_subparsers(dest="ldap_command", required=True, metavar="ACTION")
-    test = actions.add_parser(
-        "test",
-        help="bind, search and resolve groups for one user, without serving",
-        description="Run the steps of a directory login for USER and print the DN, the "
-        "groups (nested ones included), the policy groups and the disabled state.",
-    )
-    test.add_argument("user", help="the name a user types into their WebDAV client")
-    test.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from the first line of standard input (else: prompt)",
-    )
-    config_arg(test)
-    test.set_defaults(handler=lambda args: _cmd_test(args, load))
-
-
-def _cmd_test(args: argparse.Namespace, load: SettingsLoader) -> int:
-    from gateway.auth.ldap import LdapDirectory
-
-    settings = load(args)
+def test(ctx: CommandContext, args: argparse.Namespace) -> int:
+    settings = ctx.settings
     conf = settings.auth.ldap
     if conf is None:
         raise ConfigError.single(str(args.config or "clindav.yaml"), "auth.ldap", "not set")
@@ -81,8 +50,6 @@ def _fail(message: str) -> int:
 
 
 def _report(directory: LdapDirectory, name: str, password: str) -> int:
-    from gateway.auth.ldap import plausible_name, user_filter
-
     conf = directory.conf
     if not plausible_name(name):
         return _fail(f"{name[:64]!r} is not a plausible user name (control characters or too long)")

@@ -9,30 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
-import json
-from collections.abc import Callable
 
-from gateway.cli.trash import OpenServices, bind_handler, cli_actor
+from gateway.cli.actor import cli_actor
+from gateway.cli.context import CommandContext
 from gateway.dav.locks import DatabaseLockStorage
 from gateway.errors import ConfigError, NotFound
 from gateway.services import Services
-
-
-def add_lock_commands(
-    sub: argparse._SubParsersAction, config_arg: Callable[..., None], open_services: OpenServices
-) -> None:
-    locks = sub.add_parser("locks", help="list and break WebDAV locks")
-    actions = locks.add_subparsers(dest="locks_command", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="live locks: path, owner, scope, expiry")
-    listing.add_argument("--json", action="store_true")
-    brk = actions.add_parser("break", help="remove a lock by its token")
-    brk.add_argument("token", help="the lock token (opaquelocktoken:...), from `locks list`")
-    brk.add_argument("--reason", default="", help="recorded in the audit trail")
-    for parser, handler in ((listing, cmd_list), (brk, cmd_break)):
-        parser.add_argument("--as", dest="actor", default=getpass.getuser())
-        config_arg(parser)
-        parser.set_defaults(handler=bind_handler(handler, open_services))
 
 
 def _storage(services: Services) -> DatabaseLockStorage:
@@ -46,7 +28,7 @@ def _storage(services: Services) -> DatabaseLockStorage:
     return DatabaseLockStorage(services.sessions)
 
 
-def cmd_list(services: Services, args: argparse.Namespace) -> int:
+def list_locks(ctx: CommandContext, args: argparse.Namespace) -> int:
     rows = [
         {
             "token": lock["token"],
@@ -58,21 +40,19 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
                 timespec="seconds"
             ),
         }
-        for lock in _storage(services).all()
+        for lock in _storage(ctx.services).all()
     ]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for r in rows:
-        print(
-            f"{r['path']}\t{r['principal']}\t{r['scope']}, depth {r['depth']}"
-            f"\tuntil {r['expires']}\t{r['token']}"
-        )
-    print(f"{len(rows)} locks")
+    lines = [
+        f"{r['path']}\t{r['principal']}\t{r['scope']}, depth {r['depth']}"
+        f"\tuntil {r['expires']}\t{r['token']}"
+        for r in rows
+    ]
+    ctx.show(rows, [*lines, f"{len(rows)} locks"])
     return 0
 
 
-def cmd_break(services: Services, args: argparse.Namespace) -> int:
+def break_lock(ctx: CommandContext, args: argparse.Namespace) -> int:
+    services = ctx.services
     storage = _storage(services)
     lock = storage.get(args.token)
     if lock is None or not storage.delete(args.token):

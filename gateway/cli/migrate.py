@@ -12,75 +12,22 @@ run was refused.
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+from gateway.admin.migrate import (
+    MigrateOptions,
+    Migration,
+    check_report_path,
+    default_report_path,
+    write_report,
+)
+from gateway.app import readonly_services
+from gateway.cli.context import CommandContext
 from gateway.errors import NotFound
 
-if TYPE_CHECKING:
-    from gateway.settings import Settings
 
-LoadSettings = Callable[[argparse.Namespace], "Settings"]
-
-
-def add_migrate_commands(
-    sub: argparse._SubParsersAction, config_arg: Callable[..., None], load_settings: LoadSettings
-) -> None:
-    migrate = sub.add_parser(
-        "migrate",
-        help="protect the legacy plaintext files already in a share's backing folder",
-        description="Scrub, encrypt, register and audit every legacy file of SHARE, "
-        "verify the protected copy, then destroy the original. Client junk is destroyed; "
-        "files that cannot be migrated are left untouched and listed in the report. "
-        "Safe to interrupt and run again (docs/MIGRATION.md).",
-    )
-    migrate.add_argument("share", help="share name, e.g. clinical")
-    migrate.add_argument(
-        "--dry-run", action="store_true", help="report what would happen; change nothing"
-    )
-    migrate.add_argument(
-        "--workers",
-        type=_positive,
-        default=min(4, os.cpu_count() or 1),
-        help="files processed in parallel (default: up to 4)",
-    )
-    migrate.add_argument(
-        "--patient-folders",
-        choices=("auto", "off"),
-        default="auto",
-        help="auto: the first folder is the patient id, validated by the share's consent "
-        "stage (default); off: files carry no patient",
-    )
-    migrate.add_argument("--report", type=Path, help="JSON report file (names patients' files)")
-    migrate.add_argument(
-        "--as", dest="actor", default=getpass.getuser(), help="acting user for the audit trail"
-    )
-    config_arg(migrate)
-    migrate.set_defaults(handler=lambda args: cmd_migrate(args, load_settings(args)))
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return value
-
-
-def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.admin.migrate import (
-        MigrateOptions,
-        Migration,
-        check_report_path,
-        default_report_path,
-        write_report,
-    )
-    from gateway.app import build_services, readonly_services
-
+def migrate(ctx: CommandContext, args: argparse.Namespace) -> int:
     # A dry run must not even create a share's name seed: nothing is written.
-    services = readonly_services(settings) if args.dry_run else build_services(settings)
+    services = readonly_services(ctx.settings) if args.dry_run else ctx.services
     share = services.shares.get(args.share)
     if share is None:
         raise NotFound(

@@ -1,98 +1,21 @@
-"""``clindav trash`` and ``clindav hold``: the admin side of deletion and retention.
+"""``clindav trash``: list, restore and purge deleted items.
 
 Every action is audited with the acting user (``--as``, default: the
-operating-system user running the command).  Paths are given as URLs paths,
-share first: ``/clinical/9434765919/rash.jpg``.
+operating-system user running the command).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
-import sys
-from collections.abc import Callable
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
-
-from gateway.auth.base import Principal
-from gateway.db import LegalHold, TrashItem, starts_with
-from gateway.errors import BadRequest, Conflict, NotFound
-from gateway.pipeline import RequestInfo, new_request_id
-from gateway.records.patientpaths import folder_patient
+from gateway.cli.actor import cli_actor
+from gateway.cli.context import CommandContext
+from gateway.errors import BadRequest
 from gateway.records.scheduler import clock_jump, last_sweep, record_sweep
-from gateway.records.trash import Actor
-from gateway.services import Services
-from gateway.storage.backing import split_path
-
-OpenServices = Callable[[argparse.Namespace], Services]
 
 
-def add_trash_commands(
-    sub: argparse._SubParsersAction, config_arg: Callable[..., None], open_services: OpenServices
-) -> None:
-    trash = sub.add_parser("trash", help="list, restore and purge deleted items")
-    actions = trash.add_subparsers(dest="trash_command", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="items in the trash")
-    listing.add_argument("--share")
-    listing.add_argument("--patient", help="only items in this patient's folder")
-    listing.add_argument("--json", action="store_true")
-    restore = actions.add_parser("restore", help="put an item back")
-    restore.add_argument("id", help="the item's id, or enough of its start to name one item")
-    restore.add_argument("--to", help="restore to this path in the same share instead")
-    restore.add_argument(
-        "--overwrite", action="store_true", help="send what is in the way to the trash first"
-    )
-    purge = actions.add_parser("purge", help="destroy items for good (keys first, then files)")
-    purge.add_argument("ids", nargs="*", metavar="ID")
-    purge.add_argument("--due", action="store_true", help="every item whose window has ended")
-    purge.add_argument("--all", action="store_true", help="every item (needs --yes)")
-    purge.add_argument("--yes", action="store_true", help="confirm --all")
-    purge.add_argument("--reason", default="", help="recorded in the audit trail")
-    for parser, handler in ((listing, cmd_list), (restore, cmd_restore), (purge, cmd_purge)):
-        parser.add_argument(
-            "--as", dest="actor", default=getpass.getuser(), help="acting user for the audit trail"
-        )
-        config_arg(parser)
-        parser.set_defaults(handler=bind_handler(handler, open_services))
-    _add_hold_commands(sub, config_arg, open_services)
-
-
-def _add_hold_commands(
-    sub: argparse._SubParsersAction, config_arg: Callable[..., None], open_services: OpenServices
-) -> None:
-    hold = sub.add_parser("hold", help="legal holds: nothing held is deleted or purged")
-    actions = hold.add_subparsers(dest="hold_command", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="hold a path (and everything below it)")
-    remove = actions.add_parser("remove", help="release a hold")
-    listing = actions.add_parser("list", help="current holds")
-    for parser in (add, remove):
-        parser.add_argument("path", help="e.g. /clinical/9434765919")
-        parser.add_argument("--reason", required=True)
-    for parser, handler in (
-        (add, cmd_hold_add),
-        (remove, cmd_hold_remove),
-        (listing, cmd_hold_list),
-    ):
-        parser.add_argument("--as", dest="actor", default=getpass.getuser())
-        config_arg(parser)
-        parser.set_defaults(handler=bind_handler(handler, open_services))
-
-
-def bind_handler(
-    handler: Callable[[Services, argparse.Namespace], int], open_services: OpenServices
-) -> Callable[[argparse.Namespace], int]:
-    return lambda args: handler(open_services(args), args)
-
-
-def cli_actor(args: argparse.Namespace, action: str) -> Actor:
-    principal = Principal(args.actor, frozenset({"admins"}))
-    request = RequestInfo(new_request_id(), principal, "cli", "clindav-cli", action)
-    return Actor(request, is_admin=True)
-
-
-def cmd_list(services: Services, args: argparse.Namespace) -> int:
+def list_items(ctx: CommandContext, args: argparse.Namespace) -> int:
+    services = ctx.services
     items = services.trash.items(share=args.share, patient=args.patient)
     rows = [
         {
@@ -109,19 +32,17 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
         }
         for i in items
     ]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for r in rows:
-        print(
-            f"{r['id']}\t{r['share']}:{r['path']}\t{r['files']} files\tby {r['trashed_by']}"
-            f"\treason: {r['reason'] or '-'}\tpurge after {r['purge_after']}"
-        )
-    print(f"{len(rows)} items in the trash")
+    lines = [
+        f"{r['id']}\t{r['share']}:{r['path']}\t{r['files']} files\tby {r['trashed_by']}"
+        f"\treason: {r['reason'] or '-'}\tpurge after {r['purge_after']}"
+        for r in rows
+    ]
+    ctx.show(rows, [*lines, f"{len(rows)} items in the trash"])
     return 0
 
 
-def cmd_restore(services: Services, args: argparse.Namespace) -> int:
+def restore(ctx: CommandContext, args: argparse.Namespace) -> int:
+    services = ctx.services
     trash = services.trash
     item_id = trash.resolve(args.id)
     path = trash.restore(item_id, cli_actor(args, "RESTORE"), to=args.to, overwrite=args.overwrite)
@@ -129,7 +50,8 @@ def cmd_restore(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_purge(services: Services, args: argparse.Namespace) -> int:
+def purge(ctx: CommandContext, args: argparse.Namespace) -> int:
+    services = ctx.services
     trash = services.trash
     actor = cli_actor(args, "PURGE")
     if args.due:
@@ -152,123 +74,4 @@ def cmd_purge(services: Services, args: argparse.Namespace) -> int:
     for item_id in ids:
         trash.purge(item_id, actor, reason=args.reason)
         print(f"purged {item_id}")
-    return 0
-
-
-def split_share_path(services: Services, path: str) -> tuple[str, str]:
-    parts = [p for p in path.split("/") if p]
-    for name, share in services.shares.items():
-        if parts and "/" + parts[0] == share.url:
-            return name, "/" + "/".join(split_path("/" + "/".join(parts[1:])))
-    raise NotFound(f"no share for {path}", public=f"No share holds {path!r}.")
-
-
-class HoldExists(Conflict):
-    code = "hold-exists"
-    message = "That path is already under a legal hold."
-
-
-class HoldNotFound(NotFound):
-    code = "hold-not-found"
-    message = "There is no legal hold on that path."
-
-
-def _require_content(services: Services, share: str, path: str, shown: str) -> None:
-    """A hold is for something that exists: in the share, or in its trash (to stop a purge)."""
-    runtime = services.shares[share]
-    if runtime.store.lstat(runtime.store.locate(split_path(path))) is not None:
-        return
-    segments = split_path(path)
-    above = ["/" + "/".join(segments[:n]) for n in range(1, len(segments))]
-    trashed = (TrashItem.logical_path == path) | starts_with(
-        TrashItem.logical_path, path.rstrip("/") + "/"
-    )
-    with services.sessions() as session:
-        found = session.scalar(
-            select(TrashItem.id).where(
-                TrashItem.share == share,
-                TrashItem.state == "trashed",
-                trashed | TrashItem.logical_path.in_(above),
-            )
-        )
-    if found is None:
-        raise NotFound(
-            f"nothing at {share}:{path}",
-            public=f"Nothing exists at {shown}, in the share or in its trash; check the path.",
-        )
-
-
-def cmd_hold_add(services: Services, args: argparse.Namespace) -> int:
-    share, path = split_share_path(services, args.path)
-    _require_content(services, share, path, args.path)
-
-    def hold(session: Session) -> None:
-        held = session.scalar(
-            select(LegalHold).where(LegalHold.share == share, LegalHold.logical_path == path)
-        )
-        if held is not None:
-            raise HoldExists(
-                f"{share}:{path} held since {held.held_at}",
-                public=f"{args.path} is already under a legal hold "
-                f"(by {held.held_by}: {held.reason}).",
-            )
-        session.add(
-            LegalHold(share=share, logical_path=path, reason=args.reason, held_by=args.actor)
-        )
-
-    _hold_change(services, args, "HOLD", share, path, hold)
-    print(f"legal hold on {args.path}")
-    return 0
-
-
-def cmd_hold_remove(services: Services, args: argparse.Namespace) -> int:
-    share, path = split_share_path(services, args.path)
-
-    def release(session: Session) -> None:
-        gone = session.execute(
-            delete(LegalHold).where(LegalHold.share == share, LegalHold.logical_path == path)
-        )
-        if not getattr(gone, "rowcount", 0):  # nothing is audited then: the transaction ends
-            raise HoldNotFound(
-                f"no hold on {share}:{path}",
-                public=f"There is no legal hold on {args.path} (clindav hold list).",
-            )
-
-    _hold_change(services, args, "RELEASE", share, path, release)
-    print(f"released the hold on {args.path}")
-    return 0
-
-
-def _hold_change(
-    services: Services,
-    args: argparse.Namespace,
-    action: str,
-    share: str,
-    path: str,
-    change: Callable[[Session], None],
-) -> None:
-    actor = cli_actor(args, action)
-    with services.sessions.begin() as session:
-        services.audit.lock_head(session)
-        change(session)
-        event = services.audit.event(
-            actor.request,
-            action=action,
-            share=share,
-            path=path,
-            status=200,
-            code=action.lower(),
-            reason=args.reason,
-            # A hold on a patient's folder or file belongs in their access report.
-            patient_id=folder_patient(services.policy, share, path),
-        )
-        services.audit.append(session, event)
-
-
-def cmd_hold_list(services: Services, args: argparse.Namespace) -> int:
-    with services.sessions() as session:
-        holds = session.scalars(select(LegalHold).order_by(LegalHold.held_at)).all()
-    for hold in holds:
-        sys.stdout.write(f"{hold.share}:{hold.logical_path}\tby {hold.held_by}\t{hold.reason}\n")
-    print(f"{len(holds)} holds")
     return 0

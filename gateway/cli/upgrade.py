@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import make_url
+
+from gateway.app import check_identity
+from gateway.cli.actor import cli_request
+from gateway.cli.context import CommandContext
+from gateway.db import make_engine, make_sessions, migrate, schema_state
 from gateway.errors import ClindavError
-
-if TYPE_CHECKING:
-    from gateway.settings import Settings
+from gateway.records.audit import AUDIT_SEED, AuditLog
+from gateway.storage.keys import key_source, wrong_key_error
+from gateway.storage.keystore import KeyStore
+from gateway.storage.marker import read_markers, recorded_instance
 
 
 class UpgradeNotConfirmed(ClindavError):
@@ -36,36 +41,8 @@ class UpgradeNotConfirmed(ClindavError):
     message = "upgrade not confirmed: nothing was changed"
 
 
-def add_upgrade_commands(
-    sub: argparse._SubParsersAction,
-    config_arg: Callable[[argparse.ArgumentParser], None],
-    load_settings: Callable[[argparse.Namespace], Settings],
-) -> None:
-    upgrade = sub.add_parser(
-        "upgrade",
-        help="bring the database and shares of an older instance forward (after a backup)",
-        description="Stop every gateway and back up the database and the key file first. "
-        "Applies the pending schema migrations, records key-check values and the instance "
-        "id, and marks the shares. Asks for confirmation; --yes for scripts.",
-    )
-    upgrade.add_argument(
-        "--yes", action="store_true", help="confirm that a backup exists (no prompt)"
-    )
-    config_arg(upgrade)
-    upgrade.set_defaults(handler=lambda args: cmd_upgrade(args, load_settings(args)))
-
-
-def cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy.engine import make_url
-
-    from gateway.app import check_identity
-    from gateway.cli.consent import cli_request
-    from gateway.db import make_engine, make_sessions, migrate, schema_state
-    from gateway.records.audit import AUDIT_SEED, AuditLog
-    from gateway.storage.keys import key_source, wrong_key_error
-    from gateway.storage.keystore import KeyStore
-    from gateway.storage.marker import read_markers, recorded_instance
-
+def upgrade(ctx: CommandContext, args: argparse.Namespace) -> int:
+    settings = ctx.settings
     url = settings.sqlalchemy_url()
     source = key_source(settings)
     masters = source.load()  # a missing or unreadable key file stops us before any change

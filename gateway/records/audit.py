@@ -37,7 +37,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy import event as sa_event
@@ -46,7 +46,9 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from gateway.db import AuditEvent, AuditHead, utcnow
 from gateway.errors import ClindavError, ServiceUnavailable
-from gateway.pipeline import RequestInfo
+
+if TYPE_CHECKING:  # an annotation only: reading the trail needs no pipeline
+    from gateway.pipeline import RequestInfo
 
 log = logging.getLogger("clindav.audit")
 AUDIT_SEED = "@audit"
@@ -365,10 +367,10 @@ def verify_chain(audit: AuditLog, sessions: sessionmaker, batch: int = 5000) -> 
 
 
 def iter_events(
-    sessions: sessionmaker, *, batch: int = 5000, **filters: Any
+    sessions: sessionmaker, *, batch: int = 5000, after: int = 0, **filters: Any
 ) -> Iterator[AuditEvent]:
-    """Events in chain order, read in keyset-paged batches (constant memory)."""
-    after = 0
+    """Events after position ``after`` in chain order, read in keyset-paged batches
+    (constant memory)."""
     while True:
         with sessions() as session:
             query = select(AuditEvent).where(AuditEvent.seq > after)

@@ -30,13 +30,11 @@ from gateway.db import ConsentRecord, ConsentWithdrawal, StoredObject
 from gateway.errors import BadRequest, ClindavError, NotFound
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
+from gateway.records.consent_terms import GIVEN_BY, METHODS, SCOPES
 from gateway.records.trash import Actor
 from gateway.services import Services
 
 log = logging.getLogger("clindav.consent")
-SCOPES = ("record", "share", "teaching")
-GIVEN_BY = ("patient", "parental-responsibility", "best-interests", "legal-authority")
-METHODS = ("verbal", "written")
 
 
 class InvalidConsent(BadRequest):

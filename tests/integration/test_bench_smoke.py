@@ -30,6 +30,7 @@ TOP_LEVEL_KEYS = {
     "ldap",
     "consent",
     "audit",
+    "cli",
 }
 LOADS = {
     "put_4mb_c1",
@@ -82,12 +83,14 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
     assert all({"target", "value", "needed", "met"} <= set(row) for row in result["targets"])
     assert any(row["target"].startswith("issue 5:") for row in result["targets"])
     assert any(row["target"].startswith("issue 7:") for row in result["targets"])
+    assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 2
 
     _check_issue_parts(result)
 
 
 def _check_issue_parts(result: dict) -> None:
-    """The LDAP, consent and audit parts ran and reported their figures (no timings checked)."""
+    """The LDAP, consent, audit and command-line parts ran and reported their figures (no
+    timings checked)."""
     reps = result["meta"]["reps"]
     ldap = result["ldap"]
     if "unavailable" not in ldap:  # slapd not installed: the bench says so and goes on
@@ -123,3 +126,9 @@ def _check_issue_parts(result: dict) -> None:
     assert (
         audit["record_concurrent"]["8"]["events"] == 8 * result["meta"]["scale"]["audit_record_n"]
     )
+
+    cli = result["cli"]
+    assert "error" not in cli, cli.get("error")
+    assert cli["audit_events"] == result["meta"]["scale"]["cli_events"]
+    for figure in cli["commands"].values():
+        assert len(figure["runs"]) == result["meta"]["scale"]["cli_runs"]
