@@ -6,7 +6,8 @@ that must fail closed: the master key, the backing folders, the database.
 :func:`build_app` generates the WsgiDAV config from ours: Basic auth only (our
 middleware; digest cannot work with directory binds), no directory browser,
 locks in memory or Redis, dead properties in our database, our provider per
-share and a read-only virtual root.
+share and a read-only virtual root.  :func:`build_app` also mounts the staff
+console at ``/app/`` (gateway/console/).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from gateway import decoding
 from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.clock import instance_clock
+from gateway.console.mount import ConsoleMount
 from gateway.crypto.names import NameCipher
 from gateway.dav.guard import PathGuard
 from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
@@ -236,10 +238,13 @@ def _lock_storage(storage: str, services: Services) -> Any:
 
 
 def build_app(services: Services) -> Operations:
+    from gateway.console.app import create_console  # Flask is loaded by serving processes only
+
     report_unmigrated(services)
     dav = WsgiDAVApp(wsgidav_config(services))
     locks = dav.lock_manager.storage if dav.lock_manager is not None else None
-    return Operations(PathGuard(dav, services), services, locks)
+    console = create_console(services, dav.lock_manager)
+    return Operations(PathGuard(ConsoleMount(dav, console), services), services, locks)
 
 
 def report_unmigrated(services: Services) -> None:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gateway.console.headers import is_console_path, with_console_headers
 from gateway.pipeline import RequestInfo
 from gateway.services import Services
 
@@ -60,6 +61,8 @@ class PathGuard:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         added = security_headers(environ.get("wsgi.url_scheme") == "https")
+        if is_console_path(environ.get("PATH_INFO", "")):
+            added = with_console_headers(added)  # pages: their own CSP (docs/CONSOLE.md)
         names = {name.lower() for name, _ in added}
 
         def secured(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

@@ -33,12 +33,13 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from wsgidav import util
 from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from gateway.auth.base import Principal
 from gateway.change import make_dir, on_failure, replace
 from gateway.crypto.fileformat import TamperedContent
 from gateway.dav.root import PRINCIPAL
@@ -53,6 +54,7 @@ from gateway.errors import (
     from_os_error,
 )
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
+from gateway.policy import Policy
 from gateway.records.patientpaths import check_patient_folder, folder_patient
 from gateway.records.trash import Actor, Trash
 from gateway.services import ContentCodec, Services, ShareRuntime
@@ -101,6 +103,18 @@ class NameOccupied(Conflict):
     message = (
         "Another user's file (awaiting consent, or an upload in progress) already has this "
         "name; use another name."
+    )
+
+
+def hidden_from(policy: Policy, principal: Principal | None) -> ColumnElement[bool] | None:
+    """Registry rows ``principal`` may not see: held images and upload placeholders of
+    other users (None: an admin sees every row).  Listings, reads and the console use it."""
+    if principal is not None and policy.doc.admin_group in principal.groups:
+        return None
+    uid = principal.uid if principal is not None else ""
+    return and_(
+        StoredObject.placeholder | StoredObject.held_until.is_not(None),
+        StoredObject.uploader != uid,
     )
 
 
@@ -171,16 +185,11 @@ class ShareProvider(DAVProvider):
         self, folder: str, environ: dict[str, Any], *, only: str | None = None
     ) -> set[str]:
         """Names in ``folder`` this user may not see (one indexed query)."""
-        principal = environ.get(PRINCIPAL)
-        if principal is not None and self.services.policy.doc.admin_group in principal.groups:
+        hidden = hidden_from(self.services.policy, environ.get(PRINCIPAL))
+        if hidden is None:
             return set()
-        uid = principal.uid if principal is not None else ""
         prefix = folder.rstrip("/") + "/"
-        where = [
-            StoredObject.share == self.share.name,
-            StoredObject.placeholder | StoredObject.held_until.is_not(None),
-            StoredObject.uploader != uid,
-        ]
+        where = [StoredObject.share == self.share.name, hidden]
         where.append(
             StoredObject.logical_path == only
             if only

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from gateway.clock import aware
@@ -379,7 +379,8 @@ class ConsentService:
         trash.discard(self.services.shares[share], path, actor, reason, still=still)
         return share, path
 
-    def pending(self) -> list[StoredObject]:
+    def pending(self, *where: ColumnElement[bool]) -> list[StoredObject]:
+        """Held images awaiting consent, soonest purge first; ``where``: further conditions."""
         with self.services.sessions() as session:
             return list(
                 session.scalars(
@@ -387,6 +388,7 @@ class ConsentService:
                     .where(
                         StoredObject.held_until.is_not(None),
                         ~StoredObject.logical_path.startswith("@trash/"),
+                        *where,
                     )
                     .order_by(StoredObject.held_until)
                 )
