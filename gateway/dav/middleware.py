@@ -34,6 +34,7 @@ from gateway.change import RequestChange
 from gateway.dav import propfind
 from gateway.dav.crossshare import copy_across
 from gateway.dav.destination import Destination, resolve_destination
+from gateway.dav.held import held_headers
 from gateway.dav.junk import JunkDestination, PhantomStore, answer_junk, is_junk
 from gateway.dav.limits import check_copy_size, check_dead_properties, check_request
 from gateway.dav.locks import begin_request
@@ -402,7 +403,11 @@ class GatewayMiddleware(BaseMiddleware):
         outcome.code = code or ("ok" if status < 400 else _status_code(status))
         # Reads are audited before the first byte leaves.
         self._audit(environ, outcome)
-        headers = [*captured["headers"], ("X-Request-Id", outcome.request_id)]
+        headers = [
+            *captured["headers"],
+            *held_headers(environ),
+            ("X-Request-Id", outcome.request_id),
+        ]
         start_response(captured["status"], headers)
         outcome.started = True
 

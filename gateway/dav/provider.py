@@ -20,6 +20,7 @@ A cut-off body, a refusal or a crash therefore leaves the previous version.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import mimetypes
@@ -36,12 +37,13 @@ from typing import Any, BinaryIO, TypeVar, cast
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from wsgidav import util
-from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
+from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from gateway.auth.base import Principal
 from gateway.change import make_dir, on_failure, replace
 from gateway.crypto.fileformat import TamperedContent
+from gateway.dav.held import HELD_PROPERTY, STORED_HELD, held_in, held_text
 from gateway.dav.root import PRINCIPAL
 from gateway.db import DataKey, StoredObject, starts_with, utcnow
 from gateway.errors import (
@@ -584,6 +586,24 @@ class StoredFile(DAVNonCollection):
     def support_ranges(self) -> bool:
         return True
 
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names: list[str] = super().get_property_names(is_allprop=is_allprop)
+        return [*names, HELD_PROPERTY] if self._held_until() is not None else names
+
+    def get_property_value(self, name: str) -> Any:
+        if name != HELD_PROPERTY:
+            return super().get_property_value(name)
+        when = self._held_until()
+        if when is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        return held_text(when)
+
+    def _held_until(self) -> dt.datetime | None:
+        """When this file is purged unless consent comes (gateway/dav/held.py); None: not held."""
+        folder, _, name = _registry_path(self.path).rpartition("/")
+        services, share = self.provider.services, self.provider.share.name
+        return held_in(services, share, folder or "/", self.environ).get(name)
+
     def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
         # A browser must never render what a user uploaded (HTML, SVG, PDF with
         # script): only known image and video types may be shown inline.
@@ -664,6 +684,8 @@ class StoredFile(DAVNonCollection):
             sealed=sealed,
         )
         self.environ[AUDITED] = True
+        if ctx.held_until is not None:  # the answer says so (gateway/dav/held.py)
+            self.environ[STORED_HELD] = ctx.held_until
         self.st = os.lstat(self.target)
 
     # --- namespace operations -------------------------------------------
