@@ -28,6 +28,8 @@ from gateway.records.consent import (
     ConsentService,
     ConsentView,
     NewConsent,
+    end_of_validity,
+    parse_day,
 )
 from gateway.services import Services
 
@@ -86,9 +88,9 @@ def add_consent_commands(
 
 def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cli_request(action: str) -> RequestInfo:
@@ -111,9 +113,6 @@ def _line(view: ConsentView) -> str:
 
 
 def cmd_add(services: Services, args: argparse.Namespace) -> int:
-    valid_until = None
-    if args.valid_until:
-        valid_until = dt.datetime.combine(args.valid_until, dt.time(), tzinfo=dt.UTC)
     consent = NewConsent(
         patient_id=args.patient,
         scopes=tuple(dict.fromkeys(args.scope)),
@@ -124,7 +123,7 @@ def cmd_add(services: Services, args: argparse.Namespace) -> int:
         form_reference=args.form,
         intimate=args.intimate,
         date_of_birth=args.dob,
-        valid_until=valid_until,
+        valid_until=end_of_validity(args.valid_until),
         note=args.note,
     )
     view = ConsentService(services).add(

@@ -101,9 +101,9 @@ def create_console(services: Services, lock_manager: Any) -> Callable[..., Itera
 
 
 def _register_pages(app: Flask) -> None:
-    from gateway.console import auth, inbox
+    from gateway.console import auth, images, inbox, patient
 
-    for page in (auth, inbox):
+    for page in (auth, inbox, patient, images):
         page.register(app)
 
 

@@ -21,7 +21,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
-from wsgidav.dav_error import HTTP_FORBIDDEN, PRECONDITION_CODE_ProtectedProperty, DAVError
+from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError, PRECONDITION_CODE_ProtectedProperty
 
 from gateway.clock import aware
 from gateway.db import StoredObject, starts_with
@@ -69,7 +69,7 @@ def held_in(
         found = {
             path[len(prefix) :]: aware(when)
             for path, when in rows
-            if "/" not in path[len(prefix) :]
+            if when is not None and "/" not in path[len(prefix) :]
         }
         cache[(share, prefix)] = found
     return found

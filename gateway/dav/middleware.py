@@ -52,7 +52,7 @@ from gateway.errors import (
     ShareUnavailable,
     from_os_error,
 )
-from gateway.policy import ACTIONS, Action, Check, Decision
+from gateway.policy import ACTIONS, Check, Decision, request_checks
 from gateway.records.patientpaths import patient_of
 from gateway.records.trash import Trash
 from gateway.services import Services
@@ -187,7 +187,7 @@ class GatewayMiddleware(BaseMiddleware):
         # Only COPY and MOVE have a destination (gateway/dav/limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
         self._require_mounted(share, outcome.destination)
-        checks = _checks(method, share, path, outcome.destination)
+        checks = request_checks(method, share, path, outcome.destination)
         if method in ("DELETE", "MOVE", "COPY"):
             # A folder operation reaches everything below it: each item must pass too.
             checks += [
@@ -571,18 +571,6 @@ def _parse_basic(header: str) -> tuple[str | None, str | None]:
     if not sep:
         raise BadRequest("Basic credentials without a colon")
     return user, password
-
-
-def _checks(method: str, share: str, path: str, dest: tuple[str, str] | None) -> list[Check]:
-    if method in ("COPY", "MOVE"):
-        if dest is None:
-            raise BadRequest("COPY/MOVE without a Destination")
-        source_action: Action = "delete" if method == "MOVE" else "read"
-        return [Check(share, path, method, source_action), Check(dest[0], dest[1], method, "write")]
-    action = ACTIONS.get(method)
-    if action is None:
-        return [Check(share, path, method, "write")]  # unknown methods need the most rights
-    return [Check(share, path, method, action)]
 
 
 def _dav_failure(exc: DAVError, outcome: _Outcome) -> str | bytes:

@@ -48,6 +48,19 @@ class ConsentNotFound(NotFound):
     message = "No such consent record."
 
 
+def parse_day(text: str) -> dt.date:
+    """A date as every door takes it (``YYYY-MM-DD``); ValueError says what was wrong."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def end_of_validity(day: dt.date | None) -> dt.datetime | None:
+    """A consent valid until ``day`` ends at the start of that day (UTC)."""
+    return None if day is None else dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True)
 class NewConsent:
     patient_id: str

@@ -52,7 +52,7 @@ class Console:
         self.open("/sign-in")
         self.page.fill("input[name=user]", user)
         self.page.fill("input[name=password]", password)
-        self.page.click("button[type=submit]")
+        self.page.click("#sign-in")
         return self.page
 
 
