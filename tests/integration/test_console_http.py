@@ -13,6 +13,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import PASSWORD, Gateway, Instance, InstanceClock, start_gateway
@@ -244,3 +245,58 @@ def test_unknown_and_climbing_console_paths(gateway: Gateway) -> None:
     # Dot segments never reach the console: the path guard refuses them first.
     r = s.get(f"{gateway.url}/app/static/%2e%2e/%2e%2e/clindav.db", allow_redirects=False)
     assert r.status_code == 400 and r.headers["X-Clindav-Error"] == "invalid-path"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("instance", ["postgres"], indirect=True)
+def test_the_database_down_is_a_503_page(gateway: Gateway) -> None:
+    import sqlalchemy
+
+    from tests.conftest import PG_ADMIN_URL
+
+    s = sign_in(gateway)
+    stranger = browser_session(gateway)
+    token = form_token(stranger.get(f"{gateway.url}/app/sign-in").text)
+    name = gateway.instance.settings()["database_url"].rsplit("/", 1)[1]
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.exec_driver_sql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+    try:
+        r = s.get(f"{gateway.url}/app/", allow_redirects=False, timeout=30)
+        assert r.status_code == 503 and r.headers["X-Clindav-Error"] == "database-unavailable"
+        assert "request id" in r.text and "Traceback" not in r.text
+        r = stranger.post(
+            f"{gateway.url}/app/sign-in",
+            data={"csrf_token": token, "user": "alice", "password": PASSWORD},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert r.status_code == 503 and "clindav-session" not in stranger.cookies
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.dispose()
+    assert s.get(f"{gateway.url}/app/", allow_redirects=False).status_code == 200
+
+
+def test_a_consent_post_without_this_sessions_token_changes_nothing(gateway: Gateway) -> None:
+    alice, mallory = sign_in(gateway), sign_in(gateway, "root-admin")
+    form = {
+        "patient": "9434765919",
+        "scope": "record",
+        "given_by": "patient",
+        "method": "verbal",
+        "recorded_by": "alice",
+    }
+    url = f"{gateway.url}/app/patients/9434765919/consent"
+    others = form_token(mallory.get(url).text)  # valid, but another session's
+    for data in (form, {**form, "csrf_token": others}):
+        r = alice.post(url, data=data, allow_redirects=False)
+        assert r.status_code == 400 and r.headers["X-Clindav-Error"] == "form-token-invalid"
+    with database(gateway.instance) as db:
+        assert db.execute("SELECT count(*) FROM consent_record").fetchone() == (0,)
+    r = alice.post(url, data={**form, "csrf_token": form_token(alice.get(url).text)})
+    assert r.status_code == 200 and "Consent #1 recorded" in r.text
