@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar, Literal, cast
 
 from PIL import Image
@@ -126,25 +128,36 @@ class FileTypeCheck(BaseStage):
             decode_fully(ctx.body, fmt, options.max_pixels)
 
 
-def decode_fully(body: bytes, fmt: str, max_pixels: int) -> None:
-    """Decode every pixel with only the claimed format's decoder; refuse on any failure."""
+@contextmanager
+def opened(body: bytes, fmt: str) -> Iterator[Image.Image]:
+    """``body`` opened by the one Pillow decoder of ``fmt`` (nothing decoded yet).
+
+    Pillow's decompression-bomb warning is an error here.  Every reader of
+    uploaded pixels opens them this way (this stage, the console's pictures).
+    """
     if fmt == "heif":
         import pillow_heif
 
         pillow_heif.register_heif_opener()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(body), formats=[PILLOW_FORMATS[fmt]]) as img:
+            yield img
+
+
+def decode_fully(body: bytes, fmt: str, max_pixels: int) -> None:
+    """Decode every pixel with only the claimed format's decoder; refuse on any failure."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(body), formats=[PILLOW_FORMATS[fmt]]) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
-                if fmt == "jpeg":
-                    # Decoding at 1/8 scale still reads every entropy-coded byte.
-                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-                # The size after draft, from the header: nothing is allocated yet.
-                with decoding.reserve(img.size, img.mode, what=fmt):
-                    img.load()
+        with opened(body, fmt) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
+            if fmt == "jpeg":
+                # Decoding at 1/8 scale still reads every entropy-coded byte.
+                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+            # The size after draft, from the header: nothing is allocated yet.
+            with decoding.reserve(img.size, img.mode, what=fmt):
+                img.load()
     except UndecodableImage:
         raise
     except (

@@ -104,6 +104,15 @@ def current_attempt() -> Attempt:
 
 def audit(status: int = 200, code: str = "ok", reason: str = "", **details: Any) -> None:
     """The event of the attempt (:func:`attempt`) that just succeeded; raises if unrecorded."""
+    _record(status, code, reason, details)
+
+
+def audit_refusal(refusal: ClindavError) -> None:
+    """The event of the attempt refused with ``refusal``; raises if it cannot be recorded."""
+    _record(refusal.status, refusal.code, refusal.detail or refusal.public_message, {})
+
+
+def _record(status: int, code: str, reason: str, details: dict[str, Any]) -> None:
     done = current_attempt()
     services().audit.record(
         request_info(),
@@ -114,21 +123,5 @@ def audit(status: int = 200, code: str = "ok", reason: str = "", **details: Any)
         code=code,
         reason=reason,
         details={**done.details, **details, "console": True},
-        patient_id=done.patient,
-    )
-
-
-def audit_refusal(refusal: ClindavError) -> None:
-    """The event of the attempt refused with ``refusal``; raises if it cannot be recorded."""
-    done = current_attempt()
-    services().audit.record(
-        request_info(),
-        action=done.action,
-        share=done.share,
-        path=done.path,
-        status=refusal.status,
-        code=refusal.code,
-        reason=refusal.detail or refusal.public_message,
-        details={**done.details, "console": True},
         patient_id=done.patient,
     )

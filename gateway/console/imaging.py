@@ -20,7 +20,6 @@ and opens the image with the one decoder its bytes name.
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,7 +27,7 @@ from PIL import Image, ImageOps
 
 from gateway import decoding
 from gateway.errors import UnsupportedMediaType
-from plugins.filetype import FORMATS, PILLOW_FORMATS, sniff
+from plugins.filetype import FORMATS, PILLOW_FORMATS, opened, sniff
 
 THUMBNAIL_SIDE = 320
 _JPEG_QUALITY = 85
@@ -75,15 +74,9 @@ def _opened(body: bytes) -> Iterator[Image.Image]:
     fmt = picture_format(body)
     if fmt is None:
         raise NotAPicture("not an image the console can show")
-    if fmt == "heif":
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(body), formats=[PILLOW_FORMATS[fmt]]) as img:
-                yield img
+        with opened(body, fmt) as img:
+            yield img
     except (OSError, ValueError, SyntaxError, EOFError, Warning) as exc:
         raise NotAPicture(f"{fmt}: {type(exc).__name__}: {exc}") from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from subprocess import CompletedProcess
 
 from PIL import Image
 
@@ -37,6 +38,14 @@ def upload(gateway: Gateway, user: str, name: str, body: bytes) -> str:
     r = s.put(f"{folder}/{name}", data=body)
     assert r.status_code == 201, r.text
     return r.headers.get("X-Clindav-Held-Until", "")
+
+
+def consent_cli(instance: Instance, *args: str, check: bool = True) -> CompletedProcess[str]:
+    """``clindav consent add`` (for PATIENT unless ``--patient`` is given): what the console matches."""
+    base = ["consent", "add", "--recorded-by", "alice"]
+    if "--patient" not in args:
+        base += ["--patient", PATIENT]
+    return run_cli(*base, *args, config=instance.config, check=check)
 
 
 def rows(instance: Instance, query: str) -> list[tuple]:
@@ -90,26 +99,10 @@ def test_a_held_photo_is_released_by_consent_recorded_in_the_console(console: Co
 
 def test_withdrawing_teaching_consent_sends_the_console_copy_to_the_trash(console: Console) -> None:
     gateway = console.gateway
-    run_cli(
-        "consent",
-        "add",
-        "--patient",
-        PATIENT,
-        "--scope",
-        "record",
-        "--scope",
-        "share",
-        "--scope",
-        "teaching",
-        "--given-by",
-        "patient",
-        "--method",
-        "written",
-        "--form",
-        "scans/77.pdf",
-        "--recorded-by",
-        "dr-a",
-        config=gateway.instance.config,
+    consent_cli(
+        gateway.instance,
+        *["--scope", "record", "--scope", "share", "--scope", "teaching", "--given-by", "patient"],
+        *["--method", "written", "--form", "scans/77.pdf"],
     )
     assert not upload(gateway, "alice", "rash.jpg", photo())  # consent exists: not held
     page = console.sign_in("alice")
@@ -147,20 +140,9 @@ def test_bad_input_shows_the_command_lines_message_and_changes_nothing(console: 
     console.open("/patients")
     page.fill("input[name=patient]", MISTYPED)
     page.click("#open-patient")
-    cli = run_cli(
-        "consent",
-        "add",
-        "--patient",
-        MISTYPED,
-        "--scope",
-        "record",
-        "--given-by",
-        "patient",
-        "--method",
-        "verbal",
-        "--recorded-by",
-        "dr-a",
-        config=gateway.instance.config,
+    cli = consent_cli(
+        gateway.instance,
+        *f"--patient {MISTYPED} --scope record --given-by patient --method verbal".split(),
         check=False,
     )
     assert cli.returncode == 1
@@ -187,20 +169,8 @@ def test_bad_input_shows_the_command_lines_message_and_changes_nothing(console: 
         page.click("#record-consent")
         shown = page.inner_text("#consent-error")
         args = [a for s in scopes for a in ("--scope", s)]
-        cli = run_cli(
-            "consent",
-            "add",
-            "--patient",
-            PATIENT,
-            *args,
-            "--given-by",
-            given_by,
-            "--method",
-            method,
-            "--recorded-by",
-            "alice",
-            config=gateway.instance.config,
-            check=False,
+        cli = consent_cli(
+            gateway.instance, *args, "--given-by", given_by, "--method", method, check=False
         )
         assert cli.returncode == 1 and shown.startswith("Invalid consent: ")
         assert f"clindav: error: {shown}" in cli.stderr

@@ -15,7 +15,8 @@ from pathlib import Path
 import pillow_heif
 from PIL import Image
 
-from tests.conftest import Gateway, Instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, start_gateway
+from tests.integration.test_consent import consent
 from tests.integration.test_console_http import form_token, sign_in
 from tests.scrub_corpus_images import phone_jpeg
 
@@ -36,22 +37,7 @@ def transparent_png(width: int, height: int) -> bytes:
 
 def stored(gateway: Gateway, files: dict[str, bytes], *scopes: str) -> dict[str, str]:
     """Consent, then each file PUT into the patient's folder; name -> file id."""
-    run_cli(
-        "consent",
-        "add",
-        "--patient",
-        PATIENT,
-        "--scope",
-        "record",
-        *scopes,
-        "--given-by",
-        "patient",
-        "--method",
-        "verbal",
-        "--recorded-by",
-        "dr-a",
-        config=gateway.instance.config,
-    )
+    consent(gateway.instance, "--scope", "record", *scopes)
     dav = gateway.session("alice")
     folder = f"{gateway.url}/clinical/{PATIENT}"
     assert dav.request("MKCOL", folder).status_code == 201
