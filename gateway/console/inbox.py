@@ -15,8 +15,8 @@ import itertools
 from flask import Blueprint, Flask, render_template
 
 from gateway.console.context import attempt, audit, principal, services
-from gateway.console.layout import add_to_menu, everyone
-from gateway.console.library import ImageEntry, held_images
+from gateway.console.layout import add_to_menu, everyone, held_for
+from gateway.console.library import ImageEntry
 
 pages = Blueprint("inbox", __name__)
 
@@ -29,7 +29,7 @@ def register(app: Flask) -> None:
 @pages.route("/", methods=["GET"])
 def index() -> str:
     attempt("VIEW", page="inbox")
-    held = held_images(services(), principal())
+    held = held_for(principal())
     audit(images=len(held))
     by_patient = [
         (patient, list(images))

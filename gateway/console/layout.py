@@ -3,7 +3,7 @@
 The menu: each page module adds its entry with :func:`add_to_menu` when it is
 registered, with who may see it (a clinician never sees the audit link; the
 page itself refuses them anyway).  The banner: how many held images wait for
-this user's consent decision, on every page.
+this user's consent decision, on every page (:func:`held_for`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from flask import Flask, current_app, g
 from gateway.auth.base import Principal
 from gateway.console.context import is_admin, services
 from gateway.console.forms import ActionForm
-from gateway.console.library import held_images
+from gateway.console.library import ImageEntry, held_images
 
 _MENU = "clindav.menu"
 
@@ -51,8 +51,16 @@ def layout() -> dict[str, Any]:
         "is_admin": is_admin(who),
         "menu": [item for item in items if item.shown_to(who)],
         "sign_out_form": ActionForm(),
-        "held_banner": lambda: len(held_images(services(), who)),
+        "held_banner": lambda: len(held_for(who)),
     }
+
+
+def held_for(who: Principal) -> list[ImageEntry]:
+    """This user's held images, found once per request (the inbox and the banner both show them)."""
+    found: list[ImageEntry] | None = g.get("held_images")
+    if found is None:
+        found = g.held_images = held_images(services(), who)
+    return found
 
 
 def age(then: dt.datetime, now: dt.datetime) -> str:
