@@ -75,6 +75,7 @@ def create_console(services: Services, lock_manager: Any) -> Callable[..., Itera
         MAX_CONTENT_LENGTH=64 * 1024,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
+    app.logger.disabled = True  # failures are logged once, with the request id (_unexpected)
     app.extensions[EXTENSION] = ConsoleState(services, lock_manager)
     store = sessions.SessionStore(services)
     app.session_interface = sessions.ConsoleSessionInterface(store)

@@ -186,6 +186,25 @@ def test_an_idle_session_expires(instance: Instance, clock: InstanceClock) -> No
         gw.stop()
 
 
+def test_a_busy_session_still_ends_after_max_session(
+    instance: Instance, clock: InstanceClock
+) -> None:
+    data = instance.settings()
+    data["console"] = {"max_session": "30m"}
+    instance.write_settings(data)
+    gw = start_gateway(instance)
+    try:
+        s = sign_in(gw)
+        for offset in ("10m", "20m", "29m"):
+            clock.advance(offset)
+            assert s.get(f"{gw.url}/app/", allow_redirects=False).status_code == 200
+        clock.advance("31m")
+        r = s.get(f"{gw.url}/app/", allow_redirects=False)
+        assert r.status_code == 303 and r.headers["Location"].endswith("/app/sign-in/expired")
+    finally:
+        gw.stop()
+
+
 def test_a_disabled_account_is_signed_out_at_its_next_request(gateway: Gateway) -> None:
     from tests.conftest import run_cli
 
