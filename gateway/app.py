@@ -9,7 +9,8 @@ This is the only module that builds WsgiDAV's configuration:
 :func:`build_app` generates the WsgiDAV config from ours: Basic auth only (our
 middleware; digest cannot work with directory binds), no directory browser,
 locks in memory or Redis, dead properties in our database, our provider per
-share and a read-only virtual root.
+share and a read-only virtual root.  :func:`build_app` also mounts the staff
+console at ``/app/`` (gateway/console/).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gateway import decoding
 from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.change import ChangeSessions
 from gateway.clock import instance_clock
+from gateway.console.mount import ConsoleMount
 from gateway.crypto.names import NameCipher
 from gateway.dav.guard import PathGuard
 from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
@@ -301,10 +303,13 @@ def _lock_storage(storage: str, services: Services) -> Any:
 
 
 def build_app(services: Services) -> Operations:
+    from gateway.console.app import create_console  # Flask is loaded by serving processes only
+
     report_unmigrated(services)
     dav = WsgiDAVApp(wsgidav_config(services))
     locks = dav.lock_manager.storage if dav.lock_manager is not None else None
-    return Operations(PathGuard(dav, services), services, locks)
+    console = create_console(services, dav.lock_manager)
+    return Operations(PathGuard(ConsoleMount(dav, console), services), services, locks)
 
 
 def report_unmigrated(services: Services) -> None:

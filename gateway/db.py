@@ -1,7 +1,7 @@
 """Database models and session handling (SQLAlchemy 2).
 
-Tables: the registry of stored objects, audit events, local users and dead
-properties.  The schema is created only by Alembic migrations
+Tables: the registry of stored objects, audit events, local users, dead
+properties and the console's sessions.  The schema is created only by Alembic migrations
 (:func:`migrate`), never by ``create_all``, so SQLite and PostgreSQL
 instances evolve the same way.  Every schema change is a numbered migration;
 :func:`prepare_database` creates a new database's schema and refuses one at
@@ -338,6 +338,26 @@ class DavLock(Base):
     principal: Mapped[str] = mapped_column(String(255))
     expire: Mapped[float] = mapped_column()
     lock: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ConsoleSession(Base):
+    """A signed-in session of the staff console (gateway/console/sessions.py).
+
+    In the database so that every gateway process and instance knows it; only
+    a hash of the token the browser holds is kept, so a copy of this table
+    signs nobody in.
+    """
+
+    __tablename__ = "console_session"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(255), index=True)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What the console keeps between requests (the form token), never patient data.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    client: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 # How long a statement waits for a lock another process holds (SQLite's busy

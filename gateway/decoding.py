@@ -17,13 +17,22 @@ So the pixels being decoded in one process never exceed the budget, and the
 number of concurrent decodes follows from it (one 81-megapixel decode at a
 time under a 512 MiB budget, many small ones).  The budget is per process:
 the whole gateway holds at most ``server.workers`` times it.
+
+:func:`opened` is how every reader of uploaded pixels (the ``filetype``
+stage, the console's pictures) opens them: with the one Pillow decoder the
+format table names for the bytes, never Pillow's auto-detection.
 """
 
 from __future__ import annotations
 
+import io
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+
+import pillow_heif
+from PIL import Image
 
 from gateway.errors import PayloadTooLarge, ServiceUnavailable
 from gateway.settings import LimitSettings
@@ -105,3 +114,17 @@ def reserve(
 ) -> AbstractContextManager[None]:
     """:meth:`DecodeBudget.reserve` on this process's budget."""
     return BUDGET.reserve(size, mode, copies=copies, what=what)
+
+
+@contextmanager
+def opened(body: bytes, decoder: str) -> Iterator[Image.Image]:
+    """``body`` opened by the one Pillow decoder ``decoder`` (nothing decoded yet).
+
+    Pillow's decompression-bomb warning is an error here.
+    """
+    if decoder == "HEIF":
+        pillow_heif.register_heif_opener()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(body), formats=[decoder]) as img:
+            yield img

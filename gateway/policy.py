@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.auth.base import Principal
 from gateway.clock import Duration
-from gateway.errors import ConfigError, ConfigProblem
+from gateway.errors import BadRequest, ConfigError, ConfigProblem
 from gateway.pipeline import Pipeline, StageBuilder, StageOptionsError
 from gateway.settings import problems_from, read_yaml
 
@@ -137,6 +137,28 @@ class Decision:
     allowed: bool
     rule: str
     pipeline: Pipeline
+
+
+def request_checks(
+    method: str, share: str, path: str, destination: tuple[str, str] | None
+) -> list[Check]:
+    """The checks a request must pass (WebDAV's gate, the console's copies).
+
+    COPY and MOVE: ``read`` (COPY) or ``delete`` (MOVE) at the source and
+    ``write`` at the destination; an unknown method needs ``write``.
+    """
+    if method in ("COPY", "MOVE"):
+        if destination is None:
+            raise BadRequest("COPY/MOVE without a Destination")
+        source_action: Action = "delete" if method == "MOVE" else "read"
+        return [
+            Check(share, path, method, source_action),
+            Check(destination[0], destination[1], method, "write"),
+        ]
+    action = ACTIONS.get(method)
+    if action is None:
+        return [Check(share, path, method, "write")]  # unknown methods need the most rights
+    return [Check(share, path, method, action)]
 
 
 _DENY = Decision(False, "default-deny", Pipeline())

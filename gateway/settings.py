@@ -90,6 +90,8 @@ class ShareSettings(_Strict):
             raise ValueError("must be one path segment such as /clinical")
         if inner.lower() in ("healthz", "readyz", "metrics"):
             raise ValueError(f"/{inner} is the gateway's own (docs/DEPLOY.md, Monitoring)")
+        if inner.lower() == "app":
+            raise ValueError("/app is the staff console's (docs/CONSOLE.md)")
         return "/" + inner
 
 
@@ -328,6 +330,26 @@ class AuditSettings(_Strict):
     )
 
 
+class ConsoleSettings(_Strict):
+    """The staff console at /app/ (docs/CONSOLE.md)."""
+
+    idle_timeout: Duration = Field(
+        dt.timedelta(minutes=15),
+        description="A console session unused this long is signed out (e.g. 15m).",
+    )
+    max_session: Duration = Field(
+        dt.timedelta(hours=12),
+        description="A console session ends this long after sign-in, however busy (e.g. 12h).",
+    )
+
+    @field_validator("idle_timeout", "max_session")
+    @classmethod
+    def _positive(cls, value: dt.timedelta) -> dt.timedelta:
+        if value < dt.timedelta(seconds=10):
+            raise ValueError("at least 10s")
+        return value
+
+
 class MetricsSettings(_Strict):
     allow: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
@@ -358,6 +380,7 @@ class Settings(_Strict):
     trash: TrashSettings = TrashSettings()
     audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
 

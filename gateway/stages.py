@@ -10,7 +10,7 @@ resolves a name and validates its options when the policy loads.
 This is the only module of gateway/ that imports plugins/: the rest of the
 gateway knows stages through the contract in gateway/pipeline.py, and the
 format table the built-in stages read (plugins/formats.py) through
-:func:`shown_inline` here.
+:func:`shown_inline` and :func:`picture_format` here.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from gateway.pipeline import BaseStage, StageOptionsError
 from gateway.settings import problems_from
 from plugins.consent import ConsentCheck
 from plugins.filetype import FileTypeCheck
-from plugins.formats import INLINE_TYPES
+from plugins.formats import BY_NAME, INLINE_TYPES, SNIFF_BYTES, Format, sniff
 from plugins.scrub.stage import ScrubStage
 
 ENTRY_POINT_GROUP = "clindav.plugins"
@@ -41,6 +41,13 @@ def shown_inline(content_type: str) -> bool:
     """Whether a browser may show content of this type inline: only the image and
     video formats of the format table; anything else is served as an attachment."""
     return content_type.startswith(INLINE_TYPES)
+
+
+def picture_format(body: bytes) -> Format | None:
+    """The format table's row for ``body`` (by its bytes) when Pillow can decode it."""
+    name = sniff(body[:SNIFF_BYTES])
+    row = BY_NAME.get(name) if name is not None else None
+    return row if row is not None and row.pillow is not None else None
 
 
 class StageRegistry:

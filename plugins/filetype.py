@@ -26,8 +26,6 @@ decoded (an image, with ``decode: true``) cannot be checked, and is refused
 
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Annotated, ClassVar, Literal, cast
 
 from PIL import Image
@@ -91,23 +89,17 @@ class FileTypeCheck(BaseStage):
 
 def decode_fully(body: bytes, fmt: str, decoder: str, max_pixels: int) -> None:
     """Decode every pixel with only the claimed format's decoder; refuse on any failure."""
-    if decoder == "HEIF":
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(body), formats=[decoder]) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
-                if decoder == "JPEG":
-                    # Decoding at 1/8 scale still reads every entropy-coded byte.
-                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-                # The size after draft, from the header: nothing is allocated yet.
-                with decoding.reserve(img.size, img.mode, what=fmt):
-                    img.load()
+        with decoding.opened(body, decoder) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
+            if decoder == "JPEG":
+                # Decoding at 1/8 scale still reads every entropy-coded byte.
+                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+            # The size after draft, from the header: nothing is allocated yet.
+            with decoding.reserve(img.size, img.mode, what=fmt):
+                img.load()
     except UndecodableImage:
         raise
     except (

@@ -9,14 +9,18 @@ message that says what to fix; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 
 from gateway.admin.migrate import legacy_unverified
 from gateway.cli.actor import cli_request
 from gateway.cli.context import CommandContext
 from gateway.errors import BadRequest
 from gateway.patients import PatientScheme
-from gateway.records.consent import ConsentService, ConsentView, NewConsent
+from gateway.records.consent import (
+    ConsentService,
+    ConsentView,
+    NewConsent,
+    end_of_validity,
+)
 
 
 def _line(view: ConsentView) -> str:
@@ -31,9 +35,6 @@ def _line(view: ConsentView) -> str:
 
 def add(ctx: CommandContext, args: argparse.Namespace) -> int:
     services = ctx.services
-    valid_until = None
-    if args.valid_until:
-        valid_until = dt.datetime.combine(args.valid_until, dt.time(), tzinfo=dt.UTC)
     consent = NewConsent(
         patient_id=args.patient,
         scopes=tuple(dict.fromkeys(args.scope)),
@@ -44,7 +45,7 @@ def add(ctx: CommandContext, args: argparse.Namespace) -> int:
         form_reference=args.form,
         intimate=args.intimate,
         date_of_birth=args.dob,
-        valid_until=valid_until,
+        valid_until=end_of_validity(args.valid_until),
         note=args.note,
     )
     view = ConsentService(services).add(

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.records.consent_terms import parse_day
+
 DEFAULT_INSTANCE = Path("clindav-data")
 DEFAULT_CONFIG = DEFAULT_INSTANCE / "clindav.yaml"
 
@@ -100,9 +102,9 @@ def positive(text: str) -> int:
 
 def date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def when(text: str) -> dt.datetime:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from wsgidav import util
 
 from gateway.dav.limits import CopyTooLarge
 from gateway.dav.provider import AUDITED, ShareProvider, commit_object
+from gateway.dav.root import PRINCIPAL
 from gateway.db import StoredObject
 from gateway.errors import ClindavError, Conflict, NotFound
 from gateway.pipeline import PutContext, RequestInfo
@@ -50,6 +52,19 @@ class DestinationLocked(ClindavError):
     message = "The destination is locked."
 
 
+@dataclass(frozen=True)
+class CopyOrder:
+    """One file to copy into another share, and on whose behalf."""
+
+    request: RequestInfo
+    source: tuple[str, str]  # share, path
+    destination: tuple[str, str]
+    action: str = "COPY"  # or MOVE: the event's action and code
+    overwrite: bool = True
+    reason: str = ""  # why a replaced destination goes to the trash
+    lock_tokens: tuple[str, ...] = ()  # tokens the client holds (its If header)
+
+
 def copy_across(
     environ: dict[str, Any],
     start_response: StartResponse,
@@ -59,15 +74,51 @@ def copy_across(
 ) -> Iterator[bytes]:
     """Handle a COPY/MOVE whose Destination lies in another share."""
     request: RequestInfo = environ["clindav.request"]
-    is_move = request.method == "MOVE"
-    src_share, src_path = services.shares[source[0]], "/" + "/".join(split_path(source[1]))
+    lock_manager = environ["wsgidav.app"].lock_manager
+    if lock_manager is not None:
+        util.parse_if_header_dict(environ)
+    order = CopyOrder(
+        request,
+        source,
+        destination,
+        action=request.method,
+        overwrite=environ.get("HTTP_OVERWRITE", "T").upper() != "F",
+        reason=environ.get("HTTP_X_CLINDAV_REASON", "")[:500],
+        lock_tokens=tuple(environ.get("wsgidav.ifLockTokenList", ())),
+    )
+    existed = copy_file(services, order, lock_manager)
+    environ[AUDITED] = True
+    if order.action == "MOVE":  # the MOVE's own event says where it went
+        src_share, src_path = services.shares[source[0]], "/" + "/".join(split_path(source[1]))
+        reason = "moved to another share"
+        _trash(services, src_share, src_path, request, reason=reason, audited=False)
+    start_response(
+        f"{204 if existed else 201} {'No Content' if existed else 'Created'}",
+        [("Content-Length", "0")],
+    )
+    return iter([b""])
+
+
+def copy_file(services: Services, order: CopyOrder, lock_manager: Any) -> bool:
+    """Copy one file into another share as a PUT there would store it; True: it replaced one.
+
+    The destination share's whole pipeline runs on the copy; a file it
+    replaces goes to the trash only once the copy passed.  The copy and its
+    event (``copied``, or ``moved`` for a MOVE) are committed together.  The
+    caller has judged the request (policy, mounted shares) as for any COPY.
+    """
+    request, is_move = order.request, order.action == "MOVE"
+    src_share, src_path = (
+        services.shares[order.source[0]],
+        "/" + "/".join(split_path(order.source[1])),
+    )
     dest_share, dest_path = (
-        services.shares[destination[0]],
-        "/" + "/".join(split_path(destination[1])),
+        services.shares[order.destination[0]],
+        "/" + "/".join(split_path(order.destination[1])),
     )
     body, patient = _read_source(services, src_share, src_path)
     dest_target = dest_share.store.locate(split_path(dest_path))
-    existed = _check_destination(environ, services, dest_share, dest_path)
+    existed = _check_destination(order, services, dest_share, dest_path, lock_manager)
     source_pipeline = services.policy.pipeline(src_share.name)
     ctx = PutContext(
         request=request,
@@ -85,17 +136,16 @@ def copy_across(
             dest_share,
             dest_path,
             request,
-            reason=environ.get("HTTP_X_CLINDAV_REASON", "")[:500],
-            details={"replaced_by": request.method},
+            reason=order.reason,
+            details={"replaced_by": order.action},
             replacing=True,
         )
-    status = 204 if existed else 201
     event = services.audit.event(
         request,
-        action=request.method,
+        action=order.action,
         share=dest_share.name,
         path=dest_path,
-        status=status,
+        status=204 if existed else 201,
         code="moved" if is_move else "copied",
         patient_id=ctx.patient_id,
         details={
@@ -105,12 +155,7 @@ def copy_across(
         },
     )
     commit_object(services, dest_share, ctx, dest_target, audit=event)
-    environ[AUDITED] = True
-    if is_move:  # the MOVE's own event says where it went
-        reason = "moved to another share"
-        _trash(services, src_share, src_path, request, reason=reason, audited=False)
-    start_response(f"{status} {'No Content' if existed else 'Created'}", [("Content-Length", "0")])
-    return iter([b""])
+    return existed
 
 
 def _read_source(services: Services, share: ShareRuntime, path: str) -> tuple[bytes, str | None]:
@@ -143,28 +188,27 @@ def _read_source(services: Services, share: ShareRuntime, path: str) -> tuple[by
 
 
 def _check_destination(
-    environ: dict[str, Any], services: Services, share: ShareRuntime, path: str
+    order: CopyOrder, services: Services, share: ShareRuntime, path: str, lock_manager: Any
 ) -> bool:
     """Check parent, locks, Overwrite and the name; True when a file is to be replaced."""
     parent = share.store.locate(split_path(path)[:-1])
     if share.store.lstat(parent) is None or not parent.is_dir():
         raise Conflict(f"{share.name}:{path}: parent folder missing")
-    lock_manager = environ["wsgidav.app"].lock_manager
+    principal = order.request.principal
     if lock_manager is not None:
-        util.parse_if_header_dict(environ)
         try:
             lock_manager.check_write_permission(
                 url=share.url + path,
                 depth="0",
-                token_list=environ["wsgidav.ifLockTokenList"],
-                principal=environ.get("wsgidav.auth.user_name", ""),
+                token_list=list(order.lock_tokens),
+                principal=principal.uid if principal is not None else "",
             )
         except Exception:  # WsgiDAV signals a conflicting lock with DAVError(423)
             raise DestinationLocked(f"{share.name}:{path}") from None
     exists = share.store.lstat(share.store.locate(split_path(path))) is not None
     if exists:
-        ShareProvider(services, share).check_name_free(path, environ)
-    if exists and environ.get("HTTP_OVERWRITE", "T").upper() == "F":
+        ShareProvider(services, share).check_name_free(path, {PRINCIPAL: principal})
+    if exists and not order.overwrite:
         raise DestinationExists(f"{share.name}:{path}")
     return exists
 

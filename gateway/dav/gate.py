@@ -22,7 +22,7 @@ from gateway.dav.outcome import Outcome
 from gateway.dav.placement import judge_relocation
 from gateway.dav.provider import DECISION, ShareProvider
 from gateway.errors import BadRequest, PayloadTooLarge, PolicyDenied, ShareUnavailable
-from gateway.policy import ACTIONS, Action, Check, Decision
+from gateway.policy import ACTIONS, Check, Decision, request_checks
 from gateway.records.patientpaths import patient_of
 from gateway.services import Services
 from gateway.storage.backing import split_path
@@ -55,7 +55,7 @@ class PolicyGate:
         # Only COPY and MOVE have a destination (gateway/dav/limits.py drops the header elsewhere).
         outcome.destination = self._destination(environ) if method in ("COPY", "MOVE") else None
         self._require_mounted(share, outcome.destination)
-        checks = _checks(method, share, path, outcome.destination)
+        checks = request_checks(method, share, path, outcome.destination)
         if method in ("DELETE", "MOVE", "COPY"):
             # A folder operation reaches everything below it: each item must pass too.
             checks += [
@@ -162,15 +162,3 @@ class PolicyGate:
                 raise refusal
             if int(raw) > limits.max_stream_bytes:
                 raise PayloadTooLarge(f"{key} {raw} over limits.max_stream_bytes")
-
-
-def _checks(method: str, share: str, path: str, dest: tuple[str, str] | None) -> list[Check]:
-    if method in ("COPY", "MOVE"):
-        if dest is None:
-            raise BadRequest("COPY/MOVE without a Destination")
-        source_action: Action = "delete" if method == "MOVE" else "read"
-        return [Check(share, path, method, source_action), Check(dest[0], dest[1], method, "write")]
-    action = ACTIONS.get(method)
-    if action is None:
-        return [Check(share, path, method, "write")]  # unknown methods need the most rights
-    return [Check(share, path, method, action)]

@@ -22,8 +22,15 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gateway.console.headers import is_console_path
 from gateway.errors import InvalidPath
-from gateway.server.responses import is_https, refusal_answer, request_info, secured
+from gateway.server.responses import (
+    PAGE_HEADERS,
+    is_https,
+    refusal_answer,
+    request_info,
+    secured,
+)
 from gateway.services import Services
 
 StartResponse = Callable[..., Any]
@@ -53,7 +60,9 @@ class PathGuard:
         problem = path_problem(raw)
         if problem is None:
             environ["PATH_INFO"] = _nfc(raw)
-            return self.app(environ, secured(start_response, https))
+            # Console pages: the page headers in place of WebDAV's sandbox CSP.
+            extra = PAGE_HEADERS if is_console_path(raw) else ()
+            return self.app(environ, secured(start_response, https, extra))
         refusal = InvalidPath(problem, public=f"{problem}.")
         answer = refusal_answer(
             self.services.audit, request_info(environ, None), refusal, https=https

@@ -29,7 +29,7 @@ from typing import Any
 from gateway.errors import Forbidden
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
-from gateway.records.consent import ConsentService, InvalidConsent, NewConsent
+from gateway.records.consent import ConsentService, InvalidConsent, NewConsent, end_of_validity
 from gateway.services import Services
 
 MANIFEST_NAME = "clindav-consent.json"
@@ -192,7 +192,7 @@ def _new_consent(data: dict[str, Any], patient: str) -> NewConsent:
             form_reference=fields.get("form"),
             intimate=intimate,
             date_of_birth=_date(fields, "date_of_birth"),
-            valid_until=_end_of_validity(fields),
+            valid_until=end_of_validity(_date(fields, "valid_until")),
             source=str(data.get("source_system", "manifest"))[:255],
             note=str(fields.get("note", "")),
         )
@@ -205,9 +205,3 @@ def _new_consent(data: dict[str, Any], patient: str) -> NewConsent:
 def _date(fields: dict[str, Any], name: str) -> dt.date | None:
     value = fields.get(name)
     return dt.date.fromisoformat(value) if value is not None else None
-
-
-def _end_of_validity(fields: dict[str, Any]) -> dt.datetime | None:
-    """``valid_until`` as ``clindav consent add --valid-until`` takes it: a date, from 00:00 UTC."""
-    day = _date(fields, "valid_until")
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) if day is not None else None

@@ -33,6 +33,7 @@ from gateway.auth.base import Principal
 from gateway.change import RequestChange
 from gateway.dav.dispatch import HANDLERS, Captured, Dispatch
 from gateway.dav.gate import PolicyGate
+from gateway.dav.held import held_headers
 from gateway.dav.junk import PhantomStore
 from gateway.dav.locks import begin_request
 from gateway.dav.outcome import Outcome
@@ -158,7 +159,12 @@ class GatewayMiddleware(BaseMiddleware):
         outcome.code = code or ("ok" if outcome.status < 400 else status_code(outcome.status))
         # Reads are audited before the first byte leaves.
         self._audit(environ, outcome)
-        start_response(captured.status, [*captured.headers, ("X-Request-Id", outcome.request_id)])
+        headers = [
+            *captured.headers,
+            *held_headers(environ),
+            ("X-Request-Id", outcome.request_id),
+        ]
+        start_response(captured.status, headers)
         outcome.started = True
 
     def _respond_error(

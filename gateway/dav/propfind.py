@@ -36,6 +36,7 @@ from lxml import etree
 from wsgidav import util, xml_tools
 from wsgidav.lock_man.lock_manager import normalize_lock_root
 
+from gateway.dav.held import held_in
 from gateway.dav.props import DatabasePropertyManager
 from gateway.dav.provider import Folder, ShareProvider, StoredFile
 from gateway.settings import Settings
@@ -188,20 +189,21 @@ def _named(names: tuple[str, ...]) -> _Request | None:
 
 
 def _marked(res: Resource, environ: dict[str, Any], *, listing: bool) -> tuple[bool, set[str]]:
-    """Whether the resource, and which members, have dead properties or locks.
+    """Whether the resource, and which members, have dead properties, locks or are held.
 
-    Those are rendered by WsgiDAV.  Anything naming a member in an odd way is
-    counted too: marking more than needed only costs time.
+    Those are rendered by WsgiDAV (a held file has the live property
+    ``clindav:held-until``, gateway/dav/held.py).  Anything naming a member in
+    an odd way is counted too: marking more than needed only costs time.
     """
     provider = res.provider
     own = res.get_ref_url()
+    marked_self, names = _held(res, environ, listing=listing)
     # The read WsgiDAV's lookups then find in the request's cache (gateway/dav/props.py).
     base = own if res.is_collection else util.get_uri_parent(own) or "/"
-    marked_self, names = False, set()
     props = provider.prop_manager
     if isinstance(props, DatabasePropertyManager):
         stored = props.read_below(base, environ, url=own)
-        marked_self = own in stored
+        marked_self = marked_self or own in stored
         if listing:
             names |= _member_names(own, stored)
     locks = provider.lock_manager
@@ -214,6 +216,17 @@ def _marked(res: Resource, environ: dict[str, Any], *, listing: bool) -> tuple[b
         marked_self = marked_self or root in roots
         names |= _member_names(root + "/", roots)
     return marked_self, names
+
+
+def _held(res: Resource, environ: dict[str, Any], *, listing: bool) -> tuple[bool, set[str]]:
+    """Whether the resource is a held file, and (a folder's listing) its held members."""
+    services, share = res.provider.services, res.provider.share.name
+    if listing:
+        return False, set(held_in(services, share, res.path, environ))
+    if res.is_collection:
+        return False, set()  # folders are never held
+    folder, _, name = res.path.rpartition("/")
+    return name in held_in(services, share, folder or "/", environ), set()
 
 
 def _member_names(folder: str, urls: Iterable[str]) -> set[str]:

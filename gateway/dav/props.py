@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
 from gateway.crypto.fileformat import TamperedContent
+from gateway.dav.held import protect
 from gateway.db import DeadProperty, starts_with
 
 PROPERTY_SEED = "@dead-properties"
@@ -109,6 +110,7 @@ class DatabasePropertyManager:
     def write_property(
         self, norm_url: str, name: str, value: bytes, dry_run: bool = False, environ: Any = None
     ) -> None:
+        protect(name)  # clindav's own properties are live, never a client's
         _forget(environ)
         if dry_run:
             return
@@ -125,6 +127,7 @@ class DatabasePropertyManager:
     def remove_property(
         self, norm_url: str, name: str, dry_run: bool = False, environ: Any = None
     ) -> None:
+        protect(name)
         _forget(environ)
         if dry_run:
             return

@@ -21,6 +21,7 @@ A cut-off body, a refusal or a crash therefore leaves the previous version.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import mimetypes
@@ -34,14 +35,16 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from wsgidav import util
-from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, DAVError
+from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from gateway.auth.base import Principal
 from gateway.change import make_dir, on_failure, replace
 from gateway.crypto.fileformat import TamperedContent
+from gateway.dav.held import HELD_PROPERTY, STORED_HELD, held_in, held_text
 from gateway.dav.root import PRINCIPAL
 from gateway.db import DataKey, StoredObject, starts_with, utcnow
 from gateway.errors import (
@@ -54,6 +57,7 @@ from gateway.errors import (
     from_os_error,
 )
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
+from gateway.policy import Policy
 from gateway.records.patientpaths import check_patient_folder, folder_patient
 from gateway.records.trash import Actor
 from gateway.services import ContentCodec, Services, ShareRuntime
@@ -103,6 +107,18 @@ class NameOccupied(Conflict):
     message = (
         "Another user's file (awaiting consent, or an upload in progress) already has this "
         "name; use another name."
+    )
+
+
+def hidden_from(policy: Policy, principal: Principal | None) -> ColumnElement[bool] | None:
+    """Registry rows ``principal`` may not see: held images and upload placeholders of
+    other users (None: an admin sees every row).  Listings, reads and the console use it."""
+    if principal is not None and policy.doc.admin_group in principal.groups:
+        return None
+    uid = principal.uid if principal is not None else ""
+    return and_(
+        StoredObject.placeholder | StoredObject.held_until.is_not(None),
+        StoredObject.uploader != uid,
     )
 
 
@@ -173,16 +189,11 @@ class ShareProvider(DAVProvider):
         self, folder: str, environ: dict[str, Any], *, only: str | None = None
     ) -> set[str]:
         """Names in ``folder`` this user may not see (one indexed query)."""
-        principal = environ.get(PRINCIPAL)
-        if principal is not None and self.services.policy.doc.admin_group in principal.groups:
+        hidden = hidden_from(self.services.policy, environ.get(PRINCIPAL))
+        if hidden is None:
             return set()
-        uid = principal.uid if principal is not None else ""
         prefix = folder.rstrip("/") + "/"
-        where = [
-            StoredObject.share == self.share.name,
-            StoredObject.placeholder | StoredObject.held_until.is_not(None),
-            StoredObject.uploader != uid,
-        ]
+        where = [StoredObject.share == self.share.name, hidden]
         where.append(
             StoredObject.logical_path == only
             if only
@@ -577,6 +588,24 @@ class StoredFile(DAVNonCollection):
     def support_ranges(self) -> bool:
         return True
 
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names: list[str] = super().get_property_names(is_allprop=is_allprop)
+        return [*names, HELD_PROPERTY] if self._held_until() is not None else names
+
+    def get_property_value(self, name: str) -> Any:
+        if name != HELD_PROPERTY:
+            return super().get_property_value(name)
+        when = self._held_until()
+        if when is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        return held_text(when)
+
+    def _held_until(self) -> dt.datetime | None:
+        """When this file is purged unless consent comes (gateway/dav/held.py); None: not held."""
+        folder, _, name = _registry_path(self.path).rpartition("/")
+        services, share = self.provider.services, self.provider.share.name
+        return held_in(services, share, folder or "/", self.environ).get(name)
+
     def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
         # A browser must never render what a user uploaded (HTML, SVG, PDF with
         # script): only known image and video types may be shown inline.
@@ -655,6 +684,8 @@ class StoredFile(DAVNonCollection):
             sealed=sealed,
         )
         self.environ[AUDITED] = True
+        if ctx.held_until is not None:  # the answer says so (gateway/dav/held.py)
+            self.environ[STORED_HELD] = ctx.held_until
         self.st = os.lstat(self.target)
 
     # --- namespace operations -------------------------------------------

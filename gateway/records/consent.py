@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from gateway.clock import aware
@@ -45,6 +45,11 @@ class InvalidConsent(BadRequest):
 class ConsentNotFound(NotFound):
     code = "consent-not-found"
     message = "No such consent record."
+
+
+def end_of_validity(day: dt.date | None) -> dt.datetime | None:
+    """A consent valid until ``day`` ends at the start of that day (UTC)."""
+    return None if day is None else dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -373,7 +378,8 @@ class ConsentService:
         trash.discard(self.services.shares[share], path, actor, reason, still=still)
         return share, path
 
-    def pending(self) -> list[StoredObject]:
+    def pending(self, *where: ColumnElement[bool]) -> list[StoredObject]:
+        """Held images awaiting consent, soonest purge first; ``where``: further conditions."""
         with self.services.sessions() as session:
             return list(
                 session.scalars(
@@ -381,6 +387,7 @@ class ConsentService:
                     .where(
                         StoredObject.held_until.is_not(None),
                         ~StoredObject.logical_path.startswith("@trash/"),
+                        *where,
                     )
                     .order_by(StoredObject.held_until)
                 )

@@ -45,11 +45,17 @@ SECURITY_HEADERS: Headers = (
     # A stored SVG or HTML file opened in a browser is inert: no script, no page.
     ("Content-Security-Policy", "sandbox; default-src 'none'"),
 )
-# For clindav's own HTML pages: their own scripts and styles only, never framed,
-# and no address (which can name a patient) sent on to another site.
+# For clindav's own HTML pages (the console, docs/CONSOLE.md): their own scripts,
+# styles and images only, never framed (clickjacking of the consent forms), forms
+# posted only to clindav, and no address (which can name a patient) sent on.
 PAGE_HEADERS: Headers = (
-    ("Content-Security-Policy", "default-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
     ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
 )
 
 

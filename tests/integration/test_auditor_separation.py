@@ -63,7 +63,8 @@ def test_auditor_reads_and_verifies_without_the_master_key(
     master.rename(tmp_path / "master.key.elsewhere")
 
     events = [
-        json.loads(line) for line in run_cli("audit", "export", config=instance.config).stdout.splitlines()
+        json.loads(line)
+        for line in run_cli("audit", "export", config=instance.config).stdout.splitlines()
     ]
     assert [e["code"] for e in events if e["action"] == "PUT"] == ["stored"]
     assert any(e["status"] == 404 for e in events)

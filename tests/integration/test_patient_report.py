@@ -51,7 +51,9 @@ def test_the_patient_report_holds_every_access(gateway: Gateway) -> None:
     call(admin, "DELETE", case)
     # A legal hold on the patient's folder, placed and lifted: part of their history.
     for change in ("add", "remove"):
-        run_cli("hold", change, f"/clinical/{PATIENT}", "--reason", "complaint", config=instance.config)
+        run_cli(
+            "hold", change, f"/clinical/{PATIENT}", "--reason", "complaint", config=instance.config
+        )
     # Someone else's patient: never in this report.
     other: list[requests.Response] = []
     other.append(alice.request("MKCOL", f"{gateway.url}/clinical/{OTHER}"))

@@ -25,7 +25,9 @@ def statuses(gw: Gateway, user: str, count: int) -> set[int]:
         with requests.Session() as s:
             s.trust_env = False
             s.auth = (user, PASSWORD)
-            answer = s.request("PROPFIND", f"{gw.url}/documents/", headers={"Depth": "0", "Connection": "close"})
+            answer = s.request(
+                "PROPFIND", f"{gw.url}/documents/", headers={"Depth": "0", "Connection": "close"}
+            )
             seen.add(answer.status_code)
     return seen
 
@@ -85,7 +87,9 @@ def test_an_invalid_policy_is_refused_and_the_running_one_kept(gateway: Gateway)
     assert statuses(gateway, "alice", 1) == {207}
 
     # A change of how a share stores names needs a restart: refused too.
-    policy.write_text(good.replace("  documents:\n    stages:", "  documents:\n    names: plain\n    stages:"))
+    policy.write_text(
+        good.replace("  documents:\n    stages:", "  documents:\n    names: plain\n    stages:")
+    )
     os.kill(gateway.process.pid, signal.SIGHUP)
     logged = wait_for_log(gateway, "policy reload refused", count=2)
     assert "shares.documents.names: changes only with a restart" in logged
