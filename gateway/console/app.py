@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,7 +26,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from gateway.console import sessions
+from gateway.console import auth, images, inbox, patient, sessions
 from gateway.console.context import EXTENSION, ConsoleState, audit_refusal
 from gateway.console.layout import age, layout
 from gateway.dav.middleware import apply_forwarding
@@ -39,6 +38,7 @@ from gateway.errors import (
     PayloadTooLarge,
     from_os_error,
 )
+from gateway.server.responses import request_id
 from gateway.services import Services
 
 log = logging.getLogger("clindav.console")
@@ -102,14 +102,12 @@ def create_console(services: Services, lock_manager: Any) -> Callable[..., Itera
 
 
 def _register_pages(app: Flask) -> None:
-    from gateway.console import auth, images, inbox, patient
-
     for page in (auth, inbox, patient, images):
         page.register(app)
 
 
 def _begin() -> Response | None:
-    g.request_id = uuid.uuid4().hex[:16]
+    g.request_id = request_id(request.environ)  # the one PathGuard may have made
     if request.endpoint == "static":
         return None
     store: sessions.SessionStore = _app_store()
