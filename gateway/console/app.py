@@ -101,9 +101,9 @@ def create_console(services: Services, lock_manager: Any) -> Callable[..., Itera
 
 
 def _register_pages(app: Flask) -> None:
-    from gateway.console import auth, inbox
+    from gateway.console import audit_trail, auth, holds, inbox, trash, users
 
-    for page in (auth, inbox):
+    for page in (auth, inbox, trash, holds, audit_trail, users):
         page.register(app)
 
 
