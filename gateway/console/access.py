@@ -27,11 +27,12 @@ def auditors(who: Principal) -> bool:
     return services().policy.doc.auditor_group in who.groups or is_admin(who)
 
 
-def require(allowed: bool, page: str) -> None:
-    """PageNotAllowed unless ``allowed`` (call it after :func:`~context.attempt`)."""
+def require(allowed: bool, what: str) -> None:
+    """PageNotAllowed unless ``allowed``; ``what`` names the page or action for the message
+    ("the audit pages").  Call it after :func:`~gateway.console.context.attempt`."""
     if not allowed:
         who = principal()
         raise PageNotAllowed(
-            f"{who.uid} ({', '.join(sorted(who.groups)) or 'no group'}) may not open {page}",
-            public=f"The {page} page is not for your groups; ask an administrator.",
+            f"{who.uid} ({', '.join(sorted(who.groups)) or 'no group'}) may not use {what}",
+            public=f"Your groups do not give access to {what}; ask an administrator.",
         )

@@ -57,7 +57,7 @@ class AuditSearchForm(FlaskForm):
             ("miss", "Misses (404, 405, junk)"),
         ],
     )
-    status = StringField("Status or code", render_kw={"placeholder": "403 or policy-denied"})
+    status = StringField("Status or code", render_kw={"placeholder": "e.g. 403"})
     # The pages of results are the Older and Newer buttons' values (``before``, ``after``).
 
 

@@ -58,7 +58,7 @@ def register(app: Flask) -> None:
 def index() -> tuple[str, int]:
     form = AuditSearchForm(formdata=request.form if request.method == "POST" else None)
     attempt("AUDIT-SEARCH")
-    require(auditors(principal()), "audit")
+    require(auditors(principal()), "the audit pages")
     try:
         query = _query(form)
         attempt("AUDIT-SEARCH", patient=_patient(query.patient), **_terms(query))
@@ -73,7 +73,7 @@ def index() -> tuple[str, int]:
 @pages.route("/audit/verify", methods=["POST"])
 def verify() -> tuple[str, int]:
     attempt("AUDIT-VERIFY")
-    require(auditors(principal()), "audit")
+    require(auditors(principal()), "the audit pages")
     chain = services().audit
     problems = verify_chain(chain, services().sessions)
     seq, mac = chain.head()
@@ -87,11 +87,13 @@ def verify() -> tuple[str, int]:
 @pages.route("/audit/patient", methods=["GET", "POST"])
 def patient() -> tuple[str, int]:
     form = ReportForm(formdata=request.form if request.method == "POST" else None)
-    attempt("AUDIT-REPORT")
-    require(auditors(principal()), "audit")
-    if request.method == "GET":
-        audit(page="audit-patient")
+    if request.method == "GET":  # the empty form
+        attempt("VIEW", page="audit-patient")
+        require(auditors(principal()), "the audit pages")
+        audit()
         return render_template("audit_patient.html", form=form, report=None), 200
+    attempt("AUDIT-REPORT")
+    require(auditors(principal()), "the audit pages")
     text = (form.patient.data or "").strip()
     try:
         if not text:

@@ -38,7 +38,7 @@ def url_path(share: str, path: str) -> str:
 @pages.route("/holds", methods=["GET"])
 def index() -> tuple[str, int]:
     attempt("VIEW", page="holds")
-    require(admins(principal()), "legal holds")
+    require(admins(principal()), "the legal holds page")
     page = _page(HoldForm())
     audit(holds=page[2])
     return page[0], page[1]
@@ -49,7 +49,7 @@ def add() -> Response | tuple[str, int]:
     form = HoldForm()
     target = (form.path.data or "").strip()
     _attempt_on("HOLD", target)
-    require(admins(principal()), "legal holds")
+    require(admins(principal()), "the legal holds page")
     try:
         LegalHolds(services()).add(request_info(), target, form.reason.data or "")
     except ClindavError as refusal:
@@ -64,7 +64,7 @@ def release() -> Response | tuple[str, int]:
     form = ReleaseForm()
     target = (form.path.data or "").strip()
     _attempt_on("RELEASE", target)
-    require(admins(principal()), "legal holds")
+    require(admins(principal()), "the legal holds page")
     try:
         LegalHolds(services()).remove(request_info(), target, form.reason.data or "")
     except ClindavError as refusal:

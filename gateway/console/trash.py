@@ -173,7 +173,7 @@ def restore(item_id: str) -> Response | Page:
 def purge(item_id: str) -> Response | Page:
     form = PurgeForm()
     attempt("PURGE", trash_id=item_id)
-    require(admins(principal()), "purge")
+    require(admins(principal()), "purging from the trash")
     found = _find(item_id)
     _attempt_on(found, "PURGE")
     try:

@@ -63,7 +63,7 @@ def _local() -> bool:
 
 def _begin(action: str, name: str = "") -> None:
     attempt(action, **({"user": name} if name else {}))
-    require(admins(principal()), "users")
+    require(admins(principal()), "the users page")
     if not _local():
         raise AccountsInDirectory(f"auth.backend is {services().settings.auth.backend}")
 
@@ -71,7 +71,7 @@ def _begin(action: str, name: str = "") -> None:
 @pages.route("/users", methods=["GET"])
 def index() -> Answer:
     attempt("VIEW", page="users")
-    require(admins(principal()), "users")
+    require(admins(principal()), "the users page")
     audit()
     return _list_page(UserAddForm(formdata=None))
 
@@ -95,7 +95,7 @@ def add() -> Answer:
 @pages.route("/users/<name>", methods=["GET"])
 def account(name: str) -> Answer:
     attempt("VIEW", page="user", user=name)
-    require(admins(principal()), "users")
+    require(admins(principal()), "the users page")
     if not _local():
         return _list_page(UserAddForm(formdata=None))
     found = _account(name)
