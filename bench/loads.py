@@ -61,6 +61,8 @@ class Scale:
     audit_record_n: int  # AuditLog.record calls timed per database
     consent_puts: int  # 4 MB PUTs per phase with and without the consent stage
     consent_reps: int  # interleaved repetitions of that comparison (a small effect: more)
+    console_held: int  # held images the console's inbox lists (issue 18)
+    console_requests: int  # timed GETs of the inbox and of a thumbnail
 
 
 FULL = Scale(
@@ -89,6 +91,8 @@ FULL = Scale(
     audit_record_n=50,
     consent_puts=12,
     consent_reps=8,
+    console_held=500,
+    console_requests=30,
 )
 QUICK = Scale(
     photo_size=(600, 400),
@@ -116,6 +120,8 @@ QUICK = Scale(
     audit_record_n=5,
     consent_puts=2,
     consent_reps=2,
+    console_held=40,
+    console_requests=3,
 )
 
 

@@ -30,7 +30,7 @@ from bench import compare, loads, peers, report
 from bench.media import phone_jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SKIPPABLE = ("loads", "pipeline", "sweep", "huge", "ldap", "consent", "audit")
+SKIPPABLE = ("loads", "pipeline", "sweep", "huge", "ldap", "consent", "audit", "console")
 # Parts that need the main loads' servers (skipped with them).
 NEEDS_LOADS = ("sweep", "huge")
 
@@ -327,12 +327,14 @@ def _issue_loads(
     reps: int,
     main_config: Path | None,
 ) -> None:
-    """The issue-specific comparisons (LDAP, consent stage, audit at scale), each on its own
-    fresh instances after the main servers stopped; a part that fails is reported, not fatal."""
+    """The issue-specific comparisons (LDAP, consent stage, audit at scale, the console), each
+    on its own fresh instances after the main servers stopped; a part that fails is reported,
+    not fatal."""
     parts = {
         "ldap": lambda: _ldap(work, photo, scale, reps),
         "consent": lambda: _consent(work, photo, scale, max(reps, scale.consent_reps)),
         "audit": lambda: _audit(work, scale, main_config, result["summary"]),
+        "console": lambda: _console(work, photo, scale),
     }
     for name, part in parts.items():
         if name in skip:
@@ -365,6 +367,12 @@ def _audit(
     from bench.audit_load import audit_benchmark
 
     return audit_benchmark(work, scale, main_config, summary)
+
+
+def _console(work: Path, photo: bytes, scale: loads.Scale) -> dict[str, Any]:
+    from bench.console_load import console_benchmark
+
+    return console_benchmark(work, photo, scale)
 
 
 def _huge(peer: peers.Peer, scale: loads.Scale, piece: bytes) -> dict[str, Any]:

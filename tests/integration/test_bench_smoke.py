@@ -30,6 +30,7 @@ TOP_LEVEL_KEYS = {
     "ldap",
     "consent",
     "audit",
+    "console",
 }
 LOADS = {
     "put_4mb_c1",
@@ -82,12 +83,14 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
     assert all({"target", "value", "needed", "met"} <= set(row) for row in result["targets"])
     assert any(row["target"].startswith("issue 5:") for row in result["targets"])
     assert any(row["target"].startswith("issue 7:") for row in result["targets"])
+    assert sum(row["target"].startswith("issue 18:") for row in result["targets"]) == 2
 
     _check_issue_parts(result)
 
 
 def _check_issue_parts(result: dict) -> None:
-    """The LDAP, consent and audit parts ran and reported their figures (no timings checked)."""
+    """The LDAP, consent, audit and console parts ran and reported their figures (no timings
+    checked)."""
     reps = result["meta"]["reps"]
     ldap = result["ldap"]
     if "unavailable" not in ldap:  # slapd not installed: the bench says so and goes on
@@ -123,3 +126,11 @@ def _check_issue_parts(result: dict) -> None:
     assert (
         audit["record_concurrent"]["8"]["events"] == 8 * result["meta"]["scale"]["audit_record_n"]
     )
+
+    console = result["console"]
+    assert "error" not in console, console.get("error")
+    held = result["meta"]["scale"]["console_held"]
+    assert console["inbox"]["status"] == 200
+    assert console["inbox"]["held_images"] == console["inbox"]["tiles_on_page"] == held
+    # The thumbnail is measured where the console serves one (the images page).
+    assert "median_ms" in console["thumbnail"] or "unavailable" in console["thumbnail"]
