@@ -63,6 +63,8 @@ class Scale:
     consent_reps: int  # interleaved repetitions of that comparison (a small effect: more)
     cli_runs: int  # timed starts of each command-line command (issue 21)
     cli_events: int  # audit events in the table `audit tail` starts on
+    console_held: int  # held images the console's inbox lists (issue 18)
+    console_requests: int  # timed GETs of the inbox and of a thumbnail
 
 
 FULL = Scale(
@@ -93,6 +95,8 @@ FULL = Scale(
     consent_reps=8,
     cli_runs=21,
     cli_events=100_000,
+    console_held=500,
+    console_requests=30,
 )
 QUICK = Scale(
     photo_size=(600, 400),
@@ -122,6 +126,8 @@ QUICK = Scale(
     consent_reps=2,
     cli_runs=3,
     cli_events=300,
+    console_held=40,
+    console_requests=3,
 )
 
 

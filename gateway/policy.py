@@ -118,6 +118,10 @@ class PolicyFile(_Strict):
         default_factory=lambda: ["admins", "clinicians", "ehr-systems"],
         description="Groups that may record consent through the EHR manifest.",
     )
+    auditor_group: str = Field(
+        "auditors",
+        description="Group whose members read the audit trail in the console (with admins).",
+    )
     shares: dict[str, SharePolicy] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
 
@@ -260,9 +264,11 @@ class Policy:
         return self.doc.shares.get(share) or SharePolicy()
 
     def named_groups(self) -> frozenset[str]:
-        """Every group the policy gives a meaning: in rules, as admins, as consent recorders."""
-        in_rules = {group for rule in self.doc.rules for group in rule.groups if group != "*"}
-        return frozenset({*in_rules, self.doc.admin_group, *self.doc.consent_recorders})
+        """Every group the policy gives a meaning: in rules, as admins, auditors, consent
+        recorders."""
+        doc = self.doc
+        in_rules = {group for rule in doc.rules for group in rule.groups if group != "*"}
+        return frozenset({*in_rules, doc.admin_group, doc.auditor_group, *doc.consent_recorders})
 
     def readable_shares(self, principal: Principal, shares: list[str]) -> list[str]:
         """Shares whose root this principal may list (for the virtual root)."""

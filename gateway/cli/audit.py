@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
-import re
 import sys
 import time
-from typing import Any
 
 from gateway.cli.context import CommandContext
 from gateway.db import AuditEvent
-from gateway.records.audit import CHAINED_FIELDS, AuditLog, iter_events, outcome_class, verify_chain
+from gateway.records.audit import AuditLog, iter_events, verify_chain
+from gateway.records.audit_search import COLUMNS, as_row, patient_report, where
 from gateway.storage.keys import load_audit_key_file
-
-COLUMNS = (*CHAINED_FIELDS, "mac")
-
-
-def as_row(event: AuditEvent) -> dict[str, Any]:
-    row = {name: getattr(event, name) for name in COLUMNS}
-    when = row["occurred_at"]
-    row["occurred_at"] = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
-    return row
 
 
 def verify(ctx: CommandContext, args: argparse.Namespace) -> int:
@@ -94,58 +83,15 @@ def _line(event: AuditEvent) -> str:
 
 # --- the per-patient access report ------------------------------------------
 
-# What an event did, in the words of a subject access request or a Caldicott
-# review; anything not listed is shown by its action name.
-ACTIVITIES = {
-    "GET": "read",
-    "HEAD": "checked",
-    "PROPFIND": "listed",
-    "PUT": "uploaded",
-    "MKCOL": "created folder",
-    "COPY": "copied",
-    "MOVE": "moved",
-    "DELETE": "deleted (to trash)",
-    "RESTORE": "restored from trash",
-    "PURGE": "purged",
-    "PROPPATCH": "changed properties",
-    "LOCK": "locked",
-    "UNLOCK": "unlocked",
-    "CONSENT-ADD": "recorded consent",
-    "CONSENT-WITHDRAW": "withdrew consent",
-    "MIGRATE": "migrated",
-    "LOGIN": "signed in",
-}
-
-
-def activity(event: AuditEvent) -> str:
-    """What an event did, for people: ``uploaded``, ``refused GET (policy-denied)``..."""
-    kind = outcome_class(event.status, event.code)
-    if kind == "refusal":
-        return f"refused {event.action} ({event.code})"
-    if kind == "miss":
-        return f"{event.action} answered {event.status} ({event.code})"
-    if event.code == "consent-manifest":
-        return "sent a consent manifest"
-    return ACTIVITIES.get(event.action, event.action.lower())
-
 
 def report(ctx: CommandContext, args: argparse.Namespace) -> int:
     out = sys.stdout
-    # As written on forms: "943 476 5919" is 9434765919 (an MRN keeps its hyphens).
-    patient = args.patient.strip()
-    if re.fullmatch(r"[\d\s-]+", patient):
-        patient = re.sub(r"[\s-]", "", patient)
-    events = [
-        as_row(e) | {"activity": activity(e)}
-        for e in iter_events(ctx.sessions, since=args.since, until=args.until, patient=patient)
-    ]
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for row in events:
-        groups.setdefault(row["actor"], {}).setdefault(row["activity"], []).append(row)
+    found = patient_report(ctx.sessions, args.patient, args.since, args.until)
+    patient, events = found.patient, found.events
     if args.json:
         summary = {
-            actor: {name: _group(rows) for name, rows in by_activity.items()}
-            for actor, by_activity in groups.items()
+            actor: {group.name: group.summary() for group in activities}
+            for actor, activities in found.by_person.items()
         }
         out.write(json.dumps({"patient": patient, "by_person": summary, "events": events}) + "\n")
         return 0
@@ -156,22 +102,22 @@ def report(ctx: CommandContext, args: argparse.Namespace) -> int:
         f"Access report for patient {patient}: {len(events)} events, "
         f"{_short(events[0]['occurred_at'])} to {_short(events[-1]['occurred_at'])} UTC\n"
     )
-    for actor in sorted(groups):
+    for actor, activities in found.by_person.items():
         out.write(f"\n{actor}\n")
-        for name, rows in sorted(groups[actor].items(), key=lambda item: item[1][0]["seq"]):
-            group = _group(rows)
-            first, last = _short(group["first"]), _short(group["last"])
+        for group in activities:
+            seen = group.summary()
+            first, last = _short(seen["first"]), _short(seen["last"])
             when = (
                 f"once, {first}"
-                if group["count"] == 1
-                else f"{group['count']} times, {first} to {last}"
+                if seen["count"] == 1
+                else f"{seen['count']} times, {first} to {last}"
             )
-            out.write(f"  {name}: {when}\n    {', '.join(group['where'])}\n")
+            out.write(f"  {group.name}: {when}\n    {', '.join(seen['where'])}\n")
     out.write("\nEvery event, in order (UTC):\n")
     for row in events:
         out.write(
             f"  {_short(row['occurred_at'])} #{row['seq']} {row['actor']}@{row['client']} "
-            f"{row['activity']} {_where(row)} -> {row['status']} {row['code']}\n"
+            f"{row['activity']} {where(row)} -> {row['status']} {row['code']}\n"
         )
     return 0
 
@@ -179,20 +125,3 @@ def report(ctx: CommandContext, args: argparse.Namespace) -> int:
 def _short(iso: str) -> str:
     """``2026-03-02 10:14:07`` from an ISO time in UTC."""
     return iso[:19].replace("T", " ")
-
-
-def _where(row: dict[str, Any]) -> str:
-    """The path an event touched; a copy between shares also names its source."""
-    where = f"{row['share']}:{row['logical_path']}" if row["share"] else "-"
-    source = row["details"].get("from") if isinstance(row["details"], dict) else None
-    return f"{where} (from {source})" if source else where
-
-
-def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    where = dict.fromkeys(_where(r) for r in rows if r["share"])
-    return {
-        "count": len(rows),
-        "first": rows[0]["occurred_at"],
-        "last": rows[-1]["occurred_at"],
-        "where": list(where) or ["-"],
-    }

@@ -26,7 +26,17 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from gateway.console import auth, images, inbox, patient, sessions
+from gateway.console import (
+    audit_trail,
+    auth,
+    holds,
+    images,
+    inbox,
+    patient,
+    sessions,
+    trash,
+    users,
+)
 from gateway.console.context import EXTENSION, ConsoleState, audit_refusal
 from gateway.console.layout import age, layout
 from gateway.dav.middleware import apply_forwarding
@@ -102,7 +112,7 @@ def create_console(services: Services, lock_manager: Any) -> Callable[..., Itera
 
 
 def _register_pages(app: Flask) -> None:
-    for page in (auth, inbox, patient, images):
+    for page in (auth, inbox, patient, images, trash, holds, audit_trail, users):
         page.register(app)
 
 

@@ -103,8 +103,15 @@ def outcome_class(status: int, code: str) -> str:
     return "miss" if code in MISS_CODES else "refusal"
 
 
-def _is_refusal() -> Any:
-    """The SQL form of ``outcome_class(...) == "refusal"``."""
+OUTCOMES = ("success", "miss", "refusal")
+
+
+def outcome_is(kind: str) -> Any:
+    """The SQL form of ``outcome_class(status, code) == kind``."""
+    if kind == "success":
+        return AuditEvent.status < 400
+    if kind == "miss":
+        return (AuditEvent.status >= 400) & AuditEvent.code.in_(MISS_CODES)
     return (AuditEvent.status >= 400) & AuditEvent.code.not_in(MISS_CODES)
 
 
@@ -390,5 +397,5 @@ _FILTERS: dict[str, Any] = {
     "until": lambda v: AuditEvent.occurred_at < v,
     "patient": lambda v: AuditEvent.patient_id == v,
     "user": lambda v: AuditEvent.actor == v,
-    "refusals": lambda v: _is_refusal() if v else AuditEvent.status > 0,
+    "refusals": lambda v: outcome_is("refusal") if v else AuditEvent.status > 0,
 }

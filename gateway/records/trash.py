@@ -273,12 +273,7 @@ class Trash:
     def _holds_over(self, session: Session, share: str, path: str) -> list[LegalHold]:
         """Holds on ``path``, on a folder above it, or on something below it."""
         holds = session.scalars(select(LegalHold).where(LegalHold.share == share)).all()
-        return [
-            hold
-            for hold in holds
-            if _at_or_under(path, hold.logical_path.rstrip("/"))
-            or _at_or_under(hold.logical_path, path.rstrip("/"))
-        ]
+        return [hold for hold in holds if hold_covers(hold.logical_path, path)]
 
     def _check_holds(self, session: Session, share: str, path: str) -> None:
         for hold in self._holds_over(session, share, path):
@@ -404,20 +399,16 @@ class Trash:
         """Every file of the item must pass its destination's restore checks (the consent
         the share requires now: a withdrawn teaching or referral consent keeps its
         copies in the trash).  A refusal is audited and names the file."""
-        trashed = TRASH_PREFIX + item.id + item.logical_path
-        with self.services.sessions() as session:
-            rows = session.scalars(select(StoredObject).where(_at_or_below(share.name, trashed)))
-            files = [(r.logical_path, r.content_type, r.placeholder, r.patient_id) for r in rows]
         pipeline = self.services.policy.pipeline(share.name)
-        for logical, content_type, placeholder, patient in files:
-            path = target_path.rstrip("/") + logical[len(trashed) :]
+        for path, row in self.restored_files(item, target_path):
+            patient = row.patient_id
             ctx = PutContext(
                 request=actor.request,
                 share=share.name,
-                path=path or "/",
+                path=path,
                 body=b"",
-                content_type=content_type,
-                placeholder=placeholder,
+                content_type=row.content_type,
+                placeholder=row.placeholder,
                 source_patient_id=patient,
             )
             try:
@@ -436,6 +427,14 @@ class Trash:
                     patient_id=patient,
                 )
                 raise RestoreRefused(f"{path}: {exc.code}: {exc}", public=public) from exc
+
+    def restored_files(self, item: TrashItem, target_path: str) -> list[tuple[str, StoredObject]]:
+        """Each file of a trashed item, with the path a restore to ``target_path`` gives it."""
+        trashed = TRASH_PREFIX + item.id + item.logical_path
+        with self.services.sessions() as session:
+            rows = session.scalars(select(StoredObject).where(_at_or_below(item.share, trashed)))
+            found = list(rows)
+        return [(target_path.rstrip("/") + r.logical_path[len(trashed) :] or "/", r) for r in found]
 
     def _make_parents(self, share: ShareRuntime, segments: list[str]) -> None:
         for depth in range(1, len(segments) + 1):
@@ -568,6 +567,11 @@ class Trash:
 def _at_or_under(path: str, folder: str) -> bool:
     """``path`` is ``folder`` or below it (``folder`` without its trailing slash)."""
     return path == folder or path.startswith(folder + "/")
+
+
+def hold_covers(held: str, path: str) -> bool:
+    """A hold on ``held`` keeps ``path`` from removal: it is at, above or below it."""
+    return _at_or_under(path, held.rstrip("/")) or _at_or_under(held, path.rstrip("/"))
 
 
 def _uid(actor: Actor) -> str:

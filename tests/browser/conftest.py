@@ -9,8 +9,10 @@ with helpers to sign in and open console pages.  Every test here is marked
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -18,6 +20,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.conftest import PASSWORD, Gateway
 
 CHROMIUM = "/usr/bin/chromium"
+# Set to a folder (e.g. docs/console) to save the pages' screenshots there; unset, none is.
+SCREENSHOTS = "CLINDAV_SCREENSHOTS"
+LAPTOP = {"width": 1366, "height": 900}
+TABLET = {"width": 820, "height": 1180}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,6 +53,21 @@ class Console:
     def open(self, path: str = "/") -> Page:
         self.page.goto(self.url(path))
         return self.page
+
+    def screenshot(self, name: str, size: dict[str, int] = LAPTOP) -> Path | None:
+        """Save the page as ``<name>.png`` in $CLINDAV_SCREENSHOTS at ``size`` (the docs'
+        pictures: made by the tests that check the pages, so they show what is built)."""
+        folder = os.environ.get(SCREENSHOTS)
+        if not folder:
+            return None
+        path = Path(folder) / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        before = self.page.viewport_size
+        self.page.set_viewport_size(size)
+        self.page.screenshot(path=str(path))
+        if before is not None:
+            self.page.set_viewport_size(before)
+        return path
 
     def sign_in(self, user: str = "alice", password: str = PASSWORD) -> Page:
         self.open("/sign-in")

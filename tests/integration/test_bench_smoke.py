@@ -31,6 +31,7 @@ TOP_LEVEL_KEYS = {
     "consent",
     "audit",
     "cli",
+    "console",
 }
 LOADS = {
     "put_4mb_c1",
@@ -84,6 +85,7 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
     assert any(row["target"].startswith("issue 5:") for row in result["targets"])
     assert any(row["target"].startswith("issue 7:") for row in result["targets"])
     assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 2
+    assert sum(row["target"].startswith("issue 18:") for row in result["targets"]) == 2
 
     _check_issue_parts(result)
 
@@ -91,6 +93,8 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
 def _check_issue_parts(result: dict) -> None:
     """The LDAP, consent, audit and command-line parts ran and reported their figures (no
     timings checked)."""
+    """The LDAP, consent, audit and console parts ran and reported their figures (no timings
+    checked)."""
     reps = result["meta"]["reps"]
     ldap = result["ldap"]
     if "unavailable" not in ldap:  # slapd not installed: the bench says so and goes on
@@ -132,3 +136,10 @@ def _check_issue_parts(result: dict) -> None:
     assert cli["audit_events"] == result["meta"]["scale"]["cli_events"]
     for figure in cli["commands"].values():
         assert len(figure["runs"]) == result["meta"]["scale"]["cli_runs"]
+    console = result["console"]
+    assert "error" not in console, console.get("error")
+    held = result["meta"]["scale"]["console_held"]
+    assert console["inbox"]["status"] == 200
+    assert console["inbox"]["held_images"] == console["inbox"]["tiles_on_page"] == held
+    # The thumbnail is measured where the console serves one (the images page).
+    assert "median_ms" in console["thumbnail"] or "unavailable" in console["thumbnail"]
