@@ -76,12 +76,14 @@ def test_a_held_photo_is_released_by_consent_recorded_in_the_console(console: Co
         "img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle()
     )
     assert thumb.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [320, 240]
+    console.screenshot("inbox-held")
     page.click(f'[data-patient="{PATIENT}"] >> text=Record consent')
     assert page.input_value("input[name=patient]") == PATIENT
     assert page.input_value("input[name=recorded_by]") == "alice"
     page.check("input[name=scope][value=record]")
     page.select_option("select[name=given_by]", "patient")
     page.select_option("select[name=method]", "verbal")
+    console.screenshot("consent-form")
     page.click("#record-consent")
     assert page.url.endswith("/app/")
     assert "1 held image released" in page.inner_text(".done")
@@ -120,6 +122,7 @@ def test_withdrawing_teaching_consent_sends_the_console_copy_to_the_trash(consol
     assert dav.get(f"{gateway.url}/teaching/case-17.jpg").status_code == 200
     console.open(f"/patients/{PATIENT}")
     assert page.locator("#patient-images .tile").count() == 2  # the original and the copy
+    console.screenshot("patient")
     record = page.locator(".consent-record").first
     record.locator("input[value=teaching]").check()
     record.locator("input[name$=note]").fill("asked by phone")
