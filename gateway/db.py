@@ -1,10 +1,10 @@
 """Database models and session handling (SQLAlchemy 2).
 
 Tables: the registry of stored objects, audit events, local users, dead
-properties and the console's sessions.  The schema is created only by Alembic migrations
-(:func:`migrate`), never by ``create_all``, so SQLite and PostgreSQL
-instances evolve the same way.  Every schema change is a numbered migration;
-:func:`prepare_database` creates a new database's schema and refuses one at
+properties, the console's sessions and patient upload links.  The schema is
+created only by Alembic migrations (:func:`migrate`), never by ``create_all``,
+so SQLite and PostgreSQL instances evolve the same way.  Every schema change is
+a numbered migration; :func:`prepare_database` creates a new database's schema and refuses one at
 another revision (``clindav upgrade`` brings an older one forward).  SQLite runs in WAL mode with
 ``secure_delete`` on (a deleted row must not linger in free pages) and foreign
 keys enforced.
@@ -358,6 +358,38 @@ class ConsoleSession(Base):
     client: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class UploadRequest(Base):
+    """A patient upload link (gateway/records/upload_requests.py): one patient, one
+    submission.  Only hashes of the link's token and of the pass a verified date of
+    birth earns are kept, so a copy of this table opens no link."""
+
+    __tablename__ = "upload_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    date_of_birth: Mapped[dt.date] = mapped_column(Date)
+    mobile: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(255))
+    note: Mapped[str] = mapped_column(Text, default="")
+    max_files: Mapped[int] = mapped_column(Integer)
+    intimate: Mapped[bool] = mapped_column(default=False)
+    created_by: Mapped[str] = mapped_column(String(255), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # open -> submitted (one submission), locked (too many wrong dates of birth), cancelled
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    dob_failures: Mapped[int] = mapped_column(Integer, default=0)
+    pass_hash: Mapped[str | None] = mapped_column(String(64))
+    verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    consent_id: Mapped[int | None] = mapped_column(Integer)
+    # Per photo: name shown to the patient, outcome, message, stored path and file id.
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Per channel (sms, email): sent, or the failure the clinician is shown.
+    deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 # How long a statement waits for a lock another process holds (SQLite's busy

@@ -92,6 +92,8 @@ class ShareSettings(_Strict):
             raise ValueError(f"/{inner} is the gateway's own (docs/DEPLOY.md, Monitoring)")
         if inner.lower() == "app":
             raise ValueError("/app is the staff console's (docs/CONSOLE.md)")
+        if inner.lower() == "upload":
+            raise ValueError("/upload is the patient upload links' (docs/PATIENT-UPLOADS.md)")
         return "/" + inner
 
 
@@ -350,6 +352,64 @@ class ConsoleSettings(_Strict):
         return value
 
 
+class NotifySettings(_Strict):
+    """GOV.UK Notify: sends patient upload links by SMS and e-mail (docs/PATIENT-UPLOADS.md)."""
+
+    api_key: str | None = Field(
+        None, description="The service's Notify API key (name-serviceid-secret); none: no sending."
+    )
+    base_url: str = Field(
+        "https://api.notifications.service.gov.uk", description="The Notify API's address."
+    )
+    sms_template: str | None = Field(None, description="Template id of the SMS.")
+    email_template: str | None = Field(None, description="Template id of the e-mail.")
+
+
+class UploadSettings(_Strict):
+    """Patient upload links at /upload/ (docs/PATIENT-UPLOADS.md)."""
+
+    public_url: str | None = Field(
+        None,
+        description="The gateway's address as patients reach it (https://gateway.example); "
+        "none: the address the console was opened at, or server.host and port.",
+    )
+    practice_name: str = Field(
+        "Your GP practice", description="Shown to patients on the upload page and in messages."
+    )
+    share: str = Field("clinical", description="The share photos are stored in.")
+    folder: str = Field(
+        "patient-uploads", description="Folder in the patient's folder: <folder>/<date>/."
+    )
+    max_files: Annotated[int, Field(ge=1, le=50)] = Field(
+        10, description="Most photos one link may send (a request may ask for fewer)."
+    )
+    max_file_bytes: Annotated[int, Field(ge=1, le=100 * MiB)] = Field(
+        25 * MiB, description="Largest photo accepted."
+    )
+    formats: list[str] = Field(
+        default_factory=lambda: ["jpeg", "png", "heif", "webp"],
+        description="Formats accepted from patients (names of plugins/formats.py); the "
+        "share's filetype stage must allow them too.",
+    )
+    expiry_days: Annotated[int, Field(ge=1, le=90)] = Field(
+        7, description="Days a link works unless the request says otherwise."
+    )
+    dob_tries: Annotated[int, Field(ge=1, le=20)] = Field(
+        5, description="Wrong dates of birth that lock a link."
+    )
+    pass_lifetime: Duration = Field(
+        dt.timedelta(hours=1),
+        description="How long after the date of birth was checked the photos may be sent.",
+    )
+    address_rate: Annotated[int, Field(ge=1)] = Field(
+        30, description="Requests to upload pages one client address may make per 10 minutes."
+    )
+    link_rate: Annotated[int, Field(ge=1)] = Field(
+        20, description="Requests one link may receive per 10 minutes."
+    )
+    notify: NotifySettings = NotifySettings()
+
+
 class MetricsSettings(_Strict):
     allow: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
@@ -381,6 +441,7 @@ class Settings(_Strict):
     audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    uploads: UploadSettings = UploadSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from gateway import __version__
 from gateway.cli.context import CommandContext
-from gateway.cli.options import accounts, instance, records
+from gateway.cli.options import accounts, instance, records, uploads
 from gateway.cli.spec import Command, Group, config_arg
 from gateway.errors import ClindavError, ConfigError
 
@@ -39,6 +39,7 @@ COMMANDS: tuple[tuple[Command | Group, str], ...] = (
     (records.TRASH, "gateway.cli.trash"),
     (records.HOLD, "gateway.cli.holds"),
     (records.CONSENT, "gateway.cli.consent"),
+    (uploads.REQUEST, "gateway.cli.upload_requests"),
     (records.LOCKS, "gateway.cli.locks"),
     (accounts.LDAP, "gateway.cli.ldap"),
     (instance.MIGRATE, "gateway.cli.migrate"),

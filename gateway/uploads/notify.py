@@ -1,0 +1,87 @@
+"""Sending an upload link by SMS and e-mail through GOV.UK Notify's official client.
+
+One call per channel the request has an address for.  The outcome of each
+(sent, with Notify's notification id, or the failure in words a clinician can
+act on) is returned, stored on the request and shown by the CLI and the
+console; a failure never undoes the request, whose link can still be given by
+hand.  ``uploads.notify.base_url`` points the client elsewhere (tests run a
+local server that answers as the Notify API does).
+
+Personalisation of both templates: ``practice``, ``link``, ``note`` and
+``expires`` (docs/PATIENT-UPLOADS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+from notifications_python_client.errors import APIError
+from notifications_python_client.notifications import NotificationsAPIClient
+
+from gateway.db import UploadRequest
+from gateway.settings import UploadSettings
+
+log = logging.getLogger("clindav.notify")
+TIMEOUT = 15
+
+
+def personalisation(settings: UploadSettings, row: UploadRequest, link: str) -> dict[str, str]:
+    return {
+        "practice": settings.practice_name,
+        "link": link,
+        "note": row.note or "-",
+        "expires": f"{row.expires_at:%d %B %Y}",
+    }
+
+
+def send_link(settings: UploadSettings, row: UploadRequest, link: str) -> dict[str, dict[str, Any]]:
+    """Each channel's outcome: ``{"sms": {"ok": True, "id": ...}, "email": {...}}``."""
+    notify = settings.notify
+    fields = personalisation(settings, row, link)
+    outcomes: dict[str, dict[str, Any]] = {}
+    for channel, address, template in (
+        ("sms", row.mobile, notify.sms_template),
+        ("email", row.email, notify.email_template),
+    ):
+        if address:
+            outcomes[channel] = _send(settings, channel, address, template, fields)
+    return outcomes
+
+
+def _send(
+    settings: UploadSettings,
+    channel: str,
+    address: str,
+    template: str | None,
+    fields: dict[str, str],
+) -> dict[str, Any]:
+    notify = settings.notify
+    if not notify.api_key or not template:
+        missing = "uploads.notify.api_key" if not notify.api_key else f"the {channel} template"
+        return {"ok": False, "message": f"not sent: {missing} is not configured"}
+    try:
+        client = NotificationsAPIClient(notify.api_key, base_url=notify.base_url, timeout=TIMEOUT)
+        if channel == "sms":
+            answer = client.send_sms_notification(address, template, personalisation=fields)
+        else:
+            answer = client.send_email_notification(address, template, personalisation=fields)
+    except APIError as exc:
+        log.warning("notify %s failed: %s", channel, exc)
+        return {"ok": False, "message": f"not sent: GOV.UK Notify answered {_reason(exc)}"}
+    except (requests.RequestException, AssertionError, ValueError) as exc:
+        # AssertionError/ValueError: the client's own checks of a malformed key.
+        log.warning("notify %s failed: %s", channel, exc)
+        return {"ok": False, "message": f"not sent: {type(exc).__name__} reaching GOV.UK Notify"}
+    return {"ok": True, "id": str(answer.get("id", "")), "message": "sent"}
+
+
+def _reason(exc: APIError) -> str:
+    """Notify's own words: ``400 ValidationError: phone_number Not a UK mobile number``."""
+    message = exc.message
+    if isinstance(message, list):
+        text = "; ".join(f"{m.get('error', '')}: {m.get('message', '')}" for m in message)
+    else:
+        text = str(message)
+    return f"{exc.status_code} {text}"[:300]
