@@ -57,6 +57,7 @@ from gateway.storage.keys import MasterKeys, key_source, wrong_key_error
 from gateway.storage.keystore import KeyStore
 from gateway.storage.legacy import log_unmigrated
 from gateway.storage.marker import MarkerWatch, Mode, check_instance
+from gateway.uploads.mount import UploadMount
 
 log = logging.getLogger("clindav")
 
@@ -308,8 +309,11 @@ def build_app(services: Services) -> Operations:
     report_unmigrated(services)
     dav = WsgiDAVApp(wsgidav_config(services))
     locks = dav.lock_manager.storage if dav.lock_manager is not None else None
+    from gateway.uploads.app import create_uploads  # Flask, as for the console
+
     console = create_console(services, dav.lock_manager)
-    return Operations(PathGuard(ConsoleMount(dav, console), services), services, locks)
+    pages = UploadMount(ConsoleMount(dav, console), create_uploads(services))
+    return Operations(PathGuard(pages, services), services, locks)
 
 
 def report_unmigrated(services: Services) -> None:

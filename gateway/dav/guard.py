@@ -32,6 +32,7 @@ from gateway.server.responses import (
     secured,
 )
 from gateway.services import Services
+from gateway.uploads.paths import is_upload_path
 
 StartResponse = Callable[..., Any]
 
@@ -61,7 +62,7 @@ class PathGuard:
         if problem is None:
             environ["PATH_INFO"] = _nfc(raw)
             # Console pages: the page headers in place of WebDAV's sandbox CSP.
-            extra = PAGE_HEADERS if is_console_path(raw) else ()
+            extra = PAGE_HEADERS if is_console_path(raw) or is_upload_path(raw) else ()
             return self.app(environ, secured(start_response, https, extra))
         refusal = InvalidPath(problem, public=f"{problem}.")
         answer = refusal_answer(

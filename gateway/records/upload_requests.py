@@ -291,30 +291,45 @@ class UploadRequestService:
             public=f"{DobMismatch.message} {left} {'try' if left == 1 else 'tries'} left.",
         )
 
-    def claim(self, token: str, secret: str, request: RequestInfo) -> UploadRequest:
-        """Take the link's one submission: it is ``submitted`` from now on."""
+    def passed(self, token: str, secret: str, request: RequestInfo) -> UploadRequest:
+        """The request, if ``secret`` is the pass its date of birth earned, still fresh."""
         row = self._usable(token, request, "UPLOAD-SUBMIT")
         now = self.services.clock.now()
         fresh = row.verified_at is not None and (
             now - aware(row.verified_at) <= self.settings.pass_lifetime
         )
-        if (
-            row.pass_hash is None
-            or not secrets.compare_digest(row.pass_hash, token_hash(secret))
-            or not fresh
-        ):
-            refusal = PassExpired(f"request {row.id}: no valid pass")
-            self._record(request, "UPLOAD-SUBMIT", row, 403, refusal.code, {"request": row.id})
-            raise AuditedRefusal(refusal)
+        known = row.pass_hash is not None and secrets.compare_digest(
+            row.pass_hash, token_hash(secret)
+        )
+        if not (known and fresh):
+            raise self._refuse(request, "UPLOAD-SUBMIT", row, PassExpired(f"request {row.id}"))
+        return row
+
+    def claim(self, row: UploadRequest, request: RequestInfo) -> None:
+        """Take the link's one submission: it is ``submitted`` from now on."""
         with self.services.sessions.begin() as session:
             taken = session.execute(
                 update(UploadRequest)
                 .where(UploadRequest.id == row.id, UploadRequest.state == "open")
-                .values(state="submitted", submitted_at=now)
+                .values(state="submitted", submitted_at=self.services.clock.now())
             )
         if not getattr(taken, "rowcount", 0):  # another submission won the race
             raise self._refuse(request, "UPLOAD-SUBMIT", row, LinkUsed(f"request {row.id} raced"))
-        return row
+
+    def record_refusal(
+        self, row: UploadRequest, refusal: ClindavError, request: RequestInfo
+    ) -> None:
+        """A submission refused before it was filed (nothing recorded or stored)."""
+        details = {"request": row.id}
+        self._record(
+            request,
+            "UPLOAD-SUBMIT",
+            row,
+            refusal.status,
+            refusal.code,
+            details,
+            reason=refusal.detail,
+        )
 
     def finish(
         self,

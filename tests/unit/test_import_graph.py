@@ -29,6 +29,7 @@ LAZY_ALLOWED_EDGES = {
     ("gateway.app", "gateway.auth.ldap"),
     # Flask and the console are loaded by serving processes only, not by every command.
     ("gateway.app", "gateway.console.app"),
+    ("gateway.app", "gateway.uploads.app"),
 }
 
 

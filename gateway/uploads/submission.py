@@ -1,0 +1,253 @@
+"""Filing one submission: the patient's consent first, then each photo through the share's pipeline.
+
+Order (docs/PATIENT-UPLOADS.md): the link is claimed (one submission), the
+consent is recorded as a consent record (``ConsentService.add``: given by the
+patient or by the named person with parental responsibility, method
+``written``, form reference ``upload-request-<id>/statement-<version>``,
+``record`` and ``share`` scopes, ``teaching`` only when that box was ticked,
+``intimate`` when the request was), so the photos are covered by it and never
+held; then every photo is one PUT into
+``/<patient>/[intimate/]<uploads.folder>/<YYYY-MM-DD>/`` of ``uploads.share``:
+the share's whole pipeline (file type, consent, scrub), sealed by
+``commit_object`` exactly as a WebDAV PUT is, and one audit event each
+(``PUT``, stored or refused).  The uploader recorded is the link
+(``patient-link-<id>``), whose only group is the intimate group for an
+intimate request: the consent stage then accepts intimate images, and only in
+the intimate folder.
+
+A photo is refused on its own (too large, a format ``uploads.formats`` does
+not take, a file the share's ``filetype`` stage refuses); the others are
+stored.  Nothing of a refused photo is kept.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.auth.base import Principal
+from gateway.change import make_dir
+from gateway.dav.provider import commit_object
+from gateway.db import UploadRequest
+from gateway.errors import BadRequest, ClindavError, PayloadTooLarge, UnsupportedMediaType
+from gateway.patients import PatientScheme
+from gateway.pipeline import PutContext, RequestInfo
+from gateway.records.consent import ConsentService, NewConsent
+from gateway.records.patientpaths import share_scheme
+from gateway.services import Services, ShareRuntime
+from gateway.storage.backing import split_path
+
+# The plain-language statement the patient is shown (templates/statement-<version>.html).
+# A new wording is a new file and a new version; consent records name the one shown.
+STATEMENT_VERSION = "1"
+
+
+class PhotoTooLarge(PayloadTooLarge):
+    code = "photo-too-large"
+    message = "This photo is larger than the practice accepts."
+
+
+class PhotoFormatNotAccepted(UnsupportedMediaType):
+    code = "photo-format-not-accepted"
+    message = "This kind of file is not accepted; send photos (JPEG, PNG, HEIC or WebP)."
+
+
+class ConsentRequired(BadRequest):
+    code = "upload-consent-required"
+    message = "Tick the box to say you agree, then send the photos again."
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One chosen file: its name on the phone, its bytes (None: over the size limit)."""
+
+    name: str
+    body: bytes | None
+    size: int
+
+
+@dataclass(frozen=True)
+class ConsentAnswer:
+    """What the patient's form said."""
+
+    agreed: bool
+    teaching: bool
+    parent_name: str | None  # a person with parental responsibility consents
+
+    def check(self) -> None:
+        if not self.agreed:
+            raise ConsentRequired("consent box not ticked")
+        if self.parent_name is not None and not self.parent_name.strip():
+            raise ConsentRequired(
+                "parental responsibility without a name",
+                public="Give the name of the person with parental responsibility who agrees.",
+            )
+
+
+def link_principal(services: Services, row: UploadRequest) -> Principal:
+    """Who the audit trail names for the patient's steps: the link, not a staff account."""
+    groups = frozenset({_intimate_group(services)}) if row.intimate else frozenset()
+    return Principal(f"patient-link-{row.id}", groups)
+
+
+def _intimate_group(services: Services) -> str:
+    share = services.settings.uploads.share
+    stage = services.policy.pipeline(share).find("consent")
+    group = getattr(getattr(stage, "options", None), "intimate_group", None)
+    return group if isinstance(group, str) else "intimate-access"
+
+
+def record_consent(
+    services: Services, row: UploadRequest, answer: ConsentAnswer, request: RequestInfo
+) -> int:
+    """The patient's consent as a consent record; its id."""
+    scopes = ("record", "share", "teaching") if answer.teaching else ("record", "share")
+    parent = answer.parent_name.strip() if answer.parent_name else None
+    consent = NewConsent(
+        patient_id=row.patient_id,
+        scopes=scopes,
+        given_by="parental-responsibility" if parent else "patient",
+        given_by_name=parent,
+        method="written",
+        recorded_by=f"patient upload link #{row.id} (asked by {row.created_by})",
+        form_reference=f"upload-request-{row.id}/statement-{STATEMENT_VERSION}",
+        intimate=row.intimate,
+        date_of_birth=row.date_of_birth,
+        source="patient-upload",
+        note="given on the patient upload page",
+    )
+    scheme = share_scheme(services.policy, services.settings.uploads.share)
+    view = ConsentService(services).add(consent, scheme or PatientScheme("nhs-number"), request)
+    return view.record.id
+
+
+def upload_folder(services: Services, row: UploadRequest) -> str:
+    """``/<patient>/[intimate/]<folder>/<YYYY-MM-DD>``."""
+    day = services.clock.now().date().isoformat()
+    folder = services.settings.uploads.folder
+    intimate = "/intimate" if row.intimate else ""
+    return f"/{row.patient_id}{intimate}/{folder}/{day}"
+
+
+def store_photos(
+    services: Services, row: UploadRequest, photos: list[Photo], request: RequestInfo
+) -> list[dict[str, Any]]:
+    """Each photo through the share's pipeline; one result per photo, in order."""
+    share = services.shares[services.settings.uploads.share]
+    folder = upload_folder(services, row)
+    _make_folders(services, share, folder, request)
+    stamp = services.clock.now().strftime("%H%M%S")
+    return [
+        _store_one(services, share, row, f"{folder}/{_file_name(row, stamp, n, p)}", p, request)
+        for n, p in enumerate(photos, 1)
+    ]
+
+
+def _file_name(row: UploadRequest, stamp: str, number: int, photo: Photo) -> str:
+    """``photo-<request>-<time>-<n>.<ext>``: nothing of the phone's own name but its extension."""
+    ext = photo.name.rsplit(".", 1)[-1].lower() if "." in photo.name else ""
+    ext = ext if re.fullmatch(r"[a-z0-9]{1,5}", ext) else "bin"
+    return f"photo-{row.id}-{stamp}-{number:02d}.{ext}"
+
+
+def _store_one(
+    services: Services,
+    share: ShareRuntime,
+    row: UploadRequest,
+    path: str,
+    photo: Photo,
+    request: RequestInfo,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"name": photo.name[:120], "size": photo.size}
+    try:
+        ctx = _judged(services, share, path, photo, request)
+        event = services.audit.event(
+            request,
+            action="PUT",
+            share=share.name,
+            path=path,
+            status=201,
+            code="stored",
+            details={**ctx.details, "upload_request": row.id},
+            patient_id=ctx.patient_id,
+        )
+        target = share.store.locate(split_path(path))
+        commit_object(services, share, ctx, target, audit=event)
+    except ClindavError as refusal:
+        services.audit.record(
+            request,
+            action="PUT",
+            share=share.name,
+            path=path,
+            status=refusal.status,
+            code=refusal.code,
+            reason=refusal.detail or refusal.public_message,
+            details={"upload_request": row.id, "name": result["name"]},
+            patient_id=row.patient_id,
+        )
+        return {
+            **result,
+            "outcome": "refused",
+            "code": refusal.code,
+            "message": refusal.public_message,
+        }
+    return {**result, "outcome": "stored", "path": path, "format": ctx.file_format}
+
+
+def _judged(
+    services: Services, share: ShareRuntime, path: str, photo: Photo, request: RequestInfo
+) -> PutContext:
+    """The photo's context once the share's stages and ``uploads.formats`` passed it."""
+    limits = services.settings.uploads
+    if photo.body is None:
+        mib = limits.max_file_bytes // (1024 * 1024)
+        raise PhotoTooLarge(
+            f"{photo.size} bytes > uploads.max_file_bytes",
+            public=f"This photo is larger than {mib} MB; it was not stored. "
+            "Send a smaller one (most phones can share a photo at a smaller size).",
+        )
+    ctx = PutContext(
+        request=request,
+        share=share.name,
+        path=path,
+        body=photo.body,
+        content_type=mimetypes.guess_type(path)[0] or "application/octet-stream",
+    )
+    services.policy.pipeline(share.name).run_put(ctx)
+    if ctx.file_format not in limits.formats:
+        raise PhotoFormatNotAccepted(f"format {ctx.file_format} not in uploads.formats")
+    return ctx
+
+
+def _make_folders(
+    services: Services, share: ShareRuntime, folder: str, request: RequestInfo
+) -> None:
+    """The upload folder and any missing folder above it, each a ``MKCOL`` event."""
+    segments = split_path(folder)
+    missing = [
+        n
+        for n in range(1, len(segments) + 1)
+        if share.store.lstat(share.store.locate(segments[:n])) is None
+    ]
+    if not missing:
+        return
+    with services.sessions.begin() as session:
+        services.audit.lock_head(session)
+        for n in missing:
+            try:
+                make_dir(session, share.store.locate(segments[:n]))
+            except FileExistsError:  # another submission made it meanwhile
+                continue
+            path = "/" + "/".join(segments[:n])
+            event = services.audit.event(
+                request,
+                action="MKCOL",
+                share=share.name,
+                path=path,
+                status=201,
+                code="created",
+                patient_id=segments[0],
+            )
+            services.audit.append(session, event)
