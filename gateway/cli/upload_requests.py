@@ -21,8 +21,7 @@ from gateway.db import UploadRequest
 from gateway.patients import PatientScheme
 from gateway.records.upload_requests import NewUploadRequest, UploadRequestService
 from gateway.settings import Settings
-from gateway.uploads.notify import send_link
-from gateway.uploads.paths import link_url
+from gateway.uploads.notify import create_and_send
 
 
 def public_base(settings: Settings) -> str:
@@ -46,20 +45,16 @@ def create(ctx: CommandContext, args: argparse.Namespace) -> int:
         expires_days=args.expires,
         intimate=args.intimate,
     )
-    service = UploadRequestService(services)
-    created = service.create(
-        new, PatientScheme(args.scheme), cli_request("UPLOAD-REQUEST", args.actor)
-    )
-    link = link_url(public_base(services.settings), created.token)
-    deliveries = send_link(services.settings.uploads, created.row, link)
-    if deliveries:
-        service.record_deliveries(created.row.id, deliveries)
-    data = {**_summary(created.row), "link": link, "deliveries": deliveries}
+    request = cli_request("UPLOAD-REQUEST", args.actor)
+    base = public_base(services.settings)
+    issued = create_and_send(services, new, PatientScheme(args.scheme), request, base)
+    created, link, deliveries = issued.row, issued.link, issued.deliveries
+    data = {**_summary(created), "link": link, "deliveries": deliveries}
     if args.json:
         ctx.show(data, [])
         return 0
-    print(f"upload request #{created.row.id} for patient {created.row.patient_id}")
-    print(f"link (works once, until {created.row.expires_at:%Y-%m-%d %H:%M} UTC): {link}")
+    print(f"upload request #{created.id} for patient {created.patient_id}")
+    print(f"link (works once, until {created.expires_at:%Y-%m-%d %H:%M} UTC): {link}")
     segno.make(link, error="m").terminal(out=sys.stdout, compact=True)
     for channel, outcome in deliveries.items():
         line = f"{channel}: {outcome['message']}"

@@ -35,6 +35,7 @@ from gateway.console import (
     patient,
     sessions,
     trash,
+    upload_requests,
     users,
 )
 from gateway.console.context import EXTENSION, ConsoleState, audit_refusal
@@ -112,7 +113,7 @@ def create_console(services: Services, lock_manager: Any) -> Callable[..., Itera
 
 
 def _register_pages(app: Flask) -> None:
-    for page in (auth, inbox, patient, images, trash, holds, audit_trail, users):
+    for page in (auth, inbox, patient, images, trash, holds, audit_trail, users, upload_requests):
         page.register(app)
 
 

@@ -4,8 +4,9 @@ Each held image shows its thumbnail, patient, uploader, age and the date it
 will be purged if consent never comes (``held_until``, the consent stage's
 ``hold_window``).  Recording consent for the patient (the consent form,
 gateway/console/patient.py) releases all of the patient's held images, as
-``clindav consent add`` does.  The page view is audited as ``VIEW`` with the
-number of images shown.
+``clindav consent add`` does.  Below, the patients' submissions through the
+user's upload links (gateway/console/upload_requests.py).  The page view is
+audited as ``VIEW`` with the number of images and submissions shown.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flask import Blueprint, Flask, render_template
 from gateway.console.context import attempt, audit, principal, services
 from gateway.console.layout import add_to_menu, everyone, held_for
 from gateway.console.library import ImageEntry
+from gateway.console.upload_requests import recent_submissions
 
 pages = Blueprint("inbox", __name__)
 
@@ -30,7 +32,8 @@ def register(app: Flask) -> None:
 def index() -> str:
     attempt("VIEW", page="inbox")
     held = held_for(principal())
-    audit(images=len(held))
+    submissions = recent_submissions(principal())
+    audit(images=len(held), submissions=len(submissions))
     by_patient = [
         (patient, list(images))
         for patient, images in itertools.groupby(
@@ -38,7 +41,11 @@ def index() -> str:
         )
     ]
     return render_template(
-        "inbox.html", by_patient=by_patient, count=len(held), now=services().clock.now()
+        "inbox.html",
+        by_patient=by_patient,
+        count=len(held),
+        submissions=submissions,
+        now=services().clock.now(),
     )
 
 

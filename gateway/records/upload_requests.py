@@ -197,6 +197,20 @@ class UploadRequestService:
         with self.services.sessions() as session:
             return list(session.scalars(query))
 
+    def submitted(self, created_by: str, since: dt.datetime) -> list[UploadRequest]:
+        """This clinician's requests whose submission came since ``since``, newest first."""
+        query = (
+            select(UploadRequest)
+            .where(
+                UploadRequest.created_by == created_by,
+                UploadRequest.state == "submitted",
+                UploadRequest.submitted_at >= since,
+            )
+            .order_by(UploadRequest.submitted_at.desc())
+        )
+        with self.services.sessions() as session:
+            return list(session.scalars(query))
+
     def get(self, request_id: int) -> UploadRequest:
         with self.services.sessions() as session:
             row = session.get(UploadRequest, request_id)

@@ -14,6 +14,7 @@ Personalisation of both templates: ``practice``, ``link``, ``note`` and
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -21,10 +22,41 @@ from notifications_python_client.errors import APIError
 from notifications_python_client.notifications import NotificationsAPIClient
 
 from gateway.db import UploadRequest
+from gateway.patients import PatientScheme
+from gateway.pipeline import RequestInfo
+from gateway.records.upload_requests import NewUploadRequest, UploadRequestService
+from gateway.services import Services
 from gateway.settings import UploadSettings
+from gateway.uploads.paths import link_url
 
 log = logging.getLogger("clindav.notify")
 TIMEOUT = 15
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A new request, its link (shown once: only the token's hash is kept) and the deliveries."""
+
+    row: UploadRequest
+    link: str
+    deliveries: dict[str, dict[str, Any]]
+
+
+def create_and_send(
+    services: Services,
+    new: NewUploadRequest,
+    scheme: PatientScheme,
+    request: RequestInfo,
+    base: str,
+) -> Issued:
+    """Create the request (CLI and console alike), then send its link to each address given."""
+    service = UploadRequestService(services)
+    created = service.create(new, scheme, request)
+    link = link_url(base, created.token)
+    deliveries = send_link(services.settings.uploads, created.row, link)
+    if deliveries:
+        service.record_deliveries(created.row.id, deliveries)
+    return Issued(created.row, link, deliveries)
 
 
 def personalisation(settings: UploadSettings, row: UploadRequest, link: str) -> dict[str, str]:

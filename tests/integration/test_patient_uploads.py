@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.conftest import (
     run_cli,
     start_gateway,
 )
+from tests.integration.test_console_http import form_token, sign_in
 from tests.integration.test_scrub_gateway import exiftool_read, nhs_check_digit
 from tests.notify_server import NotifyServer
 from tests.scrub_corpus import dirty_file
@@ -496,3 +498,75 @@ def test_a_link_takes_a_limited_number_of_requests(up: Uploads) -> None:
     browser = up.browser()
     answers = [browser.get(up.page(token)).status_code for _ in range(21)]
     assert answers[:20] == [200] * 20 and answers[20] == 429
+
+
+# --------------------------------------------------------------------------- the console
+
+
+def console_create(up: Uploads, user: str, **fields: str) -> requests.Response:
+    s = sign_in(up.gw, user)
+    page = s.get(f"{up.gw.url}/app/requests")
+    assert page.status_code == 200, page.text[:500]
+    data = {
+        "csrf_token": form_token(page.text),
+        "dob": DOB.isoformat(),
+        "max_files": "10",
+        "expires": "7",
+    }
+    return s.post(f"{up.gw.url}/app/requests", data={**data, **fields})
+
+
+def test_the_console_creates_a_link_with_its_qr_code_and_shows_notifys_answer(up: Uploads) -> None:
+    patient = next(_PATIENTS)
+    before = len(up.notify.received)
+    made = console_create(
+        up, "alice", patient=patient, mobile="07700900456", email="not-an-address@x"
+    )
+    assert (
+        made.status_code == 400 and "email: not an e-mail address" in made.text
+    )  # the CLI's words
+    made = console_create(up, "alice", patient=patient, mobile="07700900456", note="your ankle")
+    assert made.status_code == 201, made.text[:1000]
+    link = re.search(r'id="upload-link"[^>]*>([^<]+)<', made.text).group(1)
+    assert link.startswith("https://gp.example/upload/")
+    assert "<svg" in made.text and 'data-ok="yes"' in made.text
+    assert up.notify.received[before]["personalisation"]["link"] == link
+    # The link works for the patient.
+    token = link.rsplit("/", 1)[1]
+    assert up.browser().get(up.page(token)).status_code == 200
+
+
+def test_the_console_shows_a_notify_failure(up: Uploads) -> None:
+    # Notify no longer knows the e-mail template: it answers 400, the console says so.
+    up.notify.email_template, kept = str(uuid.uuid4()), up.notify.email_template
+    try:
+        made = console_create(up, "alice", patient=next(_PATIENTS), email="pat@example.org")
+    finally:
+        up.notify.email_template = kept
+    assert made.status_code == 201 and 'data-ok="no"' in made.text  # the link still stands
+    assert "GOV.UK Notify answered 400 BadRequestError: Template not found" in made.text
+    assert "Give the patient the link or the QR code instead" in made.text
+    listed = sign_in(up.gw, "alice").get(f"{up.gw.url}/app/requests").text
+    assert "email: not sent: GOV.UK Notify answered 400" in listed
+
+
+def test_an_intimate_link_needs_the_intimate_group(up: Uploads) -> None:
+    refused = console_create(up, "alice", patient=next(_PATIENTS), intimate="y")
+    assert refused.status_code == 403 and "intimate group only" in refused.text
+    allowed = console_create(up, "ivy", patient=next(_PATIENTS), intimate="y")
+    assert allowed.status_code == 201
+
+
+def test_the_clinicians_inbox_lists_what_patients_sent(up: Uploads) -> None:
+    patient = next(_PATIENTS)
+    made = console_create(up, "alice", patient=patient)
+    token = re.search(r'id="upload-link"[^>]*>([^<]+)<', made.text).group(1).rsplit("/", 1)[1]
+    files = [("a.jpg", dirty_file("phone.jpg").data), ("b.pdf.jpg", PDF)]
+    assert outcomes(send(up, token, verified(up, token), files)) == ["stored", "refused"]
+    inbox = sign_in(up.gw, "alice").get(f"{up.gw.url}/app/")
+    section = inbox.text.split('id="submissions"', 1)[1]
+    group = section.split(f'data-patient="{patient}"', 1)[1].split("</article>", 1)[0]
+    assert group.count("data-file=") == 1 and "b.pdf.jpg: not stored" in group
+    # Another clinician's inbox does not list them.
+    other = sign_in(up.gw, "ivy").get(f"{up.gw.url}/app/")
+    assert f'data-patient="{patient}"' not in other.text
