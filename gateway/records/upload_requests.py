@@ -330,6 +330,17 @@ class UploadRequestService:
         if not getattr(taken, "rowcount", 0):  # another submission won the race
             raise self._refuse(request, "UPLOAD-SUBMIT", row, LinkUsed(f"request {row.id} raced"))
 
+    def release(self, row: UploadRequest, request: RequestInfo) -> None:
+        """Undo a claim after the gateway failed mid-submission: the link works again."""
+        with self.services.sessions.begin() as session:
+            session.execute(
+                update(UploadRequest)
+                .where(UploadRequest.id == row.id, UploadRequest.state == "submitted")
+                .values(state="open", submitted_at=None)
+            )
+        details = {"request": row.id}
+        self._record(request, "UPLOAD-SUBMIT", row, 503, "upload-link-released", details)
+
     def record_refusal(
         self, row: UploadRequest, refusal: ClindavError, request: RequestInfo
     ) -> None:

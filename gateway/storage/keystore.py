@@ -143,11 +143,16 @@ class KeyStore:
         except IntegrityError:  # another process recorded the same check value first
             return self.mismatched(masters, record=record)
 
-    def new_file_key(self, file_id: uuid.UUID) -> tuple[bytes, DataKey]:
-        """A fresh data key for ``file_id`` and its wrapped row (not yet committed)."""
+    def check_writable(self) -> None:
+        """Raise (503) while nothing may be sealed: the key file changed to a wrong key or
+        went away.  A door that records something before it seals asks first."""
         self._refresh()
         if self._refusal is not None:
             raise MasterKeyMismatch(self._refusal.detail)
+
+    def new_file_key(self, file_id: uuid.UUID) -> tuple[bytes, DataKey]:
+        """A fresh data key for ``file_id`` and its wrapped row (not yet committed)."""
+        self.check_writable()
         data_key = new_data_key()
         key_id = KEY_ID_PREFIX + secrets.token_hex(12)
         wrapped = wrap_data_key(self.masters.active, self.masters.active_id, file_id, data_key)

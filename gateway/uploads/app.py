@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
+from gateway.dav.limits import LengthRequired
 from gateway.dav.middleware import apply_forwarding
 from gateway.db import UploadRequest
 from gateway.errors import BadRequest, ClindavError, DatabaseUnavailable, NotFound, PayloadTooLarge
@@ -49,6 +50,7 @@ from gateway.uploads.throttle import UploadThrottle
 log = logging.getLogger("clindav.uploads")
 EXTENSION = "clindav.uploads"
 FORM_ALLOWANCE = 1024 * 1024  # the form's own fields and multipart framing
+DOB_FORM_LIMIT = 4096
 Page = tuple[str, int, dict[str, str]]
 
 
@@ -163,6 +165,20 @@ def _begin() -> None:
     throttle: UploadThrottle = current_app.extensions[EXTENSION][1]
     token = (request.view_args or {}).get("token")
     throttle.check(request.remote_addr or "-", token)
+    if request.method == "POST":
+        _check_declared_length()
+
+
+def _check_declared_length() -> None:
+    """Before a byte of the body is read: the photos' limit, or a date of birth's."""
+    declared = request.content_length
+    if declared is None:
+        raise LengthRequired(f"{request.path}: no Content-Length")
+    limit = (
+        DOB_FORM_LIMIT if request.endpoint == "link" else current_app.config["MAX_CONTENT_LENGTH"]
+    )
+    if declared > limit:
+        raise UploadTooLarge(f"{request.path}: declared {declared} > {limit}")
 
 
 def _finish(response: Response) -> Response:
@@ -233,10 +249,6 @@ def _send_form(token: str, row: UploadRequest, secret: str, status: int, error: 
 
 def _send(token: str) -> Page:
     service = _service()
-    declared = request.content_length
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if declared is None or declared > limit:  # before a byte of the body is read
-        raise UploadTooLarge(f"declared {declared} > {limit}")
     row = service.passed(token, request.form.get("pass", ""), _info())
     answer = _consent_answer()
     photos = [_photo(f) for f in request.files.getlist("photos") if f.filename]
@@ -245,10 +257,16 @@ def _send(token: str) -> Page:
         service.record_refusal(row, problem, _info(row))
         secret = request.form.get("pass", "")
         return _send_form(token, row, secret, problem.status, problem.public_message)
-    service.claim(row, _info(row))
     info = _info(row)
-    consent_id = submission.record_consent(service.services, row, answer, info)
-    results = submission.store_photos(service.services, row, photos, info)
+    submission.check_ready(service.services)  # a failing gateway: 503, the link unused
+    service.claim(row, info)
+    try:
+        consent_id = submission.record_consent(service.services, row, answer, info)
+        results = submission.store_photos(service.services, row, photos, info)
+    except ClindavError as failure:
+        if failure.status >= 500:  # the gateway's failure, not the patient's: they may retry
+            service.release(row, info)
+        raise
     service.finish(row.id, consent_id, results, info)
     return _render("results.html", 200, results=results, note=row.note)
 

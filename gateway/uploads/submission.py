@@ -123,6 +123,15 @@ def record_consent(
     return view.record.id
 
 
+def check_ready(services: Services) -> None:
+    """503 unless photos can be stored now (the share mounted, the master key right), so
+    that a failing gateway records no consent and leaves the link unused."""
+    watch = services.markers.get(services.settings.uploads.share)
+    if watch is not None:
+        watch.check()
+    services.keys.check_writable()
+
+
 def upload_folder(services: Services, row: UploadRequest) -> str:
     """``/<patient>/[intimate/]<folder>/<YYYY-MM-DD>``."""
     day = services.clock.now().date().isoformat()
@@ -176,6 +185,8 @@ def _store_one(
         target = share.store.locate(split_path(path))
         commit_object(services, share, ctx, target, audit=event)
     except ClindavError as refusal:
+        if refusal.status >= 500:
+            raise  # the gateway cannot store anything now; not this photo's fault
         services.audit.record(
             request,
             action="PUT",

@@ -13,8 +13,10 @@ import itertools
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from tests.conftest import (
     start_gateway,
 )
 from tests.integration.test_console_http import form_token, sign_in
+from tests.integration.test_instance_integrity import write_key
 from tests.integration.test_scrub_gateway import exiftool_read, nhs_check_digit
 from tests.notify_server import NotifyServer
 from tests.scrub_corpus import dirty_file
@@ -570,3 +573,56 @@ def test_the_clinicians_inbox_lists_what_patients_sent(up: Uploads) -> None:
     # Another clinician's inbox does not list them.
     other = sign_in(up.gw, "ivy").get(f"{up.gw.url}/app/")
     assert f'data-patient="{patient}"' not in other.text
+
+
+# --------------------------------------------------------------------------- failing closed
+
+
+def test_an_unmounted_share_is_a_503_and_leaves_the_link_unused(up: Uploads) -> None:
+    patient = next(_PATIENTS)
+    _id, token, _ = up.create(patient)
+    secret = verified(up, token)
+    share = up.gw.instance.share_dir("clinical")
+    (marker,) = share.glob(".clindav-share.*")
+    away = share.parent / "marker-away"
+    marker.rename(away)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the marker is re-checked at most once a second
+            refused = send(up, token, secret, [("a.jpg", dirty_file("phone.jpg").data)])
+            if refused.status_code == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert (
+            refused.status_code == 503 and refused.headers["X-Clindav-Error"] == "share-unavailable"
+        )
+        assert "Something went wrong" in refused.text
+    finally:
+        away.rename(marker)
+    assert not consent_records(up, patient)  # nothing recorded, the link not used
+    time.sleep(1.1)
+    assert outcomes(send(up, token, secret, [("a.jpg", dirty_file("phone.jpg").data)])) == [
+        "stored"
+    ]
+
+
+def test_a_wrong_master_key_is_a_503_and_leaves_the_link_unused(up: Uploads) -> None:
+    patient = next(_PATIENTS)
+    _id, token, _ = up.create(patient)
+    secret = verified(up, token)
+    key = up.gw.instance.folder / "keys" / "master.key"
+    right = key.read_text()
+    key_id = right.strip().splitlines()[-1].split()[0]
+    write_key(key, f"{key_id} {secrets.token_hex(32)}\n")  # same id, other bytes
+    try:
+        refused = send(up, token, secret, [("a.jpg", dirty_file("phone.jpg").data)])
+    finally:
+        write_key(key, right)
+    assert (
+        refused.status_code == 503 and refused.headers["X-Clindav-Error"] == "master-key-mismatch"
+    )
+    assert not consent_records(up, patient)
+    # The patient may send again with the same page: the link was not used up.
+    assert outcomes(send(up, token, secret, [("a.jpg", dirty_file("phone.jpg").data)])) == [
+        "stored"
+    ]
