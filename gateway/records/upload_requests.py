@@ -129,6 +129,12 @@ class UploadRequestService:
     def create(
         self, new: NewUploadRequest, scheme: PatientScheme, request: RequestInfo
     ) -> CreatedRequest:
+        if self.settings.share not in self.services.shares:
+            raise InvalidUploadRequest(
+                f"uploads.share {self.settings.share!r} is not a share",
+                public=f"Upload links are not set up: uploads.share names no share "
+                f"({self.settings.share}).",
+            )
         patient = scheme.normalise(new.patient_id)
         fields = self._checked(new)
         now = self.services.clock.now()
