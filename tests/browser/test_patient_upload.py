@@ -135,7 +135,7 @@ def test_a_patient_sends_a_heic_and_a_jpeg_with_gps_from_a_phone(
 
 def stored_photos(gateway: Gateway) -> dict[str, bytes]:
     """The patient's uploads of today, decrypted, as WebDAV's GET returns them."""
-    folder = f"/clinical/{PATIENT}/patient-uploads/{dt.date.today().isoformat()}"
+    folder = f"/clinical/{PATIENT}/patient-uploads/{dt.datetime.now(dt.UTC).date().isoformat()}"
     s = gateway.session("alice")
     listing = s.request("PROPFIND", f"{gateway.url}{folder}/", headers={"Depth": "1"})
     assert listing.status_code == 207, listing.text

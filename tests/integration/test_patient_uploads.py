@@ -183,7 +183,7 @@ def audit_events(up: Uploads, patient: str) -> list[dict]:
 
 
 def today_folder(patient: str, intimate: bool = False) -> str:
-    return f"/clinical/{patient}{'/intimate' if intimate else ''}/patient-uploads/{dt.date.today().isoformat()}"
+    return f"/clinical/{patient}{'/intimate' if intimate else ''}/patient-uploads/{dt.datetime.now(dt.UTC).date().isoformat()}"
 
 
 # --------------------------------------------------------------------------- the whole path
