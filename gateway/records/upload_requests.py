@@ -24,11 +24,12 @@ import datetime as dt
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select, update
 
+from gateway.auth.base import Principal
 from gateway.clock import aware
 from gateway.db import UploadRequest
 from gateway.errors import BadRequest, ClindavError, Forbidden, NotFound
@@ -117,6 +118,21 @@ def normalised_mobile(mobile: str | None) -> str | None:
     if not _MOBILE.fullmatch(cleaned):
         raise ValueError("mobile: not a UK mobile number (07... or +447...)")
     return cleaned
+
+
+def link_principal(services: Services, row: UploadRequest) -> Principal:
+    """Who the patient's steps are recorded as: the link (``patient-link-<id>``), not a staff
+    account.  An intimate request's link is in the intimate group only, so that the share's
+    consent stage takes intimate images from it, and only into the intimate folder."""
+    groups = frozenset({_intimate_group(services)}) if row.intimate else frozenset()
+    return Principal(f"patient-link-{row.id}", groups)
+
+
+def _intimate_group(services: Services) -> str:
+    """The intimate group of ``uploads.share``'s consent stage (its default otherwise)."""
+    stage = services.policy.pipeline(services.settings.uploads.share).find("consent")
+    group = getattr(getattr(stage, "options", None), "intimate_group", None)
+    return group if isinstance(group, str) else "intimate-access"
 
 
 class UploadRequestService:
@@ -425,7 +441,7 @@ class UploadRequestService:
         reason: str = "",
     ) -> None:
         self.services.audit.record(
-            request,
+            self._actor(request, row),
             action=action,
             share=None,
             path=None,
@@ -447,7 +463,7 @@ class UploadRequestService:
         details: dict[str, Any],
     ) -> None:
         event = self.services.audit.event(
-            request,
+            self._actor(request, row),
             action=action,
             share=None,
             path=None,
@@ -457,6 +473,19 @@ class UploadRequestService:
             patient_id=row.patient_id,
         )
         self.services.audit.append(session, event)
+
+    def _actor(self, request: RequestInfo, row: UploadRequest | None) -> RequestInfo:
+        """A patient's step (nobody signed in) is recorded as the link's."""
+        if request.principal is not None or row is None:
+            return request
+        return replace(request, principal=link_principal(self.services, row))
+
+    def limit_for(self, token: str) -> int | None:
+        """How many photos the link takes (None: no such link); read before its body is."""
+        with self.services.sessions() as session:
+            return session.scalar(
+                select(UploadRequest.max_files).where(UploadRequest.token_hash == token_hash(token))
+            )
 
 
 class AuditedRefusal(Exception):

@@ -41,7 +41,7 @@ from gateway.db import UploadRequest
 from gateway.errors import BadRequest, ClindavError, DatabaseUnavailable, NotFound, PayloadTooLarge
 from gateway.pipeline import RequestInfo
 from gateway.records.consent_terms import parse_day
-from gateway.records.upload_requests import AuditedRefusal, UploadRequestService
+from gateway.records.upload_requests import AuditedRefusal, UploadRequestService, link_principal
 from gateway.server.responses import request_id
 from gateway.services import Services
 from gateway.uploads import submission
@@ -174,11 +174,16 @@ def _check_declared_length() -> None:
     declared = request.content_length
     if declared is None:
         raise LengthRequired(f"{request.path}: no Content-Length")
-    limit = (
-        DOB_FORM_LIMIT if request.endpoint == "link" else current_app.config["MAX_CONTENT_LENGTH"]
-    )
+    limit = DOB_FORM_LIMIT if request.endpoint == "link" else _photos_limit()
     if declared > limit:
         raise UploadTooLarge(f"{request.path}: declared {declared} > {limit}")
+
+
+def _photos_limit() -> int:
+    """The link's own number of photos at ``uploads.max_file_bytes`` each, plus the form."""
+    token = (request.view_args or {}).get("token", "")
+    files = _service().limit_for(token) or _service().settings.max_files
+    return body_limit(files, _service().settings.max_file_bytes)
 
 
 def _finish(response: Response) -> Response:
@@ -190,7 +195,7 @@ def _finish(response: Response) -> Response:
 
 def _info(row: UploadRequest | None = None) -> RequestInfo:
     services = _service().services
-    principal = submission.link_principal(services, row) if row is not None else None
+    principal = link_principal(services, row) if row is not None else None
     return RequestInfo(
         request_id=g.request_id,
         principal=principal,

@@ -27,7 +27,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.auth.base import Principal
 from gateway.change import make_dir
 from gateway.dav.provider import commit_object
 from gateway.db import UploadRequest
@@ -84,19 +83,6 @@ class ConsentAnswer:
                 "parental responsibility without a name",
                 public="Give the name of the person with parental responsibility who agrees.",
             )
-
-
-def link_principal(services: Services, row: UploadRequest) -> Principal:
-    """Who the audit trail names for the patient's steps: the link, not a staff account."""
-    groups = frozenset({_intimate_group(services)}) if row.intimate else frozenset()
-    return Principal(f"patient-link-{row.id}", groups)
-
-
-def _intimate_group(services: Services) -> str:
-    share = services.settings.uploads.share
-    stage = services.policy.pipeline(share).find("consent")
-    group = getattr(getattr(stage, "options", None), "intimate_group", None)
-    return group if isinstance(group, str) else "intimate-access"
 
 
 def record_consent(
