@@ -211,7 +211,7 @@ def _practice() -> str:
 
 def _link(token: str) -> Page:
     service = _service()
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD as Flask answers it
         service.open(token, _info())
         return _render("dob.html", 200, token=token)
     try:

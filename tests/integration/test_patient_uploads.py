@@ -505,6 +505,8 @@ def test_a_cancelled_link_answers_as_an_unknown_one(up: Uploads) -> None:
     up.cli("request", "cancel", str(request_id), "--as", "alice")
     page = up.browser().get(up.page(token))
     assert page.status_code == 404 and page.headers["X-Clindav-Error"] == "upload-link-unusable"
+    assert up.browser().head(up.page(token)).status_code == 404  # HEAD as GET
+    assert up.browser().get(f"{up.gw.url}/upload/").status_code == 404  # nothing is listed
 
 
 def test_a_link_takes_a_limited_number_of_requests(up: Uploads) -> None:
