@@ -639,3 +639,24 @@ def test_a_wrong_master_key_is_a_503_and_leaves_the_link_unused(up: Uploads) -> 
     assert outcomes(send(up, token, secret, [("a.jpg", dirty_file("phone.jpg").data)])) == [
         "stored"
     ]
+
+
+def test_only_consent_recorders_make_links_and_only_their_maker_cancels_one(up: Uploads) -> None:
+    auditor = sign_in(up.gw, "audrey")
+    assert auditor.get(f"{up.gw.url}/app/requests").status_code == 403
+    request_id, token, _ = up.create(next(_PATIENTS))  # made --as alice
+    ivy = sign_in(up.gw, "ivy")
+    page = ivy.get(f"{up.gw.url}/app/requests")
+    refused = ivy.post(
+        f"{up.gw.url}/app/requests/{request_id}/cancel", data={"csrf_token": form_token(page.text)}
+    )
+    assert refused.status_code == 403
+    assert up.browser().get(up.page(token)).status_code == 200  # still open
+    alice = sign_in(up.gw, "alice")
+    page = alice.get(f"{up.gw.url}/app/requests")
+    assert f'data-request="{request_id}"' in page.text
+    done = alice.post(
+        f"{up.gw.url}/app/requests/{request_id}/cancel", data={"csrf_token": form_token(page.text)}
+    )
+    assert done.status_code == 200 and f"Upload link #{request_id} cancelled" in done.text
+    assert up.browser().get(up.page(token)).status_code == 404
