@@ -273,7 +273,7 @@ def _send(token: str) -> Page:
             service.release(row, info)
         raise
     service.finish(row.id, consent_id, results, info)
-    return _render("results.html", 200, results=results, note=row.note)
+    return _render("results.html", 200, results=results)
 
 
 def _consent_answer() -> submission.ConsentAnswer:
