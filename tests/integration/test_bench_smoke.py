@@ -141,5 +141,12 @@ def _check_issue_parts(result: dict) -> None:
     held = result["meta"]["scale"]["console_held"]
     assert console["inbox"]["status"] == 200
     assert console["inbox"]["held_images"] == console["inbox"]["tiles_on_page"] == held
-    # The thumbnail is measured where the console serves one (the images page).
-    assert "median_ms" in console["thumbnail"] or "unavailable" in console["thumbnail"]
+    # The thumbnail is always measured: a JPEG, smaller than the photo it shows.
+    thumbnail = console["thumbnail"]
+    assert (
+        thumbnail["status"] == 200 and thumbnail["n"] == result["meta"]["scale"]["console_requests"]
+    )
+    assert 0 < thumbnail["min_ms"] <= thumbnail["median_ms"] <= thumbnail["max_ms"]
+    assert 1000 < thumbnail["body_bytes"] < thumbnail["photo_bytes"]
+    row = next(t for t in result["targets"] if "thumbnail" in t["target"])
+    assert row["value"] == thumbnail["median_ms"] and "not measured" not in row["note"]
