@@ -34,10 +34,10 @@ from gateway import decoding
 from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.change import ChangeSessions
 from gateway.clock import instance_clock
-from gateway.console.mount import ConsoleMount
+from gateway.console.mount import ConsoleMount, WsgiApp
 from gateway.crypto.names import NameCipher
 from gateway.dav.guard import PathGuard
-from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
+from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage
 from gateway.dav.middleware import GatewayMiddleware
 from gateway.dav.props import PROPERTY_SEED, DatabasePropertyManager, PropertyCipher
 from gateway.dav.provider import ShareProvider
@@ -291,6 +291,8 @@ def _lock_storage(storage: str, services: Services) -> Any:
     if storage == "database":
         return DatabaseLockStorage(services.sessions)
 
+    from gateway.dav.redislocks import RedisLockStorage  # redis-py only where it is used
+
     url = urlparse(storage)
     db = int(url.path.strip("/") or 0)
     return RedisLockStorage(
@@ -303,12 +305,16 @@ def _lock_storage(storage: str, services: Services) -> Any:
 
 
 def build_app(services: Services) -> Operations:
-    from gateway.console.app import create_console  # Flask is loaded by serving processes only
-
     report_unmigrated(services)
     dav = WsgiDAVApp(wsgidav_config(services))
     locks = dav.lock_manager.storage if dav.lock_manager is not None else None
-    console = create_console(services, dav.lock_manager)
+
+    def console() -> WsgiApp:
+        # Flask is loaded at a worker's first console request, never by a command.
+        from gateway.console.app import create_console
+
+        return create_console(services, dav.lock_manager)
+
     return Operations(PathGuard(ConsoleMount(dav, console), services), services, locks)
 
 

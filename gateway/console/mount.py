@@ -9,6 +9,7 @@ virtual root.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,16 +39,28 @@ def wants_console(environ: dict[str, Any]) -> bool:
 
 
 class ConsoleMount:
-    def __init__(self, dav: WsgiApp, console: WsgiApp) -> None:
+    """``make_console`` is called at the first console request, once: a worker that
+    serves only WebDAV never loads Flask, Jinja2 and WTForms (their memory)."""
+
+    def __init__(self, dav: WsgiApp, make_console: Callable[[], WsgiApp]) -> None:
         self.dav = dav
-        self.console = console
+        self._make_console = make_console
+        self._console: WsgiApp | None = None
+        self._making = threading.Lock()
+
+    def console(self) -> WsgiApp:
+        if self._console is None:
+            with self._making:
+                if self._console is None:  # (another thread may have made it meanwhile)
+                    self._console = self._make_console()
+        return self._console
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if is_console_path(path):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "").rstrip("/") + MOUNT
             environ["PATH_INFO"] = path[len(MOUNT) :]
-            return self.console(environ, start_response)
+            return self.console()(environ, start_response)
         if wants_console(environ):
             start_response(
                 "303 See Other",

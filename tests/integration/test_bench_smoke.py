@@ -31,6 +31,7 @@ TOP_LEVEL_KEYS = {
     "consent",
     "audit",
     "cli",
+    "idle",
     "console",
 }
 LOADS = {
@@ -84,7 +85,7 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
     assert all({"target", "value", "needed", "met"} <= set(row) for row in result["targets"])
     assert any(row["target"].startswith("issue 5:") for row in result["targets"])
     assert any(row["target"].startswith("issue 7:") for row in result["targets"])
-    assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 2
+    assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 3
     assert sum(row["target"].startswith("issue 18:") for row in result["targets"]) == 2
 
     _check_issue_parts(result)
@@ -93,7 +94,7 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
 def _check_issue_parts(result: dict) -> None:
     """The LDAP, consent, audit and command-line parts ran and reported their figures (no
     timings checked)."""
-    """The LDAP, consent, audit and console parts ran and reported their figures (no timings
+    """The LDAP, consent, audit, idle-worker and console parts ran and reported their figures (no timings
     checked)."""
     reps = result["meta"]["reps"]
     ldap = result["ldap"]
@@ -136,6 +137,13 @@ def _check_issue_parts(result: dict) -> None:
     assert cli["audit_events"] == result["meta"]["scale"]["cli_events"]
     for figure in cli["commands"].values():
         assert len(figure["runs"]) == result["meta"]["scale"]["cli_runs"]
+    idle = result["idle"]
+    assert "error" not in idle, idle.get("error")
+    assert len(idle["idle"]) == len(idle["after_use"]) == idle["workers"] >= 1
+    for worker in idle["idle"]:
+        assert 0 < worker["private_mib"] <= worker["pss_mib"] <= worker["rss_mib"]
+    row = next(t for t in result["targets"] if "idle worker" in t["target"])
+    assert row["value"] == max(w["rss_mib"] for w in idle["idle"])
     console = result["console"]
     assert "error" not in console, console.get("error")
     held = result["meta"]["scale"]["console_held"]
