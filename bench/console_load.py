@@ -121,7 +121,7 @@ def _hold_images(peer: peers.Peer, count: int) -> int:
     from bench.media import phone_jpeg
 
     image = phone_jpeg((64, 48), 0)
-    folders = [f"/clinical/{_patient(n)}" for n in range(HELD_PATIENTS)]
+    folders = [f"/clinical/{patient_number(n)}" for n in range(HELD_PATIENTS)]
     setup = DavClient(peer.url, peer.auth)
     for folder in folders:
         setup.request("MKCOL", folder)
@@ -139,7 +139,7 @@ def _hold_images(peer: peers.Peer, count: int) -> int:
         return sum(pool.map(upload, range(8)))
 
 
-def _patient(n: int) -> str:
+def patient_number(n: int) -> str:
     """A valid NHS number (modulus 11) for the ``n``-th held patient."""
     base = 943_476_000 + n * 7
     while True:

@@ -30,6 +30,12 @@ RATIO_TARGETS = (
     ("propfind_2000_c1", "req_s", 5.0),
     ("propfind_2000_c8", "req_s", 20.0),
 )
+# (load, figure, needed ratio to WsgiDAV) from issue 21: GET catches up, PROPFIND keeps its lead.
+ISSUE_21_RATIOS = (
+    ("get_4mb_c1", "mb_s", 1.0),
+    ("propfind_2000_c1", "req_s", 14.0),
+    ("propfind_2000_c8", "req_s", 41.0),
+)
 RSS_TARGET_MIB = 64.0
 PIPELINE_TARGET_MS = 15.0
 
@@ -172,7 +178,24 @@ def issue_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         rows += ldap.get("targets") or [
             _not_measured(ldap, "issue 7: 4 MB PUT/GET MB/s, LDAP / local auth", ">= 0.9")
         ]
+    for load, figure, needed in ISSUE_21_RATIOS if result.get("raw") else ():
+        ratio = result.get("ratios", {}).get(load, {}).get("clindav", {})
+        value, cpu = ratio.get(figure), ratio.get("cpu_ms_per_req")
+        rows.append(
+            target_row(
+                f"issue 21: {load} {figure}, ratio to WsgiDAV",
+                value,
+                f">= {needed:g}",
+                value is not None and value >= needed,
+                f"server CPU per request: {_fmt(cpu, 2)}x WsgiDAV's",
+            )
+        )
     rows += (result.get("cli") or {}).get("targets", [])
+    migrate = result.get("migrate")
+    if migrate is not None:
+        rows += migrate.get("targets") or [
+            _not_measured(migrate, "issue 21: migrate, --jobs 2 / --jobs 1 files/s", ">= 1.8")
+        ]
     idle = result.get("idle")
     if idle is not None:
         rows += idle.get("targets") or [
@@ -242,6 +265,7 @@ def markdown(result: dict[str, Any]) -> str:
         _audit_section(result),
         _cli_section(result),
         _idle_section(result),
+        _migrate_section(result),
         _console_section(result),
         _sweep_table(result),
         _profile_section(result),
@@ -590,6 +614,34 @@ def _idle_section(result: dict[str, Any]) -> str:
         f"a worker cannot serve without (SQLAlchemy's ORM, pydantic, PyYAML, cheroot, WsgiDAV, "
         f"cryptography) {floor['libraries_rss_mib']:.1f} MiB",
     ]
+    return "\n".join(lines)
+
+
+def _migrate_section(result: dict[str, Any]) -> str:
+    migrate = result.get("migrate")
+    if migrate is None:
+        return ""
+    title = "### Migration with worker processes (issue 21)"
+    if "runs" not in migrate:
+        return f"{title}\n\nNot measured: {migrate.get('error', '')}"
+    lines = [
+        title,
+        "",
+        f"`clindav migrate clinical --jobs N` on a fresh copy of one legacy tree of "
+        f"{migrate['photos']:,} phone JPEGs ({migrate['tree_bytes'] / 1e6:.1f} MB), "
+        f"{migrate['cpus']} CPUs; runs interleaved.",
+        "",
+        "| repetition | --jobs | migrated | s | files/s | load avg |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for jobs, runs in migrate["runs"].items():
+        for rep, run in enumerate(runs):
+            lines.append(
+                f"| {rep + 1} | {jobs} | {run['migrated']} | {run['seconds']:.1f} "
+                f"| {run['files_s']:.1f} | {run['loadavg_1min']:.1f} |"
+            )
+    ratios = ", ".join(f"{r:.2f}" for r in migrate["ratios"])
+    lines += ["", f"- --jobs 2 / --jobs 1 per repetition: {ratios}"]
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ SKIPPABLE = (
     "audit",
     "cli",
     "idle",
+    "migrate",
     "console",
 )
 # Parts that need the main loads' servers (skipped with them).
@@ -339,7 +340,7 @@ def _issue_loads(
     main_config: Path | None,
 ) -> None:
     """The issue-specific comparisons (LDAP, consent stage, audit at scale, command-line
-    start, an idle worker's memory, the console), each on its own fresh instances after
+    start, an idle worker's memory, migration, the console), each on its own fresh instances after
     the main servers stopped; a part that fails is reported, not fatal."""
     parts = {
         "ldap": lambda: _ldap(work, photo, scale, reps),
@@ -347,6 +348,7 @@ def _issue_loads(
         "audit": lambda: _audit(work, scale, main_config, result["summary"]),
         "cli": lambda: _cli(work, scale),
         "idle": lambda: _idle(work, photo),
+        "migrate": lambda: _migrate(work, scale),
         "console": lambda: _console(work, photo, scale),
     }
     for name, part in parts.items():
@@ -392,6 +394,12 @@ def _idle(work: Path, photo: bytes) -> dict[str, Any]:
     from bench.idle_worker import idle_worker
 
     return idle_worker(work, photo)
+
+
+def _migrate(work: Path, scale: loads.Scale) -> dict[str, Any]:
+    from bench.migrate_load import migrate_benchmark
+
+    return migrate_benchmark(work, scale)
 
 
 def _console(work: Path, photo: bytes, scale: loads.Scale) -> dict[str, Any]:
