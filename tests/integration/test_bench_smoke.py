@@ -32,6 +32,7 @@ TOP_LEVEL_KEYS = {
     "audit",
     "cli",
     "idle",
+    "migrate",
     "console",
 }
 LOADS = {
@@ -85,17 +86,16 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
     assert all({"target", "value", "needed", "met"} <= set(row) for row in result["targets"])
     assert any(row["target"].startswith("issue 5:") for row in result["targets"])
     assert any(row["target"].startswith("issue 7:") for row in result["targets"])
-    assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 3
+    # Two start-up rows, the idle worker, migration, GET C=1 and the two PROPFIND ratios.
+    assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 7
     assert sum(row["target"].startswith("issue 18:") for row in result["targets"]) == 2
 
     _check_issue_parts(result)
 
 
 def _check_issue_parts(result: dict) -> None:
-    """The LDAP, consent, audit and command-line parts ran and reported their figures (no
-    timings checked)."""
-    """The LDAP, consent, audit, idle-worker and console parts ran and reported their figures (no timings
-    checked)."""
+    """The LDAP, consent, audit, command-line, idle-worker, migration and console parts ran
+    and reported their figures (no timings checked)."""
     reps = result["meta"]["reps"]
     ldap = result["ldap"]
     if "unavailable" not in ldap:  # slapd not installed: the bench says so and goes on
@@ -144,6 +144,13 @@ def _check_issue_parts(result: dict) -> None:
         assert 0 < worker["private_mib"] <= worker["pss_mib"] <= worker["rss_mib"]
     row = next(t for t in result["targets"] if "idle worker" in t["target"])
     assert row["value"] == max(w["rss_mib"] for w in idle["idle"])
+    migrate = result["migrate"]
+    assert "error" not in migrate, migrate.get("error")
+    photos = result["meta"]["scale"]["migrate_photos"]
+    for jobs in ("1", "2"):
+        assert [run["migrated"] for run in migrate["runs"][jobs]] == [photos] * len(
+            migrate["runs"][jobs]
+        )
     console = result["console"]
     assert "error" not in console, console.get("error")
     held = result["meta"]["scale"]["console_held"]
