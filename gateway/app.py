@@ -34,7 +34,7 @@ from gateway import decoding
 from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.change import ChangeSessions
 from gateway.clock import instance_clock
-from gateway.console.mount import ConsoleMount, WsgiApp
+from gateway.console.mount import CSRF_SEED, ConsoleMount, WsgiApp
 from gateway.crypto.names import NameCipher
 from gateway.dav.guard import PathGuard
 from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage
@@ -308,12 +308,13 @@ def build_app(services: Services) -> Operations:
     report_unmigrated(services)
     dav = WsgiDAVApp(wsgidav_config(services))
     locks = dav.lock_manager.storage if dav.lock_manager is not None else None
+    secret = services.keys.seed(CSRF_SEED)  # now: a key or database failure stops the start
 
     def console() -> WsgiApp:
         # Flask is loaded at a worker's first console request, never by a command.
         from gateway.console.app import create_console
 
-        return create_console(services, dav.lock_manager)
+        return create_console(services, dav.lock_manager, secret)
 
     return Operations(PathGuard(ConsoleMount(dav, console), services), services, locks)
 

@@ -15,6 +15,9 @@ from typing import Any
 
 from gateway.console.headers import MOUNT, is_console_path
 
+# The key of the console's form-token signatures, a seed in the key table (wrapped by the
+# master key), read when a worker starts: the console itself is made later (ConsoleMount).
+CSRF_SEED = "@console-csrf"
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # Headers only WebDAV clients send: such a GET of / is not a person at a browser.
