@@ -65,6 +65,8 @@ class Scale:
     cli_events: int  # audit events in the table `audit tail` starts on
     console_held: int  # held images the console's inbox lists (issue 18)
     console_requests: int  # timed GETs of the inbox and of a thumbnail
+    migrate_photos: int  # legacy photos `clindav migrate --jobs 1|2` protects (issue 21)
+    migrate_reps: int
 
 
 FULL = Scale(
@@ -97,6 +99,8 @@ FULL = Scale(
     cli_events=100_000,
     console_held=500,
     console_requests=30,
+    migrate_photos=2000,
+    migrate_reps=2,
 )
 QUICK = Scale(
     photo_size=(600, 400),
@@ -128,6 +132,8 @@ QUICK = Scale(
     cli_events=300,
     console_held=40,
     console_requests=3,
+    migrate_photos=50,
+    migrate_reps=1,
 )
 
 

@@ -30,7 +30,19 @@ from bench import compare, loads, peers, report
 from bench.media import phone_jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SKIPPABLE = ("loads", "pipeline", "sweep", "huge", "ldap", "consent", "audit", "cli", "console")
+SKIPPABLE = (
+    "loads",
+    "pipeline",
+    "sweep",
+    "huge",
+    "ldap",
+    "consent",
+    "audit",
+    "cli",
+    "idle",
+    "migrate",
+    "console",
+)
 # Parts that need the main loads' servers (skipped with them).
 NEEDS_LOADS = ("sweep", "huge")
 
@@ -328,13 +340,15 @@ def _issue_loads(
     main_config: Path | None,
 ) -> None:
     """The issue-specific comparisons (LDAP, consent stage, audit at scale, command-line
-    start, the console), each on its own fresh instances after the main servers stopped; a
-    part that fails is reported, not fatal."""
+    start, an idle worker's memory, migration, the console), each on its own fresh instances after
+    the main servers stopped; a part that fails is reported, not fatal."""
     parts = {
         "ldap": lambda: _ldap(work, photo, scale, reps),
         "consent": lambda: _consent(work, photo, scale, max(reps, scale.consent_reps)),
         "audit": lambda: _audit(work, scale, main_config, result["summary"]),
         "cli": lambda: _cli(work, scale),
+        "idle": lambda: _idle(work, photo),
+        "migrate": lambda: _migrate(work, scale),
         "console": lambda: _console(work, photo, scale),
     }
     for name, part in parts.items():
@@ -374,6 +388,18 @@ def _cli(work: Path, scale: loads.Scale) -> dict[str, Any]:
     from bench.cli_start import cli_start
 
     return cli_start(work, scale)
+
+
+def _idle(work: Path, photo: bytes) -> dict[str, Any]:
+    from bench.idle_worker import idle_worker
+
+    return idle_worker(work, photo)
+
+
+def _migrate(work: Path, scale: loads.Scale) -> dict[str, Any]:
+    from bench.migrate_load import migrate_benchmark
+
+    return migrate_benchmark(work, scale)
 
 
 def _console(work: Path, photo: bytes, scale: loads.Scale) -> dict[str, Any]:

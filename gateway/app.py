@@ -34,10 +34,10 @@ from gateway import decoding
 from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.change import ChangeSessions
 from gateway.clock import instance_clock
-from gateway.console.mount import ConsoleMount
+from gateway.console.mount import CSRF_SEED, ConsoleMount
 from gateway.crypto.names import NameCipher
 from gateway.dav.guard import PathGuard
-from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage, RedisLockStorage
+from gateway.dav.locks import DatabaseLockStorage, MemoryLockStorage
 from gateway.dav.middleware import GatewayMiddleware
 from gateway.dav.props import PROPERTY_SEED, DatabasePropertyManager, PropertyCipher
 from gateway.dav.provider import ShareProvider
@@ -48,6 +48,7 @@ from gateway.pipeline import StageOptionsError
 from gateway.policy import Policy, load_policy
 from gateway.records.audit import AUDIT_SEED, AuditLog
 from gateway.server.health import Operations
+from gateway.server.lazy import LazyApp, WsgiApp
 from gateway.services import Services, ShareRuntime
 from gateway.settings import Settings
 from gateway.stages import ENTRY_POINT_GROUP, StageRegistry
@@ -292,6 +293,8 @@ def _lock_storage(storage: str, services: Services) -> Any:
     if storage == "database":
         return DatabaseLockStorage(services.sessions)
 
+    from gateway.dav.redislocks import RedisLockStorage  # redis-py only where it is used
+
     url = urlparse(storage)
     db = int(url.path.strip("/") or 0)
     return RedisLockStorage(
@@ -304,15 +307,22 @@ def _lock_storage(storage: str, services: Services) -> Any:
 
 
 def build_app(services: Services) -> Operations:
-    from gateway.console.app import create_console  # Flask is loaded by serving processes only
-
     report_unmigrated(services)
     dav = WsgiDAVApp(wsgidav_config(services))
     locks = dav.lock_manager.storage if dav.lock_manager is not None else None
-    from gateway.uploads.app import create_uploads  # Flask, as for the console
+    secret = services.keys.seed(CSRF_SEED)  # now: a key or database failure stops the start
 
-    console = create_console(services, dav.lock_manager)
-    pages = UploadMount(ConsoleMount(dav, console), create_uploads(services))
+    def console() -> WsgiApp:
+        from gateway.console.app import create_console  # Flask, at the first console request
+
+        return create_console(services, dav.lock_manager, secret)
+
+    def uploads() -> WsgiApp:
+        from gateway.uploads.app import create_uploads  # Flask, at the first patient request
+
+        return create_uploads(services)
+
+    pages = UploadMount(ConsoleMount(dav, LazyApp(console)), LazyApp(uploads))
     return Operations(PathGuard(pages, services), services, locks)
 
 

@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-import pillow_heif
 from PIL import Image
 
 from gateway.errors import PayloadTooLarge, ServiceUnavailable
@@ -123,6 +122,8 @@ def opened(body: bytes, decoder: str) -> Iterator[Image.Image]:
     Pillow's decompression-bomb warning is an error here.
     """
     if decoder == "HEIF":
+        import pillow_heif  # its libheif only in processes that meet a HEIC
+
         pillow_heif.register_heif_opener()
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

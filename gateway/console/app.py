@@ -53,8 +53,6 @@ from gateway.server.responses import request_id
 from gateway.services import Services
 
 log = logging.getLogger("clindav.console")
-# The key of the form tokens' signatures, a seed in the key table (wrapped by the master key).
-CSRF_SEED = "@console-csrf"
 ErrorPage = tuple[str, int, dict[str, str]]
 # Endpoints a browser may reach before signing in.
 _OPEN = frozenset({"auth.sign_in", "auth.sign_in_expired", "static"})
@@ -68,11 +66,14 @@ class FormTokenInvalid(BadRequest):
     )
 
 
-def create_console(services: Services, lock_manager: Any) -> Callable[..., Iterable[bytes]]:
-    """The console as a WSGI app, to be mounted at ``/app`` (gateway/console/mount.py)."""
+def create_console(
+    services: Services, lock_manager: Any, secret: bytes
+) -> Callable[..., Iterable[bytes]]:
+    """The console as a WSGI app, to be mounted at ``/app`` (gateway/console/mount.py);
+    ``secret`` signs its form tokens (the key table's seed ``CSRF_SEED``, mount.py)."""
     app = Flask("gateway.console", static_url_path="/static")
     app.config.update(
-        SECRET_KEY=services.keys.seed(CSRF_SEED),
+        SECRET_KEY=secret,
         SESSION_COOKIE_NAME="clindav-form",
         SESSION_COOKIE_PATH="/app",
         SESSION_COOKIE_HTTPONLY=True,

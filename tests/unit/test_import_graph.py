@@ -27,6 +27,8 @@ LAZY_ALLOWED_PACKAGES = (
 LAZY_ALLOWED_EDGES = {
     # ldap3 is loaded only when settings choose auth.backend: ldap.
     ("gateway.app", "gateway.auth.ldap"),
+    # redis-py is loaded only when locks.storage names a Redis.
+    ("gateway.app", "gateway.dav.redislocks"),
     # Flask and the console are loaded by serving processes only, not by every command.
     ("gateway.app", "gateway.console.app"),
     ("gateway.app", "gateway.uploads.app"),

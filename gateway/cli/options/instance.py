@@ -96,10 +96,14 @@ def _migrate(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="report what would happen; change nothing"
     )
     parser.add_argument(
-        "--workers",
+        "--jobs",
+        "-j",
+        "--workers",  # the older spelling, still taken
+        dest="workers",
+        metavar="N",
         type=positive,
         default=min(4, os.cpu_count() or 1),
-        help="files processed in parallel (default: up to 4)",
+        help="files processed in parallel by N worker processes (default: one per core, up to 4)",
     )
     parser.add_argument(
         "--patient-folders",
