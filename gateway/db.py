@@ -386,7 +386,8 @@ class UploadRequest(Base):
     verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     submitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     consent_id: Mapped[int | None] = mapped_column(Integer)
-    # Per photo: name shown to the patient, outcome, message, stored path and file id.
+    # Per photo: name shown to the patient, outcome, message, stored path, format and the
+    # SHA-256 of the bytes received (noted as each photo is stored: a retry skips it).
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # Per channel (sms, email): sent, or the failure the clinician is shown.
     deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

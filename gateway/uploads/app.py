@@ -38,7 +38,14 @@ from werkzeug.wrappers import Response
 from gateway.dav.limits import LengthRequired
 from gateway.dav.middleware import apply_forwarding
 from gateway.db import UploadRequest
-from gateway.errors import BadRequest, ClindavError, DatabaseUnavailable, NotFound, PayloadTooLarge
+from gateway.errors import (
+    BadRequest,
+    ClindavError,
+    DatabaseUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    from_os_error,
+)
 from gateway.pipeline import RequestInfo
 from gateway.records.consent_terms import parse_day
 from gateway.records.upload_requests import AuditedRefusal, UploadRequestService, link_principal
@@ -138,6 +145,7 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
     app.register_error_handler(AuditedRefusal, lambda exc: _page(exc.refusal))
     app.register_error_handler(ClindavError, _refused)
     app.register_error_handler(SQLAlchemyError, _database_failed)
+    app.register_error_handler(OSError, _storage_failed)
     app.register_error_handler(HTTPException, _http_error)
     trusted = services.settings.server.trusted_proxies
     flask_app = app.wsgi_app
@@ -268,9 +276,9 @@ def _send(token: str) -> Page:
     try:
         consent_id = submission.record_consent(service.services, row, answer, info)
         results = submission.store_photos(service.services, row, photos, info)
-    except ClindavError as failure:
-        if failure.status >= 500:  # the gateway's failure, not the patient's: they may retry
-            service.release(row, info)
+    except Exception as failure:
+        if not (isinstance(failure, ClindavError) and failure.status < 500):
+            service.release(row, info)  # the gateway's failure, not the patient's: they may retry
         raise
     service.finish(row.id, consent_id, results, info)
     return _render("results.html", 200, results=results)
@@ -348,6 +356,15 @@ def _refused(refusal: ClindavError) -> Page:
 def _database_failed(exc: SQLAlchemyError) -> Page:
     log.error("request %s: database error: %s", g.get("request_id"), exc)
     return _refused(DatabaseUnavailable(f"database: {type(exc).__name__}"))
+
+
+def _storage_failed(exc: OSError) -> Page:
+    """A full share is 507, an unwritable one 503 (gateway/errors.py), as over WebDAV."""
+    known = from_os_error(exc)
+    if known is None:
+        log.error("request %s failed", g.get("request_id"), exc_info=exc)
+        known = ClindavError(type(exc).__name__)
+    return _refused(known)
 
 
 def _http_error(exc: HTTPException) -> Page:
