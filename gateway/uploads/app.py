@@ -135,7 +135,9 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
     app.logger.disabled = True
     app.extensions[EXTENSION] = (
         UploadRequestService(services),
-        UploadThrottle(settings.address_rate, settings.link_rate),
+        UploadThrottle(
+            services.sessions, services.clock, settings.address_rate, settings.link_rate
+        ),
     )
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.before_request(_begin)

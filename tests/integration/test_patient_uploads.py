@@ -40,6 +40,7 @@ from tests.conftest import (
 from tests.integration.test_console_http import form_token, sign_in
 from tests.integration.test_instance_integrity import write_key
 from tests.integration.test_scrub_gateway import exiftool_read, nhs_check_digit
+from tests.integration.test_workers import _children, _cpu_ticks, _wait_until
 from tests.notify_server import NotifyServer
 from tests.scrub_corpus import dirty_file
 from tests.unit.scrub.test_scrub_exiftool import _outside_allowlist
@@ -745,3 +746,31 @@ def test_a_retry_after_a_failure_part_way_stores_nothing_twice(small_clinical: U
     mine = next(r for r in listed if r["id"] == request_id)
     assert mine["state"] == "submitted"
     assert "audit chain intact" in up.cli("audit", "verify").stdout
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+def test_the_limits_count_across_the_gateways_worker_processes(tmp_path: Path) -> None:
+    instance = uploads_instance(tmp_path)
+    data = instance.settings()
+    data["server"]["workers"] = 2
+    instance.write_settings(data)
+    gw = start_gateway(instance)
+    try:
+        assert _wait_until(lambda: len(_children(gw.process.pid)) == 2), gw.log()
+        workers = _children(gw.process.pid)
+        up = Uploads(gw)
+        _id, token, _ = up.create(next(_PATIENTS))
+        before = {pid: _cpu_ticks(pid) for pid in workers}
+        answers = []
+        for _ in range(30):  # new connections: the kernel spreads them over both workers
+            with requests.Session() as s:
+                s.trust_env = False
+                answers.append(s.get(up.page(token), timeout=30).status_code)
+        used = {pid: _cpu_ticks(pid) - before[pid] for pid in workers}
+    finally:
+        gw.stop()
+    assert all(ticks > 0 for ticks in used.values()), used  # both workers answered
+    # uploads.link_rate is 20 for the link, whichever process counts.
+    assert answers[:20] == [200] * 20 and answers[20:] == [429] * 10, answers
