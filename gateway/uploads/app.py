@@ -15,7 +15,8 @@ Before anything: the per-address and per-link limits
 against ``max files x uploads.max_file_bytes`` (413 before a byte is read).
 A photo is never written to disk while it arrives (each file is spooled in
 memory and stops being kept past ``uploads.max_file_bytes``).  The link's
-state and every step are the service's (gateway/records/upload_requests.py);
+state and every step are the services' (gateway/records/upload_access.py for the
+link, date of birth and pass; gateway/records/upload_requests.py for the submission);
 filing is gateway/uploads/submission.py.  Every refusal is a page in plain
 words with the code and request id, audited; the pages name nothing about
 the patient but the practice and the clinician's note (shown only after the
@@ -48,7 +49,8 @@ from gateway.errors import (
 )
 from gateway.pipeline import RequestInfo
 from gateway.records.consent_terms import parse_day
-from gateway.records.upload_requests import AuditedRefusal, UploadRequestService, link_principal
+from gateway.records.upload_access import AuditedRefusal, LinkAccess, link_principal
+from gateway.records.upload_requests import UploadRequestService
 from gateway.server.responses import request_id
 from gateway.services import Services
 from gateway.uploads import submission
@@ -138,6 +140,7 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
         UploadThrottle(
             services.sessions, services.clock, settings.address_rate, settings.link_rate
         ),
+        LinkAccess(services),
     )
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.before_request(_begin)
@@ -168,6 +171,11 @@ def _service() -> UploadRequestService:
     return found
 
 
+def _access() -> LinkAccess:
+    found: LinkAccess = current_app.extensions[EXTENSION][2]
+    return found
+
+
 def _begin() -> None:
     g.request_id = request_id(request.environ)
     if request.endpoint == "static":
@@ -192,7 +200,7 @@ def _check_declared_length() -> None:
 def _photos_limit() -> int:
     """The link's own number of photos at ``uploads.max_file_bytes`` each, plus the form."""
     token = (request.view_args or {}).get("token", "")
-    files = _service().limit_for(token) or _service().settings.max_files
+    files = _access().limit_for(token) or _service().settings.max_files
     return body_limit(files, _service().settings.max_file_bytes)
 
 
@@ -220,16 +228,16 @@ def _practice() -> str:
 
 
 def _link(token: str) -> Page:
-    service = _service()
+    access = _access()
     if request.method != "POST":  # GET, and HEAD as Flask answers it
-        service.open(token, _info())
+        access.open(token, _info())
         return _render("dob.html", 200, token=token)
     try:
         dob = _entered_dob()
     except InvalidDate as refusal:
         return _render("dob.html", 400, token=token, error=refusal.public_message)
     try:
-        row, secret = service.verify_dob(token, dob, _info())
+        row, secret = access.verify_dob(token, dob, _info())
     except AuditedRefusal as refused:
         if refused.refusal.code != "upload-dob-mismatch":
             raise
@@ -264,7 +272,7 @@ def _send_form(token: str, row: UploadRequest, secret: str, status: int, error: 
 
 def _send(token: str) -> Page:
     service = _service()
-    row = service.passed(token, request.form.get("pass", ""), _info())
+    row = _access().passed(token, request.form.get("pass", ""), _info())
     answer = _consent_answer()
     photos = [_photo(f) for f in request.files.getlist("photos") if f.filename]
     problem = _form_problem(answer, photos, row)
