@@ -379,7 +379,8 @@ class UploadRequest(Base):
     created_by: Mapped[str] = mapped_column(String(255), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    # open -> submitted (one submission), locked (too many wrong dates of birth), cancelled
+    # open -> filing (claimed) -> submitted (one submission; a filing cut short is taken
+    # again after FILING_LEASE), locked (too many wrong dates of birth), cancelled
     state: Mapped[str] = mapped_column(String(16), default="open")
     dob_failures: Mapped[int] = mapped_column(Integer, default=0)
     pass_hash: Mapped[str | None] = mapped_column(String(64))

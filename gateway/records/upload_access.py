@@ -31,6 +31,10 @@ from gateway.services import Services
 
 # 24 bytes: 192 bits from the operating system's CSPRNG (the issue asks for >= 128).
 TOKEN_BYTES = 24
+# A claim whose filing has not finished after this long was cut short (the gateway
+# process died mid-filing): the link takes a submission again, and the retry skips
+# what was filed (gateway/uploads/submission.py).  Filing 50 photos takes seconds.
+FILING_LEASE = dt.timedelta(minutes=10)
 
 
 class LinkUnusable(NotFound):
@@ -93,6 +97,13 @@ class AuditedRefusal(Exception):
         self.refusal = refusal
 
 
+def takes_submission(row: UploadRequest, now: dt.datetime) -> bool:
+    """Open, or claimed by a filing that was cut short (its lease is over)."""
+    if row.state == "filing" and row.submitted_at is not None:
+        return aware(row.submitted_at) <= now - FILING_LEASE
+    return row.state == "open"
+
+
 class LinkAccess:
     """The patient's side of a link, before the submission: open, date of birth, pass."""
 
@@ -123,14 +134,15 @@ class LinkAccess:
         with self.services.sessions.begin() as session:
             self.services.audit.lock_head(session)
             current = session.get(UploadRequest, row.id)
-            if current is None or current.state != "open":  # locked or claimed meanwhile
+            now = self.services.clock.now()
+            if current is None or not takes_submission(current, now):  # locked or claimed
                 refusal: ClindavError | None = LinkUnusable(f"request {row.id} changed")
             elif current.date_of_birth != dob:
                 refusal = self._wrong_dob(session, current, request)
             else:
                 refusal = None
                 current.pass_hash = token_hash(secret)
-                current.verified_at = self.services.clock.now()
+                current.verified_at = now
                 details = {"request": row.id}
                 append_step(
                     self.services,
@@ -199,7 +211,9 @@ class LinkAccess:
                 row,
                 LinkUnusable(f"request {row.id} is {row.state}"),
             )
-        if row.state == "submitted":
+        if row.state in ("submitted", "filing") and not takes_submission(
+            row, self.services.clock.now()
+        ):
             raise refuse(
                 self.services, request, action, row, LinkUsed(f"request {row.id} already used")
             )

@@ -27,6 +27,7 @@ from gateway.errors import BadRequest, ClindavError, NotFound
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
 from gateway.records.upload_access import (
+    FILING_LEASE,
     TOKEN_BYTES,
     LinkUsed,
     append_step,
@@ -226,15 +227,20 @@ class UploadRequestService:
             if row is not None:
                 row.deliveries = {**row.deliveries, **deliveries}
 
-    # -- the patient's side ---------------------------------------------------
+    # -- the submission -------------------------------------------------------
 
     def claim(self, row: UploadRequest, request: RequestInfo) -> None:
-        """Take the link's one submission: it is ``submitted`` from now on."""
+        """Take the link's one submission: it is ``filing`` until :meth:`finish`, and a
+        filing cut short (the process died) may be taken again after ``FILING_LEASE``."""
+        now = self.services.clock.now()
+        cut_short = (UploadRequest.state == "filing") & (
+            UploadRequest.submitted_at <= now - FILING_LEASE
+        )
         with self.services.sessions.begin() as session:
             taken = session.execute(
                 update(UploadRequest)
-                .where(UploadRequest.id == row.id, UploadRequest.state == "open")
-                .values(state="submitted", submitted_at=self.services.clock.now())
+                .where(UploadRequest.id == row.id, (UploadRequest.state == "open") | cut_short)
+                .values(state="filing", submitted_at=now)
             )
         if not getattr(taken, "rowcount", 0):  # another submission won the race
             raise refuse(
@@ -246,7 +252,7 @@ class UploadRequestService:
         with self.services.sessions.begin() as session:
             session.execute(
                 update(UploadRequest)
-                .where(UploadRequest.id == row.id, UploadRequest.state == "submitted")
+                .where(UploadRequest.id == row.id, UploadRequest.state == "filing")
                 .values(state="open", submitted_at=None)
             )
         details = {"request": row.id}
@@ -282,7 +288,7 @@ class UploadRequestService:
             self.services.audit.lock_head(session)
             row = session.get(UploadRequest, request_id)
             assert row is not None
-            row.consent_id, row.results = consent_id, results
+            row.consent_id, row.results, row.state = consent_id, results, "submitted"
             stored = sum(1 for r in results if r["outcome"] == "stored")
             details = {
                 "request": row.id,

@@ -16,7 +16,9 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -774,3 +776,60 @@ def test_the_limits_count_across_the_gateways_worker_processes(tmp_path: Path) -
     assert all(ticks > 0 for ticks in used.values()), used  # both workers answered
     # uploads.link_rate is 20 for the link, whichever process counts.
     assert answers[:20] == [200] * 20 and answers[20:] == [429] * 10, answers
+
+
+def filed_so_far(instance: Instance, request_id: int) -> int:
+    """Photos the link's filing has committed (each noted in its own commit)."""
+    with sqlite3.connect(f"file:{instance.folder / 'clindav.db'}?mode=ro", uri=True) as db:
+        (results,) = db.execute(
+            "SELECT results FROM upload_request WHERE id = ?", (request_id,)
+        ).fetchone()
+    return len(json.loads(results))
+
+
+def test_a_gateway_killed_while_filing_takes_the_retry_after_the_lease(
+    tmp_path: Path, clock: InstanceClock
+) -> None:
+    instance = uploads_instance(tmp_path)
+    up = Uploads(start_gateway(instance), clock=clock)
+    try:
+        patient = next(_PATIENTS)
+        request_id, token, _ = up.create(patient)
+        secret = verified(up, token)
+        photos = [("a.jpg", dirty_file("phone.jpg").data)]
+        photos += [(f"n{n}.png", noise_png(1500)) for n in range(6)]  # seconds to scrub
+        answers: list[object] = []
+
+        def patient_sends() -> None:
+            try:
+                answers.append(send(up, token, secret, photos))
+            except requests.ConnectionError as exc:
+                answers.append(exc)
+
+        sender = threading.Thread(target=patient_sends)
+        sender.start()
+        deadline = time.monotonic() + 120
+        while filed_so_far(instance, request_id) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        up.gw.kill()  # SIGKILL mid-filing: no release, no finish
+        sender.join(60)
+        filed = filed_so_far(instance, request_id)
+        assert 1 <= filed < len(photos), filed
+        assert isinstance(answers[0], requests.ConnectionError)
+
+        up.gw = start_gateway(instance)
+        soon = send(up, token, secret, photos)  # within the lease: the filing may still run
+        assert soon.status_code == 410 and soon.headers["X-Clindav-Error"] == "upload-link-used"
+        clock.advance("11m")
+        retried = send(up, token, secret, photos)
+        assert retried.status_code == 200, retried.text[:500]
+        assert outcomes(retried) == ["stored"] * len(photos)
+
+        assert len(listing(up, "alice", today_folder(patient))) == len(photos)  # none twice
+        assert len(consent_records(up, patient)) == 1
+        codes = [(e["action"], e["code"]) for e in audit_events(up, patient)]
+        assert codes.count(("PUT", "stored")) == len(photos)
+        assert codes.count(("PUT", "upload-already-filed")) == filed
+        assert codes.count(("UPLOAD-SUBMIT", "upload-submitted")) == 1
+    finally:
+        up.gw.stop()
