@@ -51,7 +51,7 @@ from gateway.server.health import Operations
 from gateway.server.lazy import LazyApp, WsgiApp
 from gateway.services import Services, ShareRuntime
 from gateway.settings import Settings
-from gateway.stages import ENTRY_POINT_GROUP, StageRegistry
+from gateway.stages import ENTRY_POINT_GROUP, StageRegistry, check_upload_formats
 from gateway.storage.backing import BackingStore, NameCodec, PlainNames, write_temp
 from gateway.storage.content import EncryptedContent, EncryptedNames
 from gateway.storage.keys import MasterKeys, key_source, wrong_key_error
@@ -64,6 +64,10 @@ log = logging.getLogger("clindav")
 
 
 def load_checked_policy(settings: Settings) -> Policy:
+    """The policy, its stages and their options checked, and the settings that name rows of
+    the format table (``uploads.formats``): what every serving process, ``check-config``
+    and ``reload`` check before they act."""
+    check_upload_formats(settings)
     try:
         registry = StageRegistry.default()
     except StageOptionsError as exc:

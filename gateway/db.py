@@ -1,7 +1,7 @@
 """Database models and session handling (SQLAlchemy 2).
 
 Tables: the registry of stored objects, audit events, local users, dead
-properties, the console's sessions and patient upload links.  The schema is
+properties, the console's sessions, patient upload links and their request counts.  The schema is
 created only by Alembic migrations (:func:`migrate`), never by ``create_all``,
 so SQLite and PostgreSQL instances evolve the same way.  Every schema change is
 a numbered migration; :func:`prepare_database` creates a new database's schema and refuses one at
@@ -379,17 +379,31 @@ class UploadRequest(Base):
     created_by: Mapped[str] = mapped_column(String(255), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    # open -> submitted (one submission), locked (too many wrong dates of birth), cancelled
+    # open -> filing (claimed) -> submitted (one submission; a filing cut short is taken
+    # again after FILING_LEASE), locked (too many wrong dates of birth), cancelled
     state: Mapped[str] = mapped_column(String(16), default="open")
     dob_failures: Mapped[int] = mapped_column(Integer, default=0)
     pass_hash: Mapped[str | None] = mapped_column(String(64))
     verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     submitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     consent_id: Mapped[int | None] = mapped_column(Integer)
-    # Per photo: name shown to the patient, outcome, message, stored path and file id.
+    # Per photo: name shown to the patient, outcome, message, stored path, format and the
+    # SHA-256 of the bytes received (noted as each photo is stored: a retry skips it).
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # Per channel (sms, email): sent, or the failure the clinician is shown.
     deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class UploadRate(Base):
+    """Requests to the patient upload pages per key (a hash of a client address or of a
+    link) and 10-minute period (gateway/uploads/throttle.py): in the database so that
+    every gateway process and instance counts together."""
+
+    __tablename__ = "upload_rate"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hits: Mapped[int] = mapped_column(Integer)
 
 
 # How long a statement waits for a lock another process holds (SQLite's busy

@@ -10,7 +10,7 @@ resolves a name and validates its options when the policy loads.
 This is the only module of gateway/ that imports plugins/: the rest of the
 gateway knows stages through the contract in gateway/pipeline.py, and the
 format table the built-in stages read (plugins/formats.py) through
-:func:`shown_inline` and :func:`picture_format` here.
+:func:`shown_inline`, :func:`picture_format` and :func:`check_upload_formats` here.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.errors import ConfigError, ConfigProblem
 from gateway.pipeline import BaseStage, StageOptionsError
-from gateway.settings import problems_from
+from gateway.settings import Settings, problems_from
 from plugins.consent import ConsentCheck
 from plugins.filetype import FileTypeCheck
 from plugins.formats import BY_NAME, INLINE_TYPES, SNIFF_BYTES, Format, sniff
@@ -41,6 +42,15 @@ def shown_inline(content_type: str) -> bool:
     """Whether a browser may show content of this type inline: only the image and
     video formats of the format table; anything else is served as an attachment."""
     return content_type.startswith(INLINE_TYPES)
+
+
+def check_upload_formats(settings: Settings) -> None:
+    """ConfigError unless every name in ``uploads.formats`` is a row of the format table."""
+    known = sorted(BY_NAME)
+    unknown = [name for name in settings.uploads.formats if name not in BY_NAME]
+    if unknown:
+        problem = f"unknown format {', '.join(map(repr, unknown))} (known: {', '.join(known)})"
+        raise ConfigError([ConfigProblem("settings", "uploads.formats", problem)])
 
 
 def picture_format(body: bytes) -> Format | None:

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from wsgidav import util
 from wsgidav.dav_error import HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
@@ -312,6 +313,7 @@ def commit_object(
     *,
     audit: Any,
     sealed: SealedTemp | None = None,
+    also: Callable[[Session], None] | None = None,
 ) -> None:
     """Make ``ctx``'s upload the version at ``target``, atomically.
 
@@ -326,7 +328,9 @@ def commit_object(
     the rename leaves the old version; after it, the new file is not served
     (the registry names the old one: 500 content-authentication-failed) until
     ``clindav fsck --repair`` re-registers it.  Inside a request's change (a
-    COPY, a LOCK's placeholder) both transactions are that change's.
+    COPY, a LOCK's placeholder) both transactions are that change's.  ``also``
+    writes its own rows in the object's transaction (a patient upload notes the
+    photo filed), so they are committed exactly when the object is.
     """
     if sealed is None:
         sealed = seal_bytes(share.content, target.parent, ctx.body)
@@ -347,6 +351,8 @@ def commit_object(
                 session.execute(delete(DataKey).where(DataKey.file_id == old_file_id))
             if audit is not None:
                 services.audit.append(session, audit)
+            if also is not None:
+                also(session)
             session.flush()
             # Undone newest first: the renames are undone, then the temp file goes.
             on_failure(session, lambda: sealed.path.unlink(missing_ok=True))

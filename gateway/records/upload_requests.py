@@ -1,44 +1,42 @@
-"""Patient upload links: one patient, one date of birth, one submission.
+"""Patient upload requests: one patient, one date of birth, one submission.
 
 A clinician creates a request (CLI ``clindav request create``, or the
-console); its link carries a token of 192 random bits (``secrets``), of which
-only a SHA-256 is stored.  The patient opens the link, enters the date of
-birth (``uploads.dob_tries`` wrong answers lock the link for good), and earns
-a *pass*: a second random token, also kept only as a hash, good for
-``uploads.pass_lifetime``, which the one submission must carry.  The
-submission claims the link atomically (``open`` -> ``submitted``), so a link
-sends photos once, however many tabs or replays try.
+console); who may then use its link (token, date of birth, pass) is
+gateway/records/upload_access.py.  The submission claims the link atomically
+(``open`` -> ``submitted``), so a link sends photos once, however many tabs
+or replays try; a failure of the gateway while filing gives it back.
 
 Contract: every step is one audit event (``UPLOAD-REQUEST``, ``UPLOAD-OPEN``,
-``UPLOAD-DOB``, ``UPLOAD-SUBMIT``, ``UPLOAD-CANCEL``), refusals included.  An
-unknown token, a locked link and a cancelled one answer the same
-:class:`LinkUnusable` (the patient learns nothing from which); an expired or
-used link answers its own clear page.  Bad input when creating a request
-raises :class:`InvalidUploadRequest` naming the field, and nothing is
-recorded.
+``UPLOAD-DOB``, ``UPLOAD-SUBMIT``, ``UPLOAD-CANCEL``), refusals included.
+Bad input when creating a request raises :class:`InvalidUploadRequest`
+naming the field, and nothing is recorded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
 
-from gateway.auth.base import Principal
-from gateway.clock import aware
 from gateway.db import UploadRequest
-from gateway.errors import BadRequest, ClindavError, Forbidden, NotFound
+from gateway.errors import BadRequest, ClindavError, NotFound
 from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
+from gateway.records.upload_access import (
+    FILING_LEASE,
+    TOKEN_BYTES,
+    LinkUsed,
+    append_step,
+    record_step,
+    refuse,
+    token_hash,
+)
 from gateway.services import Services
 
-# 24 bytes: 192 bits from the operating system's CSPRNG (the issue asks for >= 128).
-TOKEN_BYTES = 24
 NOTE_LIMIT = 500
 _MOBILE = re.compile(r"(?:\+44|0044|0)7\d{9}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -49,46 +47,9 @@ class InvalidUploadRequest(BadRequest):
     message = "The upload request is incomplete or invalid."
 
 
-class LinkUnusable(NotFound):
-    code = "upload-link-unusable"
-    message = (
-        "This link does not work. If your practice sent it to you, contact them for a new one."
-    )
-
-
-class LinkExpired(ClindavError):
-    status = 410
-    code = "upload-link-expired"
-    message = "This link has expired. Contact your practice if you still need to send photos."
-
-
-class LinkUsed(ClindavError):
-    status = 410
-    code = "upload-link-used"
-    message = (
-        "Photos have already been sent with this link; it works once. "
-        "Contact your practice if you need to send more."
-    )
-
-
-class DobMismatch(Forbidden):
-    code = "upload-dob-mismatch"
-    message = "That date of birth does not match. Check it and try again."
-
-
-class PassExpired(Forbidden):
-    code = "upload-pass-expired"
-    message = "This page was open too long. Enter the date of birth again, then send the photos."
-
-
 class RequestNotFound(NotFound):
     code = "upload-request-not-found"
     message = "No such upload request."
-
-
-def token_hash(token: str) -> str:
-    """What is stored of a token: its SHA-256 (a 192-bit token needs no slow hash)."""
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,21 +79,6 @@ def normalised_mobile(mobile: str | None) -> str | None:
     if not _MOBILE.fullmatch(cleaned):
         raise ValueError("mobile: not a UK mobile number (07... or +447...)")
     return cleaned
-
-
-def link_principal(services: Services, row: UploadRequest) -> Principal:
-    """Who the patient's steps are recorded as: the link (``patient-link-<id>``), not a staff
-    account.  An intimate request's link is in the intimate group only, so that the share's
-    consent stage takes intimate images from it, and only into the intimate folder."""
-    groups = frozenset({_intimate_group(services)}) if row.intimate else frozenset()
-    return Principal(f"patient-link-{row.id}", groups)
-
-
-def _intimate_group(services: Services) -> str:
-    """The intimate group of ``uploads.share``'s consent stage (its default otherwise)."""
-    stage = services.policy.pipeline(services.settings.uploads.share).find("consent")
-    group = getattr(getattr(stage, "options", None), "intimate_group", None)
-    return group if isinstance(group, str) else "intimate-access"
 
 
 class UploadRequestService:
@@ -176,8 +122,15 @@ class UploadRequestService:
             session.add(row)
             session.flush()
             details = {"request": row.id, "intimate": row.intimate, "max_files": row.max_files}
-            self._append(
-                session, request, "UPLOAD-REQUEST", row, 201, "upload-request-created", details
+            append_step(
+                self.services,
+                session,
+                request,
+                "UPLOAD-REQUEST",
+                row,
+                201,
+                "upload-request-created",
+                details,
             )
             session.expunge(row)
         return CreatedRequest(row, token)
@@ -254,7 +207,8 @@ class UploadRequestService:
                     "cancelled.",
                 )
             row.state = "cancelled"
-            self._append(
+            append_step(
+                self.services,
                 session,
                 request,
                 "UPLOAD-CANCEL",
@@ -273,102 +227,46 @@ class UploadRequestService:
             if row is not None:
                 row.deliveries = {**row.deliveries, **deliveries}
 
-    # -- the patient's side ---------------------------------------------------
-
-    def open(self, token: str, request: RequestInfo) -> UploadRequest:
-        """The request behind a link that still takes photos; audited ``UPLOAD-OPEN``."""
-        row = self._usable(token, request, "UPLOAD-OPEN")
-        self._record(request, "UPLOAD-OPEN", row, 200, "upload-link-opened", {"request": row.id})
-        return row
-
-    def verify_dob(
-        self, token: str, dob: dt.date, request: RequestInfo
-    ) -> tuple[UploadRequest, str]:
-        """The pass for a right date of birth; a wrong one counts towards the lock."""
-        row = self._usable(token, request, "UPLOAD-DOB")
-        secret = secrets.token_urlsafe(TOKEN_BYTES)
-        with self.services.sessions.begin() as session:
-            self.services.audit.lock_head(session)
-            current = session.get(UploadRequest, row.id)
-            if current is None or current.state != "open":  # locked or claimed meanwhile
-                refusal: ClindavError | None = LinkUnusable(f"request {row.id} changed")
-            elif current.date_of_birth != dob:
-                refusal = self._wrong_dob(session, current, request)
-            else:
-                refusal = None
-                current.pass_hash = token_hash(secret)
-                current.verified_at = self.services.clock.now()
-                details = {"request": row.id}
-                self._append(
-                    session, request, "UPLOAD-DOB", current, 200, "upload-dob-verified", details
-                )
-            session.flush()
-            if current is not None:
-                session.expunge(current)
-        if refusal is not None:  # after the commit: a wrong try counts
-            raise AuditedRefusal(refusal)
-        assert current is not None
-        return current, secret
-
-    def _wrong_dob(self, session: Any, row: UploadRequest, request: RequestInfo) -> ClindavError:
-        row.dob_failures += 1
-        tries = self.settings.dob_tries
-        locked = row.dob_failures >= tries
-        if locked:
-            row.state = "locked"
-        details = {"request": row.id, "failures": row.dob_failures, "locked": locked}
-        code = "upload-link-locked" if locked else DobMismatch.code
-        self._append(session, request, "UPLOAD-DOB", row, 403, code, details)
-        if locked:  # from now on the link answers as an unknown one
-            return LinkUnusable(f"request {row.id} locked after {tries} wrong dates of birth")
-        left = tries - row.dob_failures
-        return DobMismatch(
-            f"request {row.id}: wrong date of birth ({row.dob_failures} of {tries})",
-            public=f"{DobMismatch.message} {left} {'try' if left == 1 else 'tries'} left.",
-        )
-
-    def passed(self, token: str, secret: str, request: RequestInfo) -> UploadRequest:
-        """The request, if ``secret`` is the pass its date of birth earned, still fresh."""
-        row = self._usable(token, request, "UPLOAD-SUBMIT")
-        now = self.services.clock.now()
-        fresh = row.verified_at is not None and (
-            now - aware(row.verified_at) <= self.settings.pass_lifetime
-        )
-        known = row.pass_hash is not None and secrets.compare_digest(
-            row.pass_hash, token_hash(secret)
-        )
-        if not (known and fresh):
-            raise self._refuse(request, "UPLOAD-SUBMIT", row, PassExpired(f"request {row.id}"))
-        return row
+    # -- the submission -------------------------------------------------------
 
     def claim(self, row: UploadRequest, request: RequestInfo) -> None:
-        """Take the link's one submission: it is ``submitted`` from now on."""
+        """Take the link's one submission: it is ``filing`` until :meth:`finish`, and a
+        filing cut short (the process died) may be taken again after ``FILING_LEASE``."""
+        now = self.services.clock.now()
+        cut_short = (UploadRequest.state == "filing") & (
+            UploadRequest.submitted_at <= now - FILING_LEASE
+        )
         with self.services.sessions.begin() as session:
             taken = session.execute(
                 update(UploadRequest)
-                .where(UploadRequest.id == row.id, UploadRequest.state == "open")
-                .values(state="submitted", submitted_at=self.services.clock.now())
+                .where(UploadRequest.id == row.id, (UploadRequest.state == "open") | cut_short)
+                .values(state="filing", submitted_at=now)
             )
         if not getattr(taken, "rowcount", 0):  # another submission won the race
-            raise self._refuse(request, "UPLOAD-SUBMIT", row, LinkUsed(f"request {row.id} raced"))
+            raise refuse(
+                self.services, request, "UPLOAD-SUBMIT", row, LinkUsed(f"request {row.id} raced")
+            )
 
     def release(self, row: UploadRequest, request: RequestInfo) -> None:
         """Undo a claim after the gateway failed mid-submission: the link works again."""
         with self.services.sessions.begin() as session:
             session.execute(
                 update(UploadRequest)
-                .where(UploadRequest.id == row.id, UploadRequest.state == "submitted")
+                .where(UploadRequest.id == row.id, UploadRequest.state == "filing")
                 .values(state="open", submitted_at=None)
             )
         details = {"request": row.id}
-        self._record(request, "UPLOAD-SUBMIT", row, 503, "upload-link-released", details)
+        record_step(
+            self.services, request, "UPLOAD-SUBMIT", row, 503, "upload-link-released", details
+        )
 
     def record_refusal(
         self, row: UploadRequest, refusal: ClindavError, request: RequestInfo
     ) -> None:
         """A submission refused before it was filed (nothing recorded or stored)."""
         details = {"request": row.id}
-        self._record(
+        record_step(
+            self.services,
             request,
             "UPLOAD-SUBMIT",
             row,
@@ -390,7 +288,7 @@ class UploadRequestService:
             self.services.audit.lock_head(session)
             row = session.get(UploadRequest, request_id)
             assert row is not None
-            row.consent_id, row.results = consent_id, results
+            row.consent_id, row.results, row.state = consent_id, results, "submitted"
             stored = sum(1 for r in results if r["outcome"] == "stored")
             details = {
                 "request": row.id,
@@ -398,99 +296,16 @@ class UploadRequestService:
                 "refused": len(results) - stored,
                 "consent_id": consent_id,
             }
-            self._append(session, request, "UPLOAD-SUBMIT", row, 200, "upload-submitted", details)
+            append_step(
+                self.services,
+                session,
+                request,
+                "UPLOAD-SUBMIT",
+                row,
+                200,
+                "upload-submitted",
+                details,
+            )
             session.flush()
             session.expunge(row)
         return row
-
-    def _usable(self, token: str, request: RequestInfo, action: str) -> UploadRequest:
-        """The link's request if it still works; else an audited refusal."""
-        with self.services.sessions() as session:
-            row = session.scalars(
-                select(UploadRequest).where(UploadRequest.token_hash == token_hash(token))
-            ).first()
-        if row is None:
-            raise self._refuse(request, action, None, LinkUnusable("unknown token"))
-        if row.state in ("locked", "cancelled"):
-            raise self._refuse(
-                request, action, row, LinkUnusable(f"request {row.id} is {row.state}")
-            )
-        if row.state == "submitted":
-            raise self._refuse(request, action, row, LinkUsed(f"request {row.id} already used"))
-        if aware(row.expires_at) <= self.services.clock.now():
-            raise self._refuse(request, action, row, LinkExpired(f"request {row.id} expired"))
-        return row
-
-    def _refuse(
-        self, request: RequestInfo, action: str, row: UploadRequest | None, refusal: ClindavError
-    ) -> AuditedRefusal:
-        details = {"request": row.id} if row is not None else {}
-        self._record(
-            request, action, row, refusal.status, refusal.code, details, reason=refusal.detail
-        )
-        return AuditedRefusal(refusal)
-
-    def _record(
-        self,
-        request: RequestInfo,
-        action: str,
-        row: UploadRequest | None,
-        status: int,
-        code: str,
-        details: dict[str, Any],
-        reason: str = "",
-    ) -> None:
-        self.services.audit.record(
-            self._actor(request, row),
-            action=action,
-            share=None,
-            path=None,
-            status=status,
-            code=code,
-            reason=reason,
-            details=details,
-            patient_id=row.patient_id if row is not None else None,
-        )
-
-    def _append(
-        self,
-        session: Any,
-        request: RequestInfo,
-        action: str,
-        row: UploadRequest,
-        status: int,
-        code: str,
-        details: dict[str, Any],
-    ) -> None:
-        event = self.services.audit.event(
-            self._actor(request, row),
-            action=action,
-            share=None,
-            path=None,
-            status=status,
-            code=code,
-            details=details,
-            patient_id=row.patient_id,
-        )
-        self.services.audit.append(session, event)
-
-    def _actor(self, request: RequestInfo, row: UploadRequest | None) -> RequestInfo:
-        """A patient's step (nobody signed in) is recorded as the link's."""
-        if request.principal is not None or row is None:
-            return request
-        return replace(request, principal=link_principal(self.services, row))
-
-    def limit_for(self, token: str) -> int | None:
-        """How many photos the link takes (None: no such link); read before its body is."""
-        with self.services.sessions() as session:
-            return session.scalar(
-                select(UploadRequest.max_files).where(UploadRequest.token_hash == token_hash(token))
-            )
-
-
-class AuditedRefusal(Exception):
-    """A refusal already in the audit trail: the door shows ``refusal`` and records nothing more."""
-
-    def __init__(self, refusal: ClindavError) -> None:
-        super().__init__(refusal.detail)
-        self.refusal = refusal

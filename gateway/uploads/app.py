@@ -15,7 +15,8 @@ Before anything: the per-address and per-link limits
 against ``max files x uploads.max_file_bytes`` (413 before a byte is read).
 A photo is never written to disk while it arrives (each file is spooled in
 memory and stops being kept past ``uploads.max_file_bytes``).  The link's
-state and every step are the service's (gateway/records/upload_requests.py);
+state and every step are the services' (gateway/records/upload_access.py for the
+link, date of birth and pass; gateway/records/upload_requests.py for the submission);
 filing is gateway/uploads/submission.py.  Every refusal is a page in plain
 words with the code and request id, audited; the pages name nothing about
 the patient but the practice and the clinician's note (shown only after the
@@ -38,10 +39,18 @@ from werkzeug.wrappers import Response
 from gateway.dav.limits import LengthRequired
 from gateway.dav.middleware import apply_forwarding
 from gateway.db import UploadRequest
-from gateway.errors import BadRequest, ClindavError, DatabaseUnavailable, NotFound, PayloadTooLarge
+from gateway.errors import (
+    BadRequest,
+    ClindavError,
+    DatabaseUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    from_os_error,
+)
 from gateway.pipeline import RequestInfo
 from gateway.records.consent_terms import parse_day
-from gateway.records.upload_requests import AuditedRefusal, UploadRequestService, link_principal
+from gateway.records.upload_access import AuditedRefusal, LinkAccess, link_principal
+from gateway.records.upload_requests import UploadRequestService
 from gateway.server.responses import request_id
 from gateway.services import Services
 from gateway.uploads import submission
@@ -128,7 +137,10 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
     app.logger.disabled = True
     app.extensions[EXTENSION] = (
         UploadRequestService(services),
-        UploadThrottle(settings.address_rate, settings.link_rate),
+        UploadThrottle(
+            services.sessions, services.clock, settings.address_rate, settings.link_rate
+        ),
+        LinkAccess(services),
     )
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.before_request(_begin)
@@ -138,6 +150,7 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
     app.register_error_handler(AuditedRefusal, lambda exc: _page(exc.refusal))
     app.register_error_handler(ClindavError, _refused)
     app.register_error_handler(SQLAlchemyError, _database_failed)
+    app.register_error_handler(OSError, _storage_failed)
     app.register_error_handler(HTTPException, _http_error)
     trusted = services.settings.server.trusted_proxies
     flask_app = app.wsgi_app
@@ -155,6 +168,11 @@ def body_limit(max_files: int, max_file_bytes: int) -> int:
 
 def _service() -> UploadRequestService:
     found: UploadRequestService = current_app.extensions[EXTENSION][0]
+    return found
+
+
+def _access() -> LinkAccess:
+    found: LinkAccess = current_app.extensions[EXTENSION][2]
     return found
 
 
@@ -182,7 +200,7 @@ def _check_declared_length() -> None:
 def _photos_limit() -> int:
     """The link's own number of photos at ``uploads.max_file_bytes`` each, plus the form."""
     token = (request.view_args or {}).get("token", "")
-    files = _service().limit_for(token) or _service().settings.max_files
+    files = _access().limit_for(token) or _service().settings.max_files
     return body_limit(files, _service().settings.max_file_bytes)
 
 
@@ -210,16 +228,16 @@ def _practice() -> str:
 
 
 def _link(token: str) -> Page:
-    service = _service()
+    access = _access()
     if request.method != "POST":  # GET, and HEAD as Flask answers it
-        service.open(token, _info())
+        access.open(token, _info())
         return _render("dob.html", 200, token=token)
     try:
         dob = _entered_dob()
     except InvalidDate as refusal:
         return _render("dob.html", 400, token=token, error=refusal.public_message)
     try:
-        row, secret = service.verify_dob(token, dob, _info())
+        row, secret = access.verify_dob(token, dob, _info())
     except AuditedRefusal as refused:
         if refused.refusal.code != "upload-dob-mismatch":
             raise
@@ -254,7 +272,7 @@ def _send_form(token: str, row: UploadRequest, secret: str, status: int, error: 
 
 def _send(token: str) -> Page:
     service = _service()
-    row = service.passed(token, request.form.get("pass", ""), _info())
+    row = _access().passed(token, request.form.get("pass", ""), _info())
     answer = _consent_answer()
     photos = [_photo(f) for f in request.files.getlist("photos") if f.filename]
     problem = _form_problem(answer, photos, row)
@@ -268,9 +286,9 @@ def _send(token: str) -> Page:
     try:
         consent_id = submission.record_consent(service.services, row, answer, info)
         results = submission.store_photos(service.services, row, photos, info)
-    except ClindavError as failure:
-        if failure.status >= 500:  # the gateway's failure, not the patient's: they may retry
-            service.release(row, info)
+    except Exception as failure:
+        if not (isinstance(failure, ClindavError) and failure.status < 500):
+            service.release(row, info)  # the gateway's failure, not the patient's: they may retry
         raise
     service.finish(row.id, consent_id, results, info)
     return _render("results.html", 200, results=results)
@@ -348,6 +366,15 @@ def _refused(refusal: ClindavError) -> Page:
 def _database_failed(exc: SQLAlchemyError) -> Page:
     log.error("request %s: database error: %s", g.get("request_id"), exc)
     return _refused(DatabaseUnavailable(f"database: {type(exc).__name__}"))
+
+
+def _storage_failed(exc: OSError) -> Page:
+    """A full share is 507, an unwritable one 503 (gateway/errors.py), as over WebDAV."""
+    known = from_os_error(exc)
+    if known is None:
+        log.error("request %s failed", g.get("request_id"), exc_info=exc)
+        known = ClindavError(type(exc).__name__)
+    return _refused(known)
 
 
 def _http_error(exc: HTTPException) -> Page:

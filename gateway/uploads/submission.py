@@ -18,14 +18,25 @@ the intimate folder.
 A photo is refused on its own (too large, a format ``uploads.formats`` does
 not take, a file the share's ``filetype`` stage refuses); the others are
 stored.  Nothing of a refused photo is kept.
+
+Filing is idempotent per link: when the gateway fails part-way (a full or
+unmounted share: 5xx), the link is given back and the patient sends again.
+The consent record of the first try is found by its form reference and
+reused; each stored photo was noted in the link's results (with the SHA-256
+of the bytes received) in the same commit as the photo, so the retry skips
+the photos already stored (``upload-already-filed`` in the audit trail).
 """
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from gateway.change import make_dir
 from gateway.dav.provider import commit_object
@@ -33,7 +44,7 @@ from gateway.db import UploadRequest
 from gateway.errors import BadRequest, ClindavError, PayloadTooLarge, UnsupportedMediaType
 from gateway.patients import PatientScheme
 from gateway.pipeline import PutContext, RequestInfo
-from gateway.records.consent import ConsentService, NewConsent
+from gateway.records.consent import ConsentService, ConsentView, NewConsent
 from gateway.records.patientpaths import share_scheme
 from gateway.services import Services, ShareRuntime
 from gateway.storage.backing import split_path
@@ -88,7 +99,11 @@ class ConsentAnswer:
 def record_consent(
     services: Services, row: UploadRequest, answer: ConsentAnswer, request: RequestInfo
 ) -> int:
-    """The patient's consent as a consent record; its id."""
+    """The patient's consent as a consent record; its id.
+
+    A retry after the gateway failed mid-filing finds the record its first try
+    made (by the form reference) and reuses it when the answer is the same;
+    an answer without the teaching tick withdraws teaching from that record."""
     scopes = ("record", "share", "teaching") if answer.teaching else ("record", "share")
     parent = answer.parent_name.strip() if answer.parent_name else None
     consent = NewConsent(
@@ -98,15 +113,43 @@ def record_consent(
         given_by_name=parent,
         method="written",
         recorded_by=f"patient upload link #{row.id} (asked by {row.created_by})",
-        form_reference=f"upload-request-{row.id}/statement-{STATEMENT_VERSION}",
+        form_reference=form_reference(row),
         intimate=row.intimate,
         date_of_birth=row.date_of_birth,
         source="patient-upload",
         note="given on the patient upload page",
     )
+    service = ConsentService(services)
+    earlier = _earlier_consent(service, row)
+    if earlier is not None and "teaching" in earlier.active_scopes and not answer.teaching:
+        service.withdraw(earlier.record.id, ["teaching"], consent.recorded_by, request)
+        earlier = _earlier_consent(service, row)
+    if earlier is not None and _same_terms(earlier, consent):
+        return earlier.record.id
     scheme = share_scheme(services.policy, services.settings.uploads.share)
-    view = ConsentService(services).add(consent, scheme or PatientScheme("nhs-number"), request)
+    view = service.add(consent, scheme or PatientScheme("nhs-number"), request)
     return view.record.id
+
+
+def form_reference(row: UploadRequest) -> str:
+    return f"upload-request-{row.id}/statement-{STATEMENT_VERSION}"
+
+
+def _earlier_consent(service: ConsentService, row: UploadRequest) -> ConsentView | None:
+    """The newest record an earlier try of this link made, if any."""
+    with service.services.sessions() as session:
+        views = service.views(session, row.patient_id)
+    mine = [v for v in views if v.record.form_reference == form_reference(row)]
+    return mine[-1] if mine else None
+
+
+def _same_terms(earlier: ConsentView, consent: NewConsent) -> bool:
+    record = earlier.record
+    return (
+        earlier.active_scopes == set(consent.scopes)
+        and record.given_by == consent.given_by
+        and record.given_by_name == consent.given_by_name
+    )
 
 
 def check_ready(services: Services) -> None:
@@ -129,15 +172,24 @@ def upload_folder(services: Services, row: UploadRequest) -> str:
 def store_photos(
     services: Services, row: UploadRequest, photos: list[Photo], request: RequestInfo
 ) -> list[dict[str, Any]]:
-    """Each photo through the share's pipeline; one result per photo, in order."""
+    """Each photo through the share's pipeline; one result per photo, in order.
+
+    A photo an earlier try of this link stored (the same bytes: its SHA-256 is
+    in the link's results, noted in the photo's own commit) is not stored
+    again; earlier photos this try did not send again follow, still stored."""
     share = services.shares[services.settings.uploads.share]
     folder = upload_folder(services, row)
     _make_folders(services, share, folder, request)
     stamp = services.clock.now().strftime("%H%M%S")
-    return [
-        _store_one(services, share, row, f"{folder}/{_file_name(row, stamp, n, p)}", p, request)
+    filed = {r["digest"]: r for r in row.results if r.get("outcome") == "stored" and "digest" in r}
+    results = [
+        _store_one(
+            services, share, row, f"{folder}/{_file_name(row, stamp, n, p)}", p, filed, request
+        )
         for n, p in enumerate(photos, 1)
     ]
+    sent = {r.get("digest") for r in results}
+    return results + [r for d, r in filed.items() if d not in sent]
 
 
 def _file_name(row: UploadRequest, stamp: str, number: int, photo: Photo) -> str:
@@ -153,9 +205,13 @@ def _store_one(
     row: UploadRequest,
     path: str,
     photo: Photo,
+    filed: dict[str, dict[str, Any]],
     request: RequestInfo,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"name": photo.name[:120], "size": photo.size}
+    digest = hashlib.sha256(photo.body).hexdigest() if photo.body is not None else None
+    if digest in filed:
+        return _already_filed(services, share, row, {**filed[digest], **result}, request)
     try:
         ctx = _judged(services, share, path, photo, request)
         event = services.audit.event(
@@ -169,7 +225,9 @@ def _store_one(
             patient_id=ctx.patient_id,
         )
         target = share.store.locate(split_path(path))
-        commit_object(services, share, ctx, target, audit=event)
+        stored = {**result, "outcome": "stored", "path": path, "format": ctx.file_format}
+        stored["digest"] = digest
+        commit_object(services, share, ctx, target, audit=event, also=_noting(row.id, stored))
     except ClindavError as refusal:
         if refusal.status >= 500:
             raise  # the gateway cannot store anything now; not this photo's fault
@@ -190,7 +248,39 @@ def _store_one(
             "code": refusal.code,
             "message": refusal.public_message,
         }
-    return {**result, "outcome": "stored", "path": path, "format": ctx.file_format}
+    return stored
+
+
+def _noting(request_id: int, stored: dict[str, Any]) -> Callable[[Session], None]:
+    """Adds ``stored`` to the link's results in the photo's own commit."""
+
+    def note(session: Session) -> None:
+        current = session.get(UploadRequest, request_id)
+        assert current is not None
+        current.results = [*current.results, stored]
+
+    return note
+
+
+def _already_filed(
+    services: Services,
+    share: ShareRuntime,
+    row: UploadRequest,
+    earlier: dict[str, Any],
+    request: RequestInfo,
+) -> dict[str, Any]:
+    """An earlier try stored this photo: audited, not stored again."""
+    services.audit.record(
+        request,
+        action="PUT",
+        share=share.name,
+        path=earlier["path"],
+        status=200,
+        code="upload-already-filed",
+        details={"upload_request": row.id, "name": earlier["name"]},
+        patient_id=row.patient_id,
+    )
+    return earlier
 
 
 def _judged(

@@ -9,13 +9,16 @@ the clock moved on) and Notify pointed at the local server.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import itertools
 import json
 import os
 import re
 import secrets
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +27,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
 from gateway.clock import TEST_CLOCK
 from tests.conftest import (
     Gateway,
+    Instance,
     InstanceClock,
     make_instance,
     read_answer,
@@ -37,6 +42,7 @@ from tests.conftest import (
 from tests.integration.test_console_http import form_token, sign_in
 from tests.integration.test_instance_integrity import write_key
 from tests.integration.test_scrub_gateway import exiftool_read, nhs_check_digit
+from tests.integration.test_workers import _children, _cpu_ticks, _wait_until
 from tests.notify_server import NotifyServer
 from tests.scrub_corpus import dirty_file
 from tests.unit.scrub.test_scrub_exiftool import _outside_allowlist
@@ -59,8 +65,8 @@ _PATIENTS = _patients()
 @dataclass
 class Uploads:
     gw: Gateway
-    notify: NotifyServer
-    clock: InstanceClock
+    notify: NotifyServer | None = None
+    clock: InstanceClock | None = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, config=self.gw.instance.config, check=check)
@@ -98,19 +104,13 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uploads]:
     os.environ[TEST_CLOCK] = str(clock_file)  # the gateway and every command inherit it
     notify = NotifyServer()
     notify_url = notify.start()
-    instance = make_instance(folder)
+    instance = uploads_instance(folder)
     data = instance.settings()
-    data["uploads"] = {
-        "public_url": "https://gp.example",
-        "practice_name": PRACTICE,
-        "address_rate": 10_000,  # every test comes from 127.0.0.1
-        "link_rate": 20,
-        "notify": {
-            "api_key": notify.api_key,
-            "base_url": notify_url,
-            "sms_template": notify.sms_template,
-            "email_template": notify.email_template,
-        },
+    data["uploads"]["notify"] = {
+        "api_key": notify.api_key,
+        "base_url": notify_url,
+        "sms_template": notify.sms_template,
+        "email_template": notify.email_template,
     }
     instance.write_settings(data)
     gw = start_gateway(instance)
@@ -121,6 +121,20 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uploads]:
         os.environ.pop(TEST_CLOCK, None)
     else:
         os.environ[TEST_CLOCK] = before
+
+
+def uploads_instance(folder: Path) -> Instance:
+    """An instance whose upload links are set up (Notify not)."""
+    instance = make_instance(folder)
+    data = instance.settings()
+    data["uploads"] = {
+        "public_url": "https://gp.example",
+        "practice_name": PRACTICE,
+        "address_rate": 10_000,  # every test comes from 127.0.0.1
+        "link_rate": 20,
+    }
+    instance.write_settings(data)
+    return instance
 
 
 def dob_form(day: dt.date) -> dict[str, str]:
@@ -660,3 +674,162 @@ def test_only_consent_recorders_make_links_and_only_their_maker_cancels_one(up: 
     )
     assert done.status_code == 200 and f"Upload link #{request_id} cancelled" in done.text
     assert up.browser().get(up.page(token)).status_code == 404
+
+
+# --------------------------------------------------------------------------- retried filing
+
+
+@pytest.fixture
+def small_clinical(tmp_path: Path) -> Iterator[Uploads]:
+    """A gateway of its own whose clinical share is a 256 KiB tmpfs (made larger by the test)."""
+    instance = uploads_instance(tmp_path)
+    share = instance.share_dir("clinical")
+    markers = [entry.name for entry in share.glob(".clindav-share.*")]
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(share)], check=True
+    )
+    for name in markers:  # the instance's mark goes with the share
+        (share / name).mkdir(mode=0o700)
+    gw = start_gateway(instance)
+    try:
+        yield Uploads(gw)
+    finally:
+        gw.stop()
+        subprocess.run(["umount", "-l", str(share)], check=False)
+
+
+def noise_png(side: int) -> bytes:
+    """A PNG that does not compress: ``side`` x ``side`` x 3 bytes of noise."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_retry_after_a_failure_part_way_stores_nothing_twice(small_clinical: Uploads) -> None:
+    up = small_clinical
+    patient = next(_PATIENTS)
+    request_id, token, _ = up.create(patient)
+    secret = verified(up, token)
+    photos = [("small.jpg", dirty_file("phone.jpg").data), ("large.png", noise_png(400))]
+    # The share fills up at the second photo: the first is stored, then the gateway fails.
+    failed = send(up, token, secret, photos, teaching=True)
+    assert failed.status_code == 507, up.gw.log()[-4000:]
+    assert failed.headers["X-Clindav-Error"] == "insufficient-storage"
+    folder = today_folder(patient)
+    assert len(listing(up, "alice", folder)) == 1
+    (first,) = consent_records(up, patient)
+
+    share = up.gw.instance.share_dir("clinical")
+    subprocess.run(["mount", "-o", "remount,size=16m", str(share)], check=True)
+    # The patient sends the same photos again, this time without the teaching tick.
+    retried = send(up, token, secret, photos)
+    assert retried.status_code == 200, retried.text[:500]
+    assert outcomes(retried) == ["stored", "stored"]
+
+    assert len(listing(up, "alice", folder)) == 2  # the first photo once, not twice
+    (record,) = consent_records(up, patient)  # the first try's record, reused
+    assert record["id"] == first["id"]
+    assert record["form"] == f"upload-request-{request_id}/statement-1"
+    assert record["active_scopes"] == ["record", "share"]  # teaching unticked on the retry
+    assert [w["scopes"] for w in record["withdrawals"]] == [["teaching"]]
+
+    events = audit_events(up, patient)
+    codes = [
+        (e["action"], e["code"])
+        for e in events
+        if e["action"].startswith(("PUT", "UPLOAD-SUBMIT", "CONSENT"))
+    ]
+    assert codes.count(("PUT", "stored")) == 2
+    assert codes.count(("PUT", "upload-already-filed")) == 1
+    assert codes.count(("CONSENT-ADD", "consent-recorded")) == 1
+    assert ("UPLOAD-SUBMIT", "upload-link-released") in codes
+    assert codes[-1] == ("UPLOAD-SUBMIT", "upload-submitted")
+    listed = json.loads(up.cli("request", "list", "--json").stdout)
+    mine = next(r for r in listed if r["id"] == request_id)
+    assert mine["state"] == "submitted"
+    assert "audit chain intact" in up.cli("audit", "verify").stdout
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+def test_the_limits_count_across_the_gateways_worker_processes(tmp_path: Path) -> None:
+    instance = uploads_instance(tmp_path)
+    data = instance.settings()
+    data["server"]["workers"] = 2
+    instance.write_settings(data)
+    gw = start_gateway(instance)
+    try:
+        assert _wait_until(lambda: len(_children(gw.process.pid)) == 2), gw.log()
+        workers = _children(gw.process.pid)
+        up = Uploads(gw)
+        _id, token, _ = up.create(next(_PATIENTS))
+        before = {pid: _cpu_ticks(pid) for pid in workers}
+        answers = []
+        for _ in range(30):  # new connections: the kernel spreads them over both workers
+            with requests.Session() as s:
+                s.trust_env = False
+                answers.append(s.get(up.page(token), timeout=30).status_code)
+        used = {pid: _cpu_ticks(pid) - before[pid] for pid in workers}
+    finally:
+        gw.stop()
+    assert all(ticks > 0 for ticks in used.values()), used  # both workers answered
+    # uploads.link_rate is 20 for the link, whichever process counts.
+    assert answers[:20] == [200] * 20 and answers[20:] == [429] * 10, answers
+
+
+def filed_so_far(instance: Instance, request_id: int) -> int:
+    """Photos the link's filing has committed (each noted in its own commit)."""
+    with sqlite3.connect(f"file:{instance.folder / 'clindav.db'}?mode=ro", uri=True) as db:
+        (results,) = db.execute(
+            "SELECT results FROM upload_request WHERE id = ?", (request_id,)
+        ).fetchone()
+    return len(json.loads(results))
+
+
+def test_a_gateway_killed_while_filing_takes_the_retry_after_the_lease(
+    tmp_path: Path, clock: InstanceClock
+) -> None:
+    instance = uploads_instance(tmp_path)
+    up = Uploads(start_gateway(instance), clock=clock)
+    try:
+        patient = next(_PATIENTS)
+        request_id, token, _ = up.create(patient)
+        secret = verified(up, token)
+        photos = [("a.jpg", dirty_file("phone.jpg").data)]
+        photos += [(f"n{n}.png", noise_png(1500)) for n in range(6)]  # seconds to scrub
+        answers: list[object] = []
+
+        def patient_sends() -> None:
+            try:
+                answers.append(send(up, token, secret, photos))
+            except requests.ConnectionError as exc:
+                answers.append(exc)
+
+        sender = threading.Thread(target=patient_sends)
+        sender.start()
+        deadline = time.monotonic() + 120
+        while filed_so_far(instance, request_id) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        up.gw.kill()  # SIGKILL mid-filing: no release, no finish
+        sender.join(60)
+        filed = filed_so_far(instance, request_id)
+        assert 1 <= filed < len(photos), filed
+        assert isinstance(answers[0], requests.ConnectionError)
+
+        up.gw = start_gateway(instance)
+        soon = send(up, token, secret, photos)  # within the lease: the filing may still run
+        assert soon.status_code == 410 and soon.headers["X-Clindav-Error"] == "upload-link-used"
+        clock.advance("11m")
+        retried = send(up, token, secret, photos)
+        assert retried.status_code == 200, retried.text[:500]
+        assert outcomes(retried) == ["stored"] * len(photos)
+
+        assert len(listing(up, "alice", today_folder(patient))) == len(photos)  # none twice
+        assert len(consent_records(up, patient)) == 1
+        codes = [(e["action"], e["code"]) for e in audit_events(up, patient)]
+        assert codes.count(("PUT", "stored")) == len(photos)
+        assert codes.count(("PUT", "upload-already-filed")) == filed
+        assert codes.count(("UPLOAD-SUBMIT", "upload-submitted")) == 1
+    finally:
+        up.gw.stop()

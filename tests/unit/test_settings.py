@@ -8,6 +8,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
+from gateway.stages import check_upload_formats
 
 MINIMAL = "shares:\n  documents: {url: /documents, path: shares/documents}\n"
 
@@ -47,3 +48,18 @@ def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("shares: [unclosed\n")
     with pytest.raises(ConfigError):
         load_settings(path)
+
+
+def test_upload_formats_must_be_rows_of_the_format_table(tmp_path: Path) -> None:
+    path = tmp_path / "clindav.yaml"
+    path.write_text(MINIMAL + "uploads: {formats: [jpeg, jpg, heic]}\n")
+    settings = load_settings(path)  # the schema takes any names; the format table decides
+    with pytest.raises(ConfigError) as err:
+        check_upload_formats(settings)
+    (problem,) = err.value.problems
+    assert problem.key == "uploads.formats"
+    assert problem.problem == (
+        "unknown format 'jpg', 'heic' (known: gif, heif, jpeg, mp4, pdf, png, tiff, webp)"
+    )
+    path.write_text(MINIMAL + "uploads: {formats: [jpeg, heif]}\n")
+    check_upload_formats(load_settings(path))  # known names pass

@@ -5,8 +5,9 @@ Revises: 0003
 
 The patient upload links (gateway/records/upload_requests.py): one row per
 link, holding a hash of its token, the patient and date of birth it is for,
-its state and what its one submission stored.  An older instance gets an
-empty table.
+its state and what its one submission stored; and the request counts of
+the upload pages' rate limits (gateway/uploads/throttle.py), per hashed key
+and 10-minute period.  An older instance gets empty tables.
 """
 
 import sqlalchemy as sa
@@ -46,9 +47,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_upload_request_patient_id", "upload_request", ["patient_id"])
     op.create_index("ix_upload_request_created_by", "upload_request", ["created_by"])
+    op.create_table(
+        "upload_rate",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("period", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("hits", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("key", "period"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("upload_rate")
     op.drop_index("ix_upload_request_created_by", table_name="upload_request")
     op.drop_index("ix_upload_request_patient_id", table_name="upload_request")
     op.drop_table("upload_request")
