@@ -360,6 +360,40 @@ class ConsoleSession(Base):
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+class AppPassword(Base):
+    """A device's password for the Nextcloud apps (gateway/auth/apppasswords.py).
+
+    Only a SHA-256 of the secret is kept: it is 124 random bits, so a slow hash
+    would add nothing but cost on every request.  Deleting the row revokes it.
+    """
+
+    __tablename__ = "app_password"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(255), index=True)
+    label: Mapped[str] = mapped_column(String(128))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoginFlow(Base):
+    """A Nextcloud Login Flow v2 in progress (gateway/nextcloud/loginflow.py).
+
+    Both tokens are kept as hashes.  Once granted, the new app password waits
+    here sealed under a key derived from the poll token, which only the
+    polling client knows: a copy of this table reveals no password.
+    """
+
+    __tablename__ = "login_flow"
+
+    poll_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    login_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    uid: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
 # How long a statement waits for a lock another process holds (SQLite's busy
 # timeout, PostgreSQL's lock_timeout) or for PostgreSQL to answer a connection
 # attempt, before the request fails closed with 503 database-unavailable.

@@ -33,6 +33,8 @@ from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
 
 MiB = 1024 * 1024
+# URL prefixes the Nextcloud apps' door answers (gateway/nextcloud/): no share may take them.
+NEXTCLOUD_PREFIXES = frozenset({"status.php", "ocs", "index.php", "remote.php", "nextcloud"})
 # server.workers: 0 runs one process per core, up to this many.
 MAX_AUTO_WORKERS = 4
 
@@ -92,6 +94,8 @@ class ShareSettings(_Strict):
             raise ValueError(f"/{inner} is the gateway's own (docs/DEPLOY.md, Monitoring)")
         if inner.lower() == "app":
             raise ValueError("/app is the staff console's (docs/CONSOLE.md)")
+        if inner.lower() in NEXTCLOUD_PREFIXES:
+            raise ValueError(f"/{inner} is the Nextcloud apps' (docs/NEXTCLOUD-APPS.md)")
         return "/" + inner
 
 
@@ -350,6 +354,23 @@ class ConsoleSettings(_Strict):
         return value
 
 
+class NextcloudSettings(_Strict):
+    """The door for the Nextcloud apps (docs/NEXTCLOUD-APPS.md)."""
+
+    enabled: bool = Field(True, description="Serve status.php, OCS and remote.php.")
+    login_flow_timeout: Duration = Field(
+        dt.timedelta(minutes=20),
+        description="A Login Flow v2 not completed this long after it began is void (e.g. 20m).",
+    )
+
+    @field_validator("login_flow_timeout")
+    @classmethod
+    def _positive(cls, value: dt.timedelta) -> dt.timedelta:
+        if value < dt.timedelta(minutes=1):
+            raise ValueError("at least 1m")
+        return value
+
+
 class MetricsSettings(_Strict):
     allow: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
@@ -381,6 +402,7 @@ class Settings(_Strict):
     audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    nextcloud: NextcloudSettings = NextcloudSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
 

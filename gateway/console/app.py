@@ -32,6 +32,7 @@ from gateway.console import (
     holds,
     images,
     inbox,
+    nextcloud,
     patient,
     sessions,
     trash,
@@ -112,7 +113,7 @@ def create_console(services: Services, lock_manager: Any) -> Callable[..., Itera
 
 
 def _register_pages(app: Flask) -> None:
-    for page in (auth, inbox, patient, images, trash, holds, audit_trail, users):
+    for page in (auth, inbox, patient, images, trash, holds, audit_trail, users, nextcloud):
         page.register(app)
 
 
@@ -125,6 +126,7 @@ def _begin() -> Response | None:
     if g.principal is not None or request.endpoint in _OPEN:
         return None
     expired = isinstance(session, sessions.SignedInSession) and session.expired
+    nextcloud.remember_flow(request.endpoint, request.view_args)
     target = url_for("auth.sign_in_expired" if expired else "auth.sign_in")
     return redirect(target, 303)  # type: ignore[return-value]
 

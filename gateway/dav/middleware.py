@@ -116,7 +116,7 @@ class GatewayMiddleware(BaseMiddleware):
             raise exc
 
     def _authenticate(self, environ: dict[str, Any], outcome: Outcome) -> Principal:
-        user, password = _parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
+        user, password = parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
         if user is None:
             outcome.challenge = True
             raise AuthenticationRequired("no credentials")
@@ -244,7 +244,7 @@ def apply_forwarding(environ: dict[str, Any], trusted: list[str]) -> None:
         del environ[key]
 
 
-def _parse_basic(header: str) -> tuple[str | None, str | None]:
+def parse_basic(header: str) -> tuple[str | None, str | None]:
     """(user, password) from a Basic header; (None, None) when absent."""
     if not header:
         return None, None
