@@ -394,6 +394,24 @@ class LoginFlow(Base):
     sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
+class NextcloudFileId(Base):
+    """The number the Nextcloud apps know a file or folder by (``oc:fileid``).
+
+    Kept per share and path, moved with a MOVE through the Nextcloud door and
+    never reused (AUTOINCREMENT): the desktop client detects renames by it.
+    """
+
+    __tablename__ = "nextcloud_file_id"
+    __table_args__ = (
+        UniqueConstraint("share", "path", name="uq_nextcloud_file_id_path"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    share: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+
+
 # How long a statement waits for a lock another process holds (SQLite's busy
 # timeout, PostgreSQL's lock_timeout) or for PostgreSQL to answer a connection
 # attempt, before the request fails closed with 503 database-unavailable.

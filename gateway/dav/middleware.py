@@ -46,6 +46,7 @@ from gateway.errors import (
     DatabaseUnavailable,
     from_os_error,
 )
+from gateway.nextcloud.paths import check_dav_user
 from gateway.server.responses import error_answer, is_https, request_info, status_code
 from gateway.services import Services
 
@@ -132,6 +133,7 @@ class GatewayMiddleware(BaseMiddleware):
         environ["wsgidav.auth.realm"] = self.services.settings.auth.realm
         outcome.request = request_info(environ, principal)
         environ[REQUEST] = outcome.request
+        check_dav_user(environ, principal)  # a Nextcloud app's path names this user
         return principal
 
     def _dispatch(

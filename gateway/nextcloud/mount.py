@@ -47,9 +47,10 @@ from gateway.errors import (
     Forbidden,
     NotFound,
 )
-from gateway.nextcloud import ocs
+from gateway.nextcloud import ocs, paths
 from gateway.nextcloud.loginflow import LoginFlows
 from gateway.nextcloud.records import chained_event
+from gateway.nextcloud.replies import Replies
 from gateway.server.responses import error_answer, is_https, request_id, request_info
 from gateway.services import Services
 
@@ -59,8 +60,15 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _OCS = re.compile(r"^/ocs/v(?P<version>[12])\.php(?P<route>/.*)$")
 _STATUS_PATHS = frozenset({"/status.php", "/nextcloud/status.php"})
+# Legacy (v1) chunk names, PUT by a client that did not see chunking v2 advertised.
+_LEGACY_CHUNK = re.compile(r"-chunking-\d+-\d+-\d+$")
 _MAX_FORM = 4096
 GRANT_PAGE = MOUNT + "/nextcloud/login/"
+
+
+class LegacyChunking(BadRequest):
+    code = "legacy-chunking-refused"
+    message = "Legacy chunked uploads are not accepted; update the app (chunking v2 is)."
 
 
 class NotAnAppPassword(Forbidden):
@@ -121,9 +129,12 @@ class NextcloudMount:
         self.services = services
         self.flows = LoginFlows(services)
         self.app_passwords = AppPasswords(services.sessions)
+        self.replies = Replies(services)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if self.services.settings.nextcloud.enabled and paths.is_file_path(path):
+            return self._files(environ, start_response)
         route = self._route(path, environ.get("REQUEST_METHOD", "GET").upper())
         if route is None:
             return self.app(environ, start_response)
@@ -145,6 +156,17 @@ class NextcloudMount:
         start_response(f"{status} {_REASONS.get(status, 'OK')}", headers)
         return [b"" if request.method == "HEAD" else body]
 
+    def _files(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """An app's file request, answered by WebDAV (gateway/nextcloud/paths.py)."""
+        if environ.get("REQUEST_METHOD", "").upper() == "PUT" and (
+            environ.get("HTTP_OC_CHUNKED") or _LEGACY_CHUNK.search(environ["PATH_INFO"])
+        ):
+            apply_forwarding(environ, self.services.settings.server.trusted_proxies)
+            refusal = LegacyChunking(f"legacy chunk {environ['PATH_INFO'][-80:]!r}")
+            return self._refuse(NextcloudRequest(environ, self.services), refusal, start_response)
+        paths.rewrite(environ)
+        return self.app(environ, self.replies.wrap(environ, start_response))
+
     def _route(self, path: str, method: str) -> Callable[[NextcloudRequest], Answer] | None:
         if not self.services.settings.nextcloud.enabled:
             return None
@@ -159,7 +181,7 @@ class NextcloudMount:
         found = _OCS.match(path)
         if found is not None:
             return lambda request: self._ocs(request, int(found["version"]), found["route"])
-        if path.startswith("/index.php/") or path == "/index.php":
+        if path.startswith(("/index.php/", "/remote.php/")) or path == "/index.php":
             return _not_found
         return None
 

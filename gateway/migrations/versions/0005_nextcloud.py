@@ -4,7 +4,8 @@ Revision ID: 0005
 Revises: 0003
 
 The Nextcloud apps' door (docs/NEXTCLOUD-APPS.md): app passwords (a hash of
-each, per user and device) and Login Flow v2 requests in progress.  An older
+each, per user and device), Login Flow v2 requests in progress, and the
+numbers the apps know files and folders by.  An older
 instance gets empty tables: no device is connected yet.
 """
 
@@ -41,9 +42,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("login_hash"),
     )
     op.create_index("ix_login_flow_created_at", "login_flow", ["created_at"])
+    op.create_table(
+        "nextcloud_file_id",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("share", sa.String(length=64), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("share", "path", name="uq_nextcloud_file_id_path"),
+        sqlite_autoincrement=True,
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("nextcloud_file_id")
     op.drop_index("ix_login_flow_created_at", table_name="login_flow")
     op.drop_table("login_flow")
     op.drop_index("ix_app_password_uid", table_name="app_password")
