@@ -363,7 +363,16 @@ class NextcloudSettings(_Strict):
         description="A Login Flow v2 not completed this long after it began is void (e.g. 20m).",
     )
 
-    @field_validator("login_flow_timeout")
+    upload_dir: Path = Field(
+        Path("nextcloud-uploads"),
+        description="Folder for chunked uploads in progress (encrypted; per instance).",
+    )
+    upload_expiry: Duration = Field(
+        dt.timedelta(hours=24),
+        description="A chunked upload untouched this long is removed (e.g. 24h).",
+    )
+
+    @field_validator("login_flow_timeout", "upload_expiry")
     @classmethod
     def _positive(cls, value: dt.timedelta) -> dt.timedelta:
         if value < dt.timedelta(minutes=1):

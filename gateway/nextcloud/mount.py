@@ -47,7 +47,8 @@ from gateway.errors import (
     Forbidden,
     NotFound,
 )
-from gateway.nextcloud import ocs, paths
+from gateway.nextcloud import ocs, paths, uploads
+from gateway.nextcloud.chunks import SEED, ChunkStore
 from gateway.nextcloud.loginflow import LoginFlows
 from gateway.nextcloud.records import chained_event
 from gateway.nextcloud.replies import Replies
@@ -130,11 +131,18 @@ class NextcloudMount:
         self.flows = LoginFlows(services)
         self.app_passwords = AppPasswords(services.sessions)
         self.replies = Replies(services)
+        conf = services.settings.nextcloud
+        root = services.settings.resolve(conf.upload_dir)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.chunks = ChunkStore(root, services.keys.seed(SEED), conf.upload_expiry.total_seconds())
+        self.chunks.sweep()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if self.services.settings.nextcloud.enabled and paths.is_file_path(path):
             return self._files(environ, start_response)
+        if self.services.settings.nextcloud.enabled and uploads.is_upload_path(path):
+            return self._uploads(environ, start_response)
         route = self._route(path, environ.get("REQUEST_METHOD", "GET").upper())
         if route is None:
             return self.app(environ, start_response)
@@ -166,6 +174,63 @@ class NextcloudMount:
             return self._refuse(NextcloudRequest(environ, self.services), refusal, start_response)
         paths.rewrite(environ)
         return self.app(environ, self.replies.wrap(environ, start_response))
+
+    def _uploads(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Chunked upload v2 (gateway/nextcloud/uploads.py); the final MOVE becomes a PUT."""
+        apply_forwarding(environ, self.services.settings.server.trusted_proxies)
+        request = NextcloudRequest(environ, self.services)
+        try:
+            upload = uploads.UploadRequest(environ)
+            who = request.authenticate()
+            upload.check_user(who.uid)
+            if not uploads.is_final_move(upload):
+                request.action = "UPLOAD"
+                return self._upload_step(request, upload, start_response)
+            uploads.as_put(upload, environ, self.chunks)
+        except ClindavError as exc:
+            return self._refuse(request, exc, start_response)
+        except SQLAlchemyError as exc:
+            log.error("request %s: database error: %s", request_id(environ), exc)
+            return self._refuse(request, DatabaseUnavailable(type(exc).__name__), start_response)
+        transfer = upload.transfer
+        assert transfer is not None
+
+        def finished(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if int(status[:3]) < 300:
+                self.chunks.remove(upload.uid, transfer)
+            return (
+                start_response(status, headers, exc_info)
+                if exc_info
+                else start_response(status, headers)
+            )
+
+        return self.app(environ, self.replies.wrap(environ, finished))
+
+    def _upload_step(
+        self,
+        request: NextcloudRequest,
+        upload: uploads.UploadRequest,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        """MKCOL, chunk PUT, PROPFIND, DELETE; starting and cancelling are audited."""
+        held: list[Any] = []
+        body = uploads.answer(
+            upload, request.environ, self.chunks, lambda *answer: held.extend(answer)
+        )
+        change = {"MKCOL": "started", "DELETE": "cancelled"}.get(upload.method)
+        if change is not None:
+            self.services.audit.record(
+                request_info(request.environ, request.principal),
+                action="UPLOAD",
+                share=None,
+                path=None,
+                status=int(held[0][:3]),
+                code="ok",
+                details={"change": change, "transfer": upload.transfer},
+            )
+        headers = [*held[1], ("X-Request-Id", request_id(request.environ))]
+        start_response(held[0], headers)
+        return body
 
     def _route(self, path: str, method: str) -> Callable[[NextcloudRequest], Answer] | None:
         if not self.services.settings.nextcloud.enabled:
