@@ -363,6 +363,10 @@ class NextcloudSettings(_Strict):
         description="A Login Flow v2 not completed this long after it began is void (e.g. 20m).",
     )
 
+    inbox_share: str | None = Field(
+        None,
+        description="The share whose folder <uid>/ is each user's camera inbox (a hold stage).",
+    )
     upload_dir: Path = Field(
         Path("nextcloud-uploads"),
         description="Folder for chunked uploads in progress (encrypted; per instance).",
@@ -424,6 +428,13 @@ class Settings(_Strict):
         return value
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _inbox_is_a_share(self) -> Settings:
+        inbox = self.nextcloud.inbox_share
+        if inbox is not None and inbox not in self.shares:
+            raise ValueError(f"nextcloud.inbox_share: {inbox!r} is not one of the shares")
+        return self
 
     # Folder the settings file lives in; set by load_settings, not by users.
     base_dir: Path = Field(Path("."), exclude=True)

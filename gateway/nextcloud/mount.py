@@ -131,6 +131,8 @@ class NextcloudMount:
         self.flows = LoginFlows(services)
         self.app_passwords = AppPasswords(services.sessions)
         self.replies = Replies(services)
+        inbox = services.settings.nextcloud.inbox_share
+        self.inbox_url = services.shares[inbox].url if inbox else None
         conf = services.settings.nextcloud
         root = services.settings.resolve(conf.upload_dir)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -172,8 +174,17 @@ class NextcloudMount:
             apply_forwarding(environ, self.services.settings.server.trusted_proxies)
             refusal = LegacyChunking(f"legacy chunk {environ['PATH_INFO'][-80:]!r}")
             return self._refuse(NextcloudRequest(environ, self.services), refusal, start_response)
-        paths.rewrite(environ)
+        paths.rewrite(environ, self.inbox_url)
+        self._offer_inbox(environ)
         return self.app(environ, self.replies.wrap(environ, start_response))
+
+    def _offer_inbox(self, environ: dict[str, Any]) -> None:
+        """The user's camera inbox folder is made, if missing, once they are signed in."""
+        inbox, uid = self.services.settings.nextcloud.inbox_share, environ.get(paths.DAV_USER)
+        if inbox is None or uid is None:
+            return
+        store = self.services.shares[inbox].store
+        environ[paths.MAKE_INBOX] = lambda: store.locate([uid]).mkdir(exist_ok=True)
 
     def _uploads(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Chunked upload v2 (gateway/nextcloud/uploads.py); the final MOVE becomes a PUT."""
@@ -186,7 +197,8 @@ class NextcloudMount:
             if not uploads.is_final_move(upload):
                 request.action = "UPLOAD"
                 return self._upload_step(request, upload, start_response)
-            uploads.as_put(upload, environ, self.chunks)
+            uploads.as_put(upload, environ, self.chunks, self.inbox_url)
+            self._offer_inbox(environ)
         except ClindavError as exc:
             return self._refuse(request, exc, start_response)
         except SQLAlchemyError as exc:

@@ -10,6 +10,11 @@ headers) is added around it (gateway/nextcloud/propfind.py, replies.py).
 
 The ``<uid>`` must be the signed-in user's (:func:`check_dav_user`, called by
 the WebDAV middleware right after authentication): 403 ``other-users-files``.
+
+With ``nextcloud.inbox_share`` set, the apps also see a folder ``Camera
+inbox``: it is ``/<inbox share>/<uid>/``, the user's own folder there (the
+share's ``hold`` stage keeps every upload held until it is filed).  The
+inbox share itself is not listed at the top.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ PREFIX = (
 DAV_USER = "clindav.nextcloud.user"  # the <uid> it names (None: the legacy root)
 TARGET = "clindav.nextcloud.target"  # the WebDAV path it was rewritten to
 DESTINATION = "clindav.nextcloud.destination"  # the rewritten Destination's path, if any
+INBOX_ROOT = "clindav.nextcloud.inbox"  # the WebDAV path of this user's camera inbox
+INBOX = "Camera inbox"
+MAKE_INBOX = "clindav.nextcloud.make_inbox"  # makes the user's inbox folder, once signed in
 
 _FILES = re.compile(r"^(?P<prefix>/remote\.php/dav/files/(?P<uid>[^/]+))(?P<rest>/.*)?$")
 _LEGACY = re.compile(r"^(?P<prefix>/remote\.php/webdav)(?P<rest>/.*)?$")
@@ -62,13 +70,36 @@ def is_file_path(wsgi_path: str) -> bool:
     return _split(_text(wsgi_path)) is not None
 
 
-def rewrite(environ: dict[str, Any]) -> None:
+def inbox_root(inbox_url: str | None, uid: str | None) -> str | None:
+    return f"{inbox_url}/{uid}" if inbox_url and uid else None
+
+
+def webdav_path(rest: str, inbox: str | None) -> str:
+    """The WebDAV path of an apps' path below the user's root (the inbox mapped)."""
+    top = "/" + INBOX
+    if inbox and (rest == top or rest.startswith(top + "/")):
+        return inbox + rest[len(top) :]
+    return rest
+
+
+def shown_path(environ: dict[str, Any], path: str) -> str:
+    """The apps' path of a WebDAV path (the inbox mapped back)."""
+    inbox = environ.get(INBOX_ROOT)
+    if inbox and (path == inbox or path.startswith(inbox + "/")):
+        return "/" + INBOX + path[len(inbox) :]
+    return path
+
+
+def rewrite(environ: dict[str, Any], inbox_url: str | None) -> None:
     """Make an apps' file request the WebDAV request it stands for (see the module doc)."""
     split = _split(_text(environ["PATH_INFO"]))
     assert split is not None  # is_file_path said so
     prefix, uid, rest = split
-    environ[PREFIX], environ[DAV_USER], environ[TARGET] = prefix, uid, rest
-    environ["PATH_INFO"] = _wsgi(rest)
+    inbox = inbox_root(inbox_url, uid)
+    target = webdav_path(rest, inbox)
+    environ[PREFIX], environ[DAV_USER], environ[TARGET] = prefix, uid, target
+    environ[INBOX_ROOT] = inbox
+    environ["PATH_INFO"] = _wsgi(target)
     destination = environ.get("HTTP_DESTINATION")
     if destination:
         environ["HTTP_DESTINATION"] = _rewrite_destination(environ, destination)
@@ -84,8 +115,9 @@ def _rewrite_destination(environ: dict[str, Any], destination: str) -> str:
     split = _split(unquote(parts.path))
     if split is None or (split[1] is not None and split[1] != environ.get(DAV_USER)):
         return destination
-    environ[DESTINATION] = split[2]
-    return urlunsplit(parts._replace(path=quote(split[2])))
+    path = webdav_path(split[2], environ.get(INBOX_ROOT))
+    environ[DESTINATION] = path
+    return urlunsplit(parts._replace(path=quote(path)))
 
 
 def check_dav_user(environ: dict[str, Any], principal: Principal) -> None:
@@ -93,6 +125,9 @@ def check_dav_user(environ: dict[str, Any], principal: Principal) -> None:
     uid = environ.get(DAV_USER)
     if uid is not None and uid != principal.uid:
         raise OtherUsersFiles(f"{principal.uid} asked for the files of {uid!r}")
+    make_inbox = environ.get(MAKE_INBOX)
+    if make_inbox is not None:
+        make_inbox()
 
 
 def locate(services: Services, path: str) -> tuple[str, str] | None:

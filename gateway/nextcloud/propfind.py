@@ -30,7 +30,7 @@ from gateway.dav.provider import Folder, ShareProvider, StoredFile, file_etag
 from gateway.dav.root import PRINCIPAL
 from gateway.errors import BadRequest, NotFound
 from gateway.nextcloud.fileids import FileIds, oc_id
-from gateway.nextcloud.paths import PREFIX
+from gateway.nextcloud.paths import INBOX_ROOT, PREFIX, shown_path
 from gateway.nextcloud.tree import combined_etag, permissions, tree_of
 from gateway.services import Services
 
@@ -90,7 +90,8 @@ def answer(
     prefix = environ[PREFIX]
     parts = [_HEAD]
     for index, entry in enumerate(entries):
-        parts.append(_response(prefix, entry, numbers.get(entry.path, 0), first=index == 0))
+        href = prefix + shown_path(environ, entry.path)
+        parts.append(_response(href, entry, numbers.get(entry.path, 0), first=index == 0))
     parts.append(_END)
     body = "".join(parts).encode("utf-8")
     start_response(
@@ -123,15 +124,24 @@ def _root_entries(
 ) -> list[Entry]:
     providers = environ["wsgidav.app"].provider_map
     shares = services.policy.readable_shares(principal, sorted(services.shares))
+    inbox = environ.get(INBOX_ROOT)
     roots = []
     for name in shares:
         url = services.shares[name].url
-        resource = providers[url].get_resource_inst("/", environ)
+        if inbox is not None and inbox.startswith(url + "/"):
+            resource = _inbox_folder(providers[url], inbox[len(url) :], environ)
+        else:
+            resource = providers[url].get_resource_inst("/", environ)
         if resource is not None:
             roots.append(_entry(services, principal, name, url, resource))
     newest = max((e.modified for e in roots), default=0.0)
     root = Entry("/", True, combined_etag([e.etag for e in roots]), 0, newest, "G")
     return [root, *roots] if members else [root]
+
+
+def _inbox_folder(provider: ShareProvider, folder: str, environ: dict[str, Any]) -> Any:
+    """The user's folder in the inbox share, shown as the camera inbox."""
+    return provider.get_resource_inst(folder, environ)
 
 
 def _entry(services: Services, principal: Principal, share: str, url: str, resource: Any) -> Entry:
@@ -175,8 +185,8 @@ def _http_date(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
 
 
-def _response(prefix: str, entry: Entry, number: int, *, first: bool) -> str:
-    href = quote(prefix + entry.path.rstrip("/") + ("/" if entry.folder else ""))
+def _response(path: str, entry: Entry, number: int, *, first: bool) -> str:
+    href = quote(path.rstrip("/") + ("/" if entry.folder else ""))
     props = [
         "<d:resourcetype><d:collection/></d:resourcetype>" if entry.folder else "<d:resourcetype/>",
         f"<d:getlastmodified>{_http_date(entry.modified)}</d:getlastmodified>",

@@ -162,10 +162,13 @@ def is_final_move(request: UploadRequest) -> bool:
     return request.method == "MOVE" and bool(request.transfer) and request.chunk == _FINAL
 
 
-def as_put(request: UploadRequest, environ: dict[str, Any], store: ChunkStore) -> None:
+def as_put(
+    request: UploadRequest, environ: dict[str, Any], store: ChunkStore, inbox_url: str | None
+) -> None:
     """Turn the final MOVE into the PUT of its destination with the assembled body."""
     assert request.transfer is not None
-    destination = _destination(environ, request.uid)
+    inbox = paths.inbox_root(inbox_url, request.uid)
+    destination = paths.webdav_path(_destination(environ, request.uid), inbox)
     expected = environ.get("HTTP_OC_TOTAL_LENGTH")
     try:
         announced = int(expected) if expected else None
@@ -181,6 +184,7 @@ def as_put(request: UploadRequest, environ: dict[str, Any], store: ChunkStore) -
     environ[paths.PREFIX] = "/remote.php/dav/files/" + request.uid
     environ[paths.DAV_USER] = request.uid
     environ[paths.TARGET] = destination
+    environ[paths.INBOX_ROOT] = inbox
 
 
 def _destination(environ: dict[str, Any], uid: str) -> str:
