@@ -228,3 +228,33 @@ def test_a_disabled_account_loses_its_devices(gateway: Gateway) -> None:
     assert device.get(gateway.url + "/ocs/v2.php/cloud/user").status_code == 200
     run_cli("user", "disable", "alice", config=inst.config)
     assert device.get(gateway.url + "/ocs/v2.php/cloud/user").status_code == 401
+
+
+def test_fail_closed_when_the_app_password_store_is_unreadable(gateway: Gateway) -> None:
+    inst = gateway.instance
+    made = run_cli("user", "app-password", "alice", config=inst.config)
+    secret = made.stdout.splitlines()[0].rsplit(" ", 1)[1]
+    with sqlite3.connect(inst.folder / "clindav.db") as db:
+        db.execute("ALTER TABLE app_password RENAME TO app_password_away")
+        db.execute("ALTER TABLE login_flow RENAME TO login_flow_away")
+    try:
+        device = gateway.session("alice", secret)
+        answer = device.get(gateway.url + "/ocs/v1.php/cloud/user")
+        assert answer.status_code == 503  # never a guess either way
+        assert answer.headers["X-Clindav-Error"] == "database-unavailable"
+        dav_answer = device.request("PROPFIND", dav_root(gateway), headers={"Depth": "0"})
+        assert dav_answer.status_code == 503
+        flow = gateway.session(user=None).post(gateway.url + "/index.php/login/v2")
+        assert flow.status_code == 503
+    finally:
+        with sqlite3.connect(inst.folder / "clindav.db") as db:
+            db.execute("ALTER TABLE app_password_away RENAME TO app_password")
+            db.execute("ALTER TABLE login_flow_away RENAME TO login_flow")
+    assert (
+        gateway.session("alice", secret).get(gateway.url + "/ocs/v1.php/cloud/user").status_code
+        == 200
+    )
+
+
+def dav_root(gateway: Gateway) -> str:
+    return gateway.url + "/remote.php/dav/files/alice/"
