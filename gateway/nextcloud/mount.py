@@ -226,8 +226,9 @@ class NextcloudMount:
     ) -> Iterable[bytes]:
         """MKCOL, chunk PUT, PROPFIND, DELETE; starting and cancelling are audited."""
         held: list[Any] = []
+        limit = self.services.settings.limits.max_stream_bytes
         body = uploads.answer(
-            upload, request.environ, self.chunks, lambda *answer: held.extend(answer)
+            upload, request.environ, self.chunks, lambda *answer: held.extend(answer), limit
         )
         change = {"MKCOL": "started", "DELETE": "cancelled"}.get(upload.method)
         if change is not None:

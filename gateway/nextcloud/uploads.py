@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from gateway.dav.guard import path_problem
-from gateway.errors import BadRequest, ClindavError, InvalidPath, NotFound
+from gateway.errors import BadRequest, ClindavError, InvalidPath, NotFound, PayloadTooLarge
 from gateway.nextcloud import paths
 from gateway.nextcloud.chunks import ChunkStore
 from gateway.nextcloud.paths import OtherUsersFiles
@@ -80,8 +80,13 @@ def answer(
     environ: dict[str, Any],
     store: ChunkStore,
     start_response: StartResponse,
+    limit: int,
 ) -> Iterable[bytes]:
-    """Every uploads request but the final MOVE (see :func:`as_put`)."""
+    """Every uploads request but the final MOVE (see :func:`as_put`).
+
+    ``limit``: the largest chunk taken (``limits.max_stream_bytes``, the largest
+    upload at all): 413 before any byte of a larger one is read.
+    """
     method, transfer, chunk = request.method, request.transfer, request.chunk
     if method == "MKCOL" and transfer and not chunk:
         store.sweep()
@@ -90,6 +95,8 @@ def answer(
         return _empty(start_response, "201 Created")
     if method == "PUT" and transfer and chunk:
         length = _length(environ)
+        if length > limit:
+            raise PayloadTooLarge(f"chunk of {length} bytes, over {limit}")
         store.write(request.uid, transfer, chunk, environ["wsgi.input"], length)
         return _empty(start_response, "201 Created")
     if method == "DELETE" and transfer and not chunk:

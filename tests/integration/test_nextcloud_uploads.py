@@ -10,7 +10,9 @@ nextcloudcmd sending a file over 10 MB with chunking v2, stored streamed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import json
 import os
 import sqlite3
@@ -22,7 +24,14 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import Gateway, make_instance, require_tool, run_cli, start_gateway
+from tests.conftest import (
+    PASSWORD,
+    Gateway,
+    make_instance,
+    require_tool,
+    run_cli,
+    start_gateway,
+)
 from tests.integration.test_nextcloud_files import dav, listing
 from tests.scrub_corpus_bmff import heif_from_pillow_heif, heif_from_pillow_heif_markers
 
@@ -143,9 +152,24 @@ def test_cancel_wrong_total_and_other_users_folders(gateway: Gateway) -> None:
     )
     assert elsewhere.status_code == 400
     assert elsewhere.headers["X-Clindav-Error"] == "bad-upload-destination"
+    assert _announce_only(gateway, "/remote.php/dav/uploads/alice/short/9", 2**50) == 413
     bad_name = s.request("MKCOL", uploads(gateway) + "/bad name!")
     assert bad_name.status_code == 400
     assert s.put(folder + "/abc", data=b"a").headers["X-Clindav-Error"] == "invalid-chunk-name"
+
+
+def _announce_only(gateway: Gateway, path: str, length: int) -> int:
+    """The status of a PUT that announces ``length`` bytes and sends none."""
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    try:
+        conn.putrequest("PUT", path)
+        token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+        conn.putheader("Authorization", f"Basic {token}")
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def test_the_final_put_meets_the_destinations_policy(gateway: Gateway) -> None:
