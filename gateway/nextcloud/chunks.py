@@ -84,7 +84,8 @@ class ChunkStore:
     def create(self, uid: str, transfer: str) -> bool:
         """Make the transfer's folder; False if it was there already."""
         folder = self.folder(uid, transfer)
-        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o700, exist_ok=True)
         try:
             folder.mkdir(mode=0o700)
         except FileExistsError:

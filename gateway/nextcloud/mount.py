@@ -134,8 +134,7 @@ class NextcloudMount:
         inbox = services.settings.nextcloud.inbox_share
         self.inbox_url = services.shares[inbox].url if inbox else None
         conf = services.settings.nextcloud
-        root = services.settings.resolve(conf.upload_dir)
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root = services.settings.resolve(conf.upload_dir)  # made by the first upload
         self.chunks = ChunkStore(root, services.keys.seed(SEED), conf.upload_expiry.total_seconds())
         self.chunks.sweep()
 

@@ -16,12 +16,13 @@ import http.client
 import json
 import os
 import sqlite3
+import stat
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import (
@@ -229,21 +230,34 @@ def _plaintext_on_disk(roots: list[Path], marker: bytes) -> list[str]:
             for name in files:
                 path = Path(folder) / name
                 try:
-                    if marker in path.read_bytes():
+                    if stat.S_ISREG(path.lstat().st_mode) and marker in path.read_bytes():
                         found.append(str(path))
                 except OSError:
                     continue  # removed while we looked
     return found
 
 
-def test_no_chunk_plaintext_on_disk_while_the_upload_runs(gateway: Gateway) -> None:
+def test_no_chunk_plaintext_on_disk_while_the_upload_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gateway's temp folder is one of the scanned places: its own, not the host's.
+    temp = tmp_path / "gateway-tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    gateway = start_gateway(make_instance(tmp_path))
+    try:
+        _watch_a_chunked_upload(gateway, [gateway.instance.folder, temp])
+    finally:
+        gateway.stop()
+
+
+def _watch_a_chunked_upload(gateway: Gateway, roots: list[Path]) -> None:
     s = gateway.session()
     folder = uploads(gateway) + "/watched"
     s.request("MKCOL", folder)
     marker = os.urandom(16).hex().encode()
     pieces = 40
     arrived = threading.Event()
-    roots = [gateway.instance.folder, Path(tempfile.gettempdir())]
     answers: list[requests.Response] = []
     sender = threading.Thread(
         target=lambda: answers.append(
