@@ -10,7 +10,8 @@ This is the only module that builds WsgiDAV's configuration:
 middleware; digest cannot work with directory binds), no directory browser,
 locks in memory or Redis, dead properties in our database, our provider per
 share and a read-only virtual root.  :func:`build_app` also mounts the staff
-console at ``/app/`` (gateway/console/).
+console at ``/app/`` (gateway/console/) and the Nextcloud apps' door
+(gateway/nextcloud/).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway import decoding
+from gateway.auth.apppasswords import AppPasswords
 from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.change import ChangeSessions
 from gateway.clock import instance_clock
@@ -44,6 +46,7 @@ from gateway.dav.provider import ShareProvider
 from gateway.dav.root import RootProvider
 from gateway.db import ShareKey, make_engine, make_sessions, prepare_database, schema_state
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.nextcloud.mount import NextcloudMount
 from gateway.pipeline import StageOptionsError
 from gateway.policy import Policy, load_policy
 from gateway.records.audit import AUDIT_SEED, AuditLog
@@ -179,6 +182,7 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
             )
     audit = AuditLog(sessions, keys.seed(AUDIT_SEED))
     authenticator = _authenticator(settings, sessions, policy)
+    authenticator.app_passwords = AppPasswords(sessions)  # the Nextcloud apps' devices
     return _services(settings, policy, sessions, keys, shares, audit, authenticator, markers)
 
 
@@ -327,7 +331,7 @@ def build_app(services: Services) -> Operations:
         return create_uploads(services)
 
     pages = UploadMount(ConsoleMount(dav, LazyApp(console)), LazyApp(uploads))
-    return Operations(PathGuard(pages, services), services, locks)
+    return Operations(PathGuard(NextcloudMount(pages, services), services), services, locks)
 
 
 def report_unmigrated(services: Services) -> None:

@@ -406,6 +406,58 @@ class UploadRate(Base):
     hits: Mapped[int] = mapped_column(Integer)
 
 
+class AppPassword(Base):
+    """A device's password for the Nextcloud apps (gateway/auth/apppasswords.py).
+
+    Only a SHA-256 of the secret is kept: it is 124 random bits, so a slow hash
+    would add nothing but cost on every request.  Deleting the row revokes it.
+    """
+
+    __tablename__ = "app_password"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(255), index=True)
+    label: Mapped[str] = mapped_column(String(128))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoginFlow(Base):
+    """A Nextcloud Login Flow v2 in progress (gateway/nextcloud/loginflow.py).
+
+    Both tokens are kept as hashes.  Once granted, the new app password waits
+    here sealed under a key derived from the poll token, which only the
+    polling client knows: a copy of this table reveals no password.
+    """
+
+    __tablename__ = "login_flow"
+
+    poll_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    login_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    uid: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class NextcloudFileId(Base):
+    """The number the Nextcloud apps know a file or folder by (``oc:fileid``).
+
+    Kept per share and path, moved with a MOVE through the Nextcloud door and
+    never reused (AUTOINCREMENT): the desktop client detects renames by it.
+    """
+
+    __tablename__ = "nextcloud_file_id"
+    __table_args__ = (
+        UniqueConstraint("share", "path", name="uq_nextcloud_file_id_path"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    share: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+
+
 # How long a statement waits for a lock another process holds (SQLite's busy
 # timeout, PostgreSQL's lock_timeout) or for PostgreSQL to answer a connection
 # attempt, before the request fails closed with 503 database-unavailable.

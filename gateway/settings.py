@@ -33,6 +33,8 @@ from gateway.clock import Duration
 from gateway.errors import ConfigError, ConfigProblem
 
 MiB = 1024 * 1024
+# URL prefixes the Nextcloud apps' door answers (gateway/nextcloud/): no share may take them.
+NEXTCLOUD_PREFIXES = frozenset({"status.php", "ocs", "index.php", "remote.php", "nextcloud"})
 # server.workers: 0 runs one process per core, up to this many.
 MAX_AUTO_WORKERS = 4
 
@@ -94,6 +96,8 @@ class ShareSettings(_Strict):
             raise ValueError("/app is the staff console's (docs/CONSOLE.md)")
         if inner.lower() == "upload":
             raise ValueError("/upload is the patient upload links' (docs/PATIENT-UPLOADS.md)")
+        if inner.lower() in NEXTCLOUD_PREFIXES:
+            raise ValueError(f"/{inner} is the Nextcloud apps' (docs/NEXTCLOUD-APPS.md)")
         return "/" + inner
 
 
@@ -410,6 +414,36 @@ class UploadSettings(_Strict):
     notify: NotifySettings = NotifySettings()
 
 
+class NextcloudSettings(_Strict):
+    """The door for the Nextcloud apps (docs/NEXTCLOUD-APPS.md)."""
+
+    enabled: bool = Field(True, description="Serve status.php, OCS and remote.php.")
+    login_flow_timeout: Duration = Field(
+        dt.timedelta(minutes=20),
+        description="A Login Flow v2 not completed this long after it began is void (e.g. 20m).",
+    )
+
+    inbox_share: str | None = Field(
+        None,
+        description="The share whose folder <uid>/ is each user's camera inbox (a hold stage).",
+    )
+    upload_dir: Path = Field(
+        Path("nextcloud-uploads"),
+        description="Folder for chunked uploads in progress (encrypted; per instance).",
+    )
+    upload_expiry: Duration = Field(
+        dt.timedelta(hours=24),
+        description="A chunked upload untouched this long is removed (e.g. 24h).",
+    )
+
+    @field_validator("login_flow_timeout", "upload_expiry")
+    @classmethod
+    def _positive(cls, value: dt.timedelta) -> dt.timedelta:
+        if value < dt.timedelta(minutes=1):
+            raise ValueError("at least 1m")
+        return value
+
+
 class MetricsSettings(_Strict):
     allow: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
@@ -442,6 +476,7 @@ class Settings(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
     uploads: UploadSettings = UploadSettings()
+    nextcloud: NextcloudSettings = NextcloudSettings()
     policy: Path = Field(Path("policy.yaml"), description="Policy file (see policies/).")
     shares: dict[str, ShareSettings] = Field(description="Share name -> URL prefix and folder.")
 
@@ -454,6 +489,13 @@ class Settings(_Strict):
         return value
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _inbox_is_a_share(self) -> Settings:
+        inbox = self.nextcloud.inbox_share
+        if inbox is not None and inbox not in self.shares:
+            raise ValueError(f"nextcloud.inbox_share: {inbox!r} is not one of the shares")
+        return self
 
     # Folder the settings file lives in; set by load_settings, not by users.
     base_dir: Path = Field(Path("."), exclude=True)

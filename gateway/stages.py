@@ -27,10 +27,11 @@ from gateway.settings import Settings, problems_from
 from plugins.consent import ConsentCheck
 from plugins.filetype import FileTypeCheck
 from plugins.formats import BY_NAME, INLINE_TYPES, SNIFF_BYTES, Format, sniff
+from plugins.hold import HoldStage
 from plugins.scrub.stage import ScrubStage
 
 ENTRY_POINT_GROUP = "clindav.plugins"
-BUILTIN_STAGES: tuple[type[BaseStage], ...] = (FileTypeCheck, ConsentCheck, ScrubStage)
+BUILTIN_STAGES: tuple[type[BaseStage], ...] = (FileTypeCheck, ConsentCheck, ScrubStage, HoldStage)
 
 
 def builtin_stages() -> dict[str, type[BaseStage]]:

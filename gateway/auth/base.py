@@ -13,6 +13,11 @@ and, when a backend sets one, the :class:`LoginThrottle`: failed logins per
 user and per client address; once either is over its limit the template
 raises :class:`LoginThrottled` (429) without calling the backend.  A backend
 may refuse a cached login (e.g. during an outage) in :meth:`_on_cache_hit`.
+
+App passwords (gateway/auth/apppasswords.py, the Nextcloud apps' devices)
+go through the same template: a password of their shape is looked up first,
+and a backend says in :meth:`_principal_of` who the account is now (enabled,
+its current groups); a revoked one stops at the next request, cached or not.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from gateway.auth.apppasswords import AppPasswords, is_app_password
 from gateway.db import LocalUser
 from gateway.errors import ClindavError, DatabaseUnavailable
 from gateway.settings import ThrottleSettings
@@ -155,6 +161,7 @@ class Authenticator(ABC):
     cache_ttl: float = 60.0
     failure_delay: float = 0.5
     throttle: LoginThrottle | None = None
+    app_passwords: AppPasswords | None = None  # set by gateway/app.py
 
     def __init__(self) -> None:
         self._salt = os.urandom(16)
@@ -177,7 +184,9 @@ class Authenticator(ABC):
             self.throttle.check(user, client)
         key = hashlib.sha256(self._salt + user.encode() + b"\0" + password.encode()).digest()
         cached = self._cached(key)
-        if cached is not None and not self._is_current(cached):
+        if cached is not None and not (
+            self._is_current(cached) and self._app_password_stands(user, password)
+        ):
             self._drop(key)  # the account changed since: check the credentials again
             cached = None
         if cached is not None:
@@ -195,7 +204,9 @@ class Authenticator(ABC):
         return self._flights[key[0] % len(self._flights)]
 
     def _check(self, key: bytes, user: str, password: str, client: str) -> Principal | None:
-        principal = self._login(user, password)
+        principal = self._app_login(user, password)
+        if principal is None:
+            principal = self._login(user, password)
         if principal is None:
             if self.throttle is not None:
                 self.throttle.failed(user, client)
@@ -216,6 +227,28 @@ class Authenticator(ABC):
                 del self._cache[key]
                 return None
             return entry[1]
+
+    def _app_login(self, user: str, password: str) -> Principal | None:
+        """The account behind a device's app password, as it is now; None: not one."""
+        if self.app_passwords is None or not is_app_password(password):
+            return None
+        uid = self.app_passwords.owner(user, password)
+        return None if uid is None else self._principal_of(uid)
+
+    def _app_password_stands(self, user: str, password: str) -> bool:
+        """False once the app password a cached login used is revoked."""
+        if self.app_passwords is None or not is_app_password(password):
+            return True
+        return self.app_passwords.owner(user, password) is not None
+
+    def account(self, uid: str) -> Principal | None:
+        """The enabled account ``uid`` as an app password would sign it in, or None."""
+        return self._principal_of(uid)
+
+    def _principal_of(self, uid: str) -> Principal | None:
+        """Hook: the enabled account ``uid`` with its groups, without its password.
+        Default: None (the backend takes no app passwords)."""
+        return None
 
     def _drop(self, key: bytes) -> None:
         with self._cache_lock:
@@ -302,6 +335,13 @@ class LocalAuthenticator(Authenticator):
             return None
         self._hashes[user] = stored
         return Principal(uid=user, groups=row[1])
+
+    def _principal_of(self, uid: str) -> Principal | None:
+        row = self._account(uid)
+        if row is None or row[2]:
+            return None
+        self._hashes[uid] = row[0]  # the cached login stands while the account is unchanged
+        return Principal(uid=uid, groups=row[1])
 
     def _is_current(self, principal: Principal) -> bool:
         """A cached login stands while the account is enabled, with the same

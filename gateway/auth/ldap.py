@@ -333,6 +333,15 @@ class LdapDirectory:
         log.debug("ldap: %s logged in as %s with groups %s", user.dn, user.name, sorted(login))
         return Principal(uid=user.name, groups=login)
 
+    def account(self, name: str) -> Principal | None:
+        """The enabled entry ``name`` with its groups, without a bind (an app password's)."""
+        user, why = self.run(lambda conn: self.find_user(conn, name))
+        if user is None:
+            log.info("ldap: app password of %r refused: %s", name, why)
+            return None
+        groups = self.run(lambda conn: self._after_bind(conn, user))
+        return None if groups is None else Principal(uid=user.name, groups=groups)
+
     def _after_bind(self, conn: Connection, user: DirectoryUser) -> frozenset[str] | None:
         reason = self.disabled(conn, user)
         if reason:
@@ -388,6 +397,19 @@ class LdapAuthenticator(Authenticator):
             principal = self.directory.authenticate(user, password, self.throttle)
         except ServiceUnavailable as exc:
             log.warning("ldap: login for %r failed: %s", user, exc.detail)
+            self._note_health(False)
+            raise
+        self._note_health(True)
+        return principal
+
+    def _principal_of(self, uid: str) -> Principal | None:
+        """An app password's account: found with the service account, enabled, its groups."""
+        if not plausible_name(uid):
+            return None
+        try:
+            principal = self.directory.account(uid)
+        except ServiceUnavailable as exc:
+            log.warning("ldap: app password login for %r failed: %s", uid, exc.detail)
             self._note_health(False)
             raise
         self._note_health(True)

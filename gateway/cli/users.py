@@ -1,5 +1,5 @@
 """``clindav user``: the local user store (add, list, remove, passwd, set-groups,
-disable, enable)."""
+disable, enable) and the app passwords of any account's devices (app-password)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import getpass
 import sys
 
 from gateway.app import load_checked_policy
+from gateway.auth.apppasswords import AppPasswords
 from gateway.auth.users import UserStore, policy_groups
+from gateway.cli.actor import cli_request
 from gateway.cli.context import CommandContext
 from gateway.errors import ConfigError
+from gateway.nextcloud.records import chained_event
 
 
 def add(ctx: CommandContext, args: argparse.Namespace) -> int:
@@ -98,4 +101,32 @@ def toggle(ctx: CommandContext, args: argparse.Namespace) -> int:
 def remove(ctx: CommandContext, args: argparse.Namespace) -> int:
     UserStore(ctx.sessions).remove(args.name)
     print(f"removed user {args.name}")
+    return 0
+
+
+def app_password(ctx: CommandContext, args: argparse.Namespace) -> int:
+    """``user app-password NAME``: issue one (printed once), ``--list`` or ``--revoke ID``."""
+    services = ctx.services
+    store = AppPasswords(services.sessions)
+    if args.list:
+        for device in store.list(args.name):
+            print(f"{device.id}\t{device.created_at:%Y-%m-%d %H:%M}\t{device.label}")
+        return 0
+    request = cli_request("APP-PASSWORD", args.actor)
+    if args.revoke is not None:
+        event = chained_event(
+            services, request, "APP-PASSWORD", change="revoked", uid=args.name, id=args.revoke
+        )
+        store.revoke(args.name, args.revoke, event)
+        print(f"revoked app password {args.revoke} of {args.name}")
+        return 0
+    if services.authenticator.account(args.name) is None:
+        print(f"clindav: error: no enabled account {args.name!r}", file=sys.stderr)
+        return 1
+    event = chained_event(
+        services, request, "APP-PASSWORD", change="issued", uid=args.name, device=args.device
+    )
+    secret = store.create(args.name, args.device, event)
+    print(f"app password for {args.name} ({args.device}): {secret}")
+    print("It is shown only now. Sign the device in with the user name and this password.")
     return 0

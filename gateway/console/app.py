@@ -32,6 +32,7 @@ from gateway.console import (
     holds,
     images,
     inbox,
+    nextcloud,
     patient,
     sessions,
     trash,
@@ -114,7 +115,19 @@ def create_console(
 
 
 def _register_pages(app: Flask) -> None:
-    for page in (auth, inbox, patient, images, trash, holds, audit_trail, users, upload_requests):
+    pages = (
+        auth,
+        inbox,
+        patient,
+        images,
+        trash,
+        holds,
+        audit_trail,
+        users,
+        upload_requests,
+        nextcloud,
+    )
+    for page in pages:
         page.register(app)
 
 
@@ -127,6 +140,7 @@ def _begin() -> Response | None:
     if g.principal is not None or request.endpoint in _OPEN:
         return None
     expired = isinstance(session, sessions.SignedInSession) and session.expired
+    nextcloud.remember_flow(request.endpoint, request.view_args)
     target = url_for("auth.sign_in_expired" if expired else "auth.sign_in")
     return redirect(target, 303)  # type: ignore[return-value]
 

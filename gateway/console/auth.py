@@ -22,7 +22,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from gateway.console import sessions
+from gateway.console import nextcloud, sessions
 from gateway.console.context import attempt, audit, audit_refusal, services
 from gateway.console.forms import SignInForm
 from gateway.errors import AuthenticationRequired, ClindavError
@@ -64,6 +64,7 @@ def _sign_in(*, expired: bool) -> Response | tuple[str, int]:
     except ClindavError as refusal:  # also 429 login-throttled and 503: the store is down
         audit_refusal(refusal)
         return _page(form, error=refusal.public_message, status=refusal.status)
+    flow = nextcloud.pending_flow()  # a device's Login Flow that sent this browser here
     store: sessions.SessionStore = current_app.extensions["clindav.sessions"]
     if isinstance(session, sessions.SignedInSession):
         store.end(session.token)  # a new token at every sign-in, never the old one
@@ -76,6 +77,8 @@ def _sign_in(*, expired: bool) -> Response | tuple[str, int]:
         g.principal = None
         raise
     sessions.issue(token)
+    if flow is not None:
+        return redirect(url_for(nextcloud.GRANT, token=flow), 303)
     return redirect(url_for("inbox.index"), 303)
 
 

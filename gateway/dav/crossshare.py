@@ -171,7 +171,10 @@ def _read_source(services: Services, share: ShareRuntime, path: str) -> tuple[by
                 StoredObject.share == share.name, StoredObject.logical_path == path
             )
         ).first()
-    if row is not None and row.held_until is not None:
+    # A held image stays in its share, except in an inbox (the hold stage), whose
+    # images wait precisely to be filed elsewhere, under the destination's checks.
+    inbox = services.policy.pipeline(share.name).find("hold") is not None
+    if row is not None and row.held_until is not None and not inbox:
         raise NotFound(f"{share.name}:{path} awaits consent")
     size, limit = (
         share.content.plaintext_size(st.st_size),

@@ -11,9 +11,11 @@ Adding a handler is adding a row, in its place in the order:
 1. an EHR's consent manifest (gateway/dav/manifest.py), recorded, never stored;
 2. client junk (gateway/dav/junk.py), answered, never stored;
 3. COPY/MOVE into another share (gateway/dav/crossshare.py);
-4. PROPFIND Depth 0/1 in a share (gateway/dav/propfind.py), where it can
+4. PROPFIND from a Nextcloud app (gateway/nextcloud/propfind.py), with the
+   properties the apps require, and its HEAD of a folder;
+5. PROPFIND Depth 0/1 in a share (gateway/dav/propfind.py), where it can
    answer as WsgiDAV would;
-5. WsgiDAV, for everything else.  Its error pages can carry exception text,
+6. WsgiDAV, for everything else.  Its error pages can carry exception text,
    so an error status is raised for the middleware to answer; its 207
    bodies lose their free-text descriptions; the success of a method that
    says nothing beyond its status has no body.
@@ -35,6 +37,7 @@ from gateway.dav.manifest import handle_manifest, is_manifest
 from gateway.dav.outcome import Outcome
 from gateway.dav.provider import ERROR
 from gateway.errors import ClindavError
+from gateway.nextcloud import propfind as nextcloud_propfind
 from gateway.services import Services
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -145,6 +148,16 @@ HANDLERS: tuple[Handler, ...] = (
     ),
     Handler("junk", lambda d: _in_share(d) and is_junk(d.path), _junk, code="junk-not-stored"),
     Handler("cross-share", _into_other_share, _across),
+    Handler(
+        "nextcloud-propfind",
+        lambda d: nextcloud_propfind.applies(d.environ),
+        lambda d, capture: nextcloud_propfind.answer(d.environ, capture, d.services),
+    ),
+    Handler(
+        "nextcloud-folder-head",
+        lambda d: nextcloud_propfind.is_folder_head(d.environ),
+        lambda d, capture: nextcloud_propfind.folder_head(d.environ, capture),
+    ),
     Handler(
         "fast-propfind",
         lambda d: _in_share(d) and propfind.serves(d.environ, d.services.settings),

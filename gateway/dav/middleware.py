@@ -46,6 +46,7 @@ from gateway.errors import (
     DatabaseUnavailable,
     from_os_error,
 )
+from gateway.nextcloud.paths import check_dav_user
 from gateway.server.responses import error_answer, is_https, request_info, status_code
 from gateway.services import Services
 
@@ -116,7 +117,7 @@ class GatewayMiddleware(BaseMiddleware):
             raise exc
 
     def _authenticate(self, environ: dict[str, Any], outcome: Outcome) -> Principal:
-        user, password = _parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
+        user, password = parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
         if user is None:
             outcome.challenge = True
             raise AuthenticationRequired("no credentials")
@@ -132,6 +133,7 @@ class GatewayMiddleware(BaseMiddleware):
         environ["wsgidav.auth.realm"] = self.services.settings.auth.realm
         outcome.request = request_info(environ, principal)
         environ[REQUEST] = outcome.request
+        check_dav_user(environ, principal)  # a Nextcloud app's path names this user
         return principal
 
     def _dispatch(
@@ -244,7 +246,7 @@ def apply_forwarding(environ: dict[str, Any], trusted: list[str]) -> None:
         del environ[key]
 
 
-def _parse_basic(header: str) -> tuple[str | None, str | None]:
+def parse_basic(header: str) -> tuple[str | None, str | None]:
     """(user, password) from a Basic header; (None, None) when absent."""
     if not header:
         return None, None

@@ -544,6 +544,12 @@ def delete_tree(resource: Folder | StoredFile, *, is_folder: bool, replaced: boo
     resource.remove_all_locks(recursive=True)
 
 
+def file_etag(st: os.stat_result) -> str:
+    """A stored file's ETag: it changes with every new version (inode, mtime, size)."""
+    raw = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
 class StoredFile(DAVNonCollection):
     """A stored file, or (``st is None``) one that a PUT or LOCK is creating."""
 
@@ -585,8 +591,7 @@ class StoredFile(DAVNonCollection):
     def get_etag(self) -> str | None:
         if self.st is None or self._etag_withheld:
             return None
-        raw = f"{self.st.st_ino}:{self.st.st_mtime_ns}:{self.st.st_size}"
-        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+        return file_etag(self.st)
 
     def support_etag(self) -> bool:
         return True

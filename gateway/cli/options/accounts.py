@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gateway.cli.spec import Command, Group, Needs, password_arg
+from gateway.cli.spec import Command, Group, Needs, actor_arg, password_arg
 
 _NEW_PASSWORD = (
     "read the password from the first line of standard input "
@@ -43,6 +43,17 @@ def _user_set_groups(parser: argparse.ArgumentParser) -> None:
     _groups(parser)
 
 
+def _user_app_password(parser: argparse.ArgumentParser) -> None:
+    _name(parser)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
+        "--device", default="set up by hand", help="what the device is, e.g. 'ward phone 3'"
+    )
+    what.add_argument("--list", action="store_true", help="list the user's app passwords")
+    what.add_argument("--revoke", type=int, metavar="ID", help="revoke app password ID")
+    actor_arg(parser)
+
+
 USER = Group(
     "user",
     "manage the local user store",
@@ -74,6 +85,16 @@ USER = Group(
             run="set_groups",
             needs=Needs.DATABASE,
             arguments=_user_set_groups,
+        ),
+        Command(
+            "app-password",
+            "make a device's app password for the Nextcloud apps (or --list, --revoke ID)",
+            run="app_password",
+            needs=Needs.SERVICES,
+            arguments=_user_app_password,
+            description="Prints the new app password once; the device signs in with the "
+            "user's name and it (docs/NEXTCLOUD-APPS.md). Works for local and LDAP accounts; "
+            "issuing and revoking are audited with the acting user (--as).",
         ),
         *(
             Command(

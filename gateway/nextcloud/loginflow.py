@@ -1,0 +1,144 @@
+"""Login Flow v2: a device gets an app password after its user signs in to the console.
+
+``POST /index.php/login/v2`` (:meth:`LoginFlows.start`) makes a poll token,
+which only the device holds, and a login token derived from it, which goes
+into the console address the device opens in a browser.  There the user,
+signed in to the console as anywhere else (same authenticator, throttle and
+audit), grants access (:meth:`LoginFlows.grant`): a new app password is made
+for them (gateway/auth/apppasswords.py) and kept, sealed, until the device's
+next poll (:meth:`LoginFlows.poll`) takes it, once.
+
+The database holds only hashes of both tokens, and the sealed password under
+a key derived from the login token: a copy of the table reveals no password
+and cannot complete a flow.  A flow not completed within
+``nextcloud.login_flow_timeout`` is void, and removed by the next start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Select, delete, select
+
+from gateway.auth.apppasswords import AppPasswords, Audit
+from gateway.clock import aware
+from gateway.db import LoginFlow
+from gateway.errors import NotFound
+from gateway.services import Services
+
+MAX_CLIENT = 128
+
+
+class FlowUnknown(NotFound):
+    code = "login-flow-unknown"
+    message = "This sign-in request is unknown or has expired; start again on the device."
+
+
+@dataclass(frozen=True)
+class Granted:
+    login_name: str
+    app_password: str
+
+
+def _digest(label: bytes, secret: str) -> bytes:
+    return hashlib.sha256(label + b"\0" + secret.encode()).digest()
+
+
+def login_token_of(poll_token: str) -> str:
+    """The browser's token: derived from the device's, never the other way round."""
+    return _digest(b"clindav-login-flow-login", poll_token).hex()
+
+
+def _hash(token: str) -> str:
+    return _digest(b"clindav-login-flow-hash", token).hex()
+
+
+def _key(login_token: str) -> bytes:
+    return _digest(b"clindav-login-flow-seal", login_token)
+
+
+class LoginFlows:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._sessions = services.sessions
+        self._timeout = services.settings.nextcloud.login_flow_timeout
+
+    def _now(self) -> dt.datetime:
+        return self._services.clock.now()
+
+    def start(self, client: str) -> tuple[str, str]:
+        """(poll token, login token) of a new flow for the device named ``client``."""
+        poll = secrets.token_urlsafe(48)
+        login = login_token_of(poll)
+        now = self._now()
+        with self._sessions.begin() as session:
+            session.execute(delete(LoginFlow).where(LoginFlow.created_at < now - self._timeout))
+            session.add(
+                LoginFlow(
+                    poll_hash=_hash(poll),
+                    login_hash=_hash(login),
+                    client=(client.strip() or "Nextcloud app")[:MAX_CLIENT],
+                    created_at=now,
+                )
+            )
+        return poll, login
+
+    def pending_client(self, login_token: str) -> str:
+        """The device name of an open flow (for the grant page), or FlowUnknown."""
+        with self._sessions() as session:
+            row = self._open(session.scalar(_by_login(login_token)))
+            return row.client
+
+    def grant(self, login_token: str, uid: str, audit: Audit | None = None) -> str:
+        """Make ``uid``'s app password for the flow's device and seal it for the poll.
+
+        Returns the device name.  The app password and its audit event commit first;
+        a flow that cannot then take it leaves an app password the user may revoke.
+        """
+        with self._sessions() as session:
+            client = self._open(session.scalar(_by_login(login_token))).client
+        secret = AppPasswords(self._sessions).create(uid, client, audit)
+        nonce = os.urandom(12)
+        sealed = nonce + AESGCM(_key(login_token)).encrypt(nonce, secret.encode(), uid.encode())
+        with self._sessions.begin() as session:
+            row = self._open(session.scalar(_by_login(login_token)))
+            row.uid, row.sealed = uid, sealed
+        return client
+
+    def poll(self, poll_token: str) -> Granted | None:
+        """The granted app password, once; None while the user has not granted it.
+
+        FlowUnknown for a token never issued, already used or expired.
+        """
+        with self._sessions.begin() as session:
+            row = self._open(
+                session.scalar(select(LoginFlow).where(LoginFlow.poll_hash == _hash(poll_token)))
+            )
+            if row.sealed is None or row.uid is None:
+                return None
+            uid, sealed = row.uid, row.sealed
+            session.delete(row)  # single use
+        try:
+            secret = AESGCM(_key(login_token_of(poll_token))).decrypt(
+                sealed[:12], sealed[12:], uid.encode()
+            )
+        except InvalidTag:
+            raise FlowUnknown("sealed app password does not open") from None
+        return Granted(uid, secret.decode())
+
+    def _open(self, row: LoginFlow | None) -> LoginFlow:
+        if row is None:
+            raise FlowUnknown("no such login flow")
+        if aware(row.created_at) < self._now() - self._timeout:
+            raise FlowUnknown("login flow expired")
+        return row
+
+
+def _by_login(login_token: str) -> Select[LoginFlow]:
+    return select(LoginFlow).where(LoginFlow.login_hash == _hash(login_token))
