@@ -9,14 +9,25 @@ JPEG named ``.png`` is how polyglots and mistakes slip through.  A 0-byte body
 is Explorer's placeholder (it PUTs 0 bytes, LOCKs, then PUTs the content): it
 is accepted and flagged, never treated as a finished image.
 
-With ``decode: true`` (the default) an image is decoded completely before it
-is accepted (``verify()`` alone passes truncated JPEGs), by Pillow restricted
-to the one format the content claims, so none of Pillow's other
-auto-detected decoders ever runs on uploaded bytes.  Too many pixels
-(``max_pixels``) is refused before decoding.  Failures answer 422
-``undecodable-image``.  The decode reserves its pixels in the process's
-memory budget first (gateway/decoding.py: 413 ``image-too-large-to-decode``,
-503 ``decode-busy``).
+Images are checked before they are accepted (``decode``), always opened by
+Pillow restricted to the one format the content claims, so none of
+Pillow's other auto-detected decoders ever runs on uploaded bytes:
+
+* ``structure`` (the default): the format's structural check (the format
+  table's ``structure``) proves the file complete without decoding a
+  pixel: JPEG markers through EOI with every scan complete, PNG chunks and
+  CRCs through IEND with image data, HEIF boxes filling the file with every
+  item's data inside it, GIF blocks to the trailer, WebP's RIFF chunks.
+  A format without one (TIFF) is decoded as with ``full``.
+* ``full``: every pixel is decoded (``verify()`` alone passes truncated
+  JPEGs), within the process's decode budget (gateway/decoding.py: 503
+  ``decode-busy`` while others decode).
+* ``none``: sniffing and the name only.
+
+Either way the dimensions in the header are checked before anything is
+allocated: too many pixels (``max_pixels``) is 422, and an image this
+process could never decode within ``limits.decode_memory`` is 413
+``image-too-large-to-decode``.  Failures answer 422 ``undecodable-image``.
 
 A streamed upload (larger than ``limits.max_upload_bytes``, see
 gateway/pipeline.py) is sniffed from its head; one that would have to be
@@ -26,16 +37,17 @@ decoded (an image, with ``decode: true``) cannot be checked, and is refused
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from PIL import Image
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from gateway import decoding
 from gateway.errors import UnprocessableContent, UnsupportedMediaType
 from gateway.pipeline import BaseStage, PutContext, UploadTooLargeForChecks
-from plugins.formats import BY_NAME, SNIFF_BYTES, format_of_name, sniff
+from plugins.formats import BY_NAME, SNIFF_BYTES, Format, format_of_name, sniff
+from plugins.scrub.base import MalformedImage
 
 
 def _known_format(name: str) -> str:
@@ -49,10 +61,18 @@ def _known_format(name: str) -> str:
     return name
 
 
+def _decode_mode(value: Any) -> Any:
+    """Policies written before ``structure`` existed said ``decode: true`` or ``false``."""
+    return {True: "full", False: "none"}.get(value, value) if isinstance(value, bool) else value
+
+
+Decode = Literal["structure", "full", "none"]
+
+
 class FileTypeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     allow: Literal["any"] | list[Annotated[str, AfterValidator(_known_format)]]
-    decode: bool = True
+    decode: Annotated[Decode, BeforeValidator(_decode_mode)] = "structure"
     max_pixels: int = Field(100_000_000, ge=1)
 
 
@@ -80,15 +100,15 @@ class FileTypeCheck(BaseStage):
         if fmt is None:
             return
         ctx.content_type = BY_NAME[fmt].mime_type
-        decoder = BY_NAME[fmt].pillow
-        if decoder is not None and options.decode:
+        if BY_NAME[fmt].pillow is not None and options.decode != "none":
             if ctx.streamed_size is not None:
-                raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be decoded whole")
-            decode_fully(ctx.body, fmt, decoder, options.max_pixels)
+                raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be checked whole")
+            check_image(ctx.body, BY_NAME[fmt], options.decode, options.max_pixels)
 
 
-def decode_fully(body: bytes, fmt: str, decoder: str, max_pixels: int) -> None:
-    """Decode every pixel with only the claimed format's decoder; refuse on any failure."""
+def check_image(body: bytes, row: Format, decode: Decode, max_pixels: int) -> None:
+    """Refuse an image that is not complete (``decode``: see the module docstring)."""
+    decoder = row.pillow or ""
     try:
         with decoding.opened(body, decoder) as img:
             width, height = img.size
@@ -98,11 +118,16 @@ def decode_fully(body: bytes, fmt: str, decoder: str, max_pixels: int) -> None:
                 # Decoding at 1/8 scale still reads every entropy-coded byte.
                 img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
             # The size after draft, from the header: nothing is allocated yet.
-            with decoding.reserve(img.size, img.mode, what=fmt):
-                img.load()
+            if decode == "full" or row.structure is None:
+                with decoding.reserve(img.size, img.mode, what=row.name):
+                    img.load()
+            else:
+                decoding.check_decodable(img.size, img.mode, what=row.name)
+                row.structure(body)
     except UndecodableImage:
         raise
     except (
+        MalformedImage,
         OSError,
         ValueError,
         SyntaxError,
@@ -111,7 +136,7 @@ def decode_fully(body: bytes, fmt: str, decoder: str, max_pixels: int) -> None:
         Warning,
         Image.DecompressionBombError,
     ) as exc:
-        raise UndecodableImage(f"{fmt}: {type(exc).__name__}: {exc}") from None
+        raise UndecodableImage(f"{row.name}: {type(exc).__name__}: {exc}") from None
 
 
 class FileTypeNotAllowed(UnsupportedMediaType):

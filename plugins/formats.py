@@ -5,9 +5,10 @@ Every part that needs format knowledge reads this table:
 * the ``filetype`` stage sniffs a body's format from its first bytes
   (``magic``; rows are tried in order, the first that matches wins: HEIF
   before the other ISO BMFF files), checks the name's extension against it
-  (``extensions``), sets the upload's content type (``mime_type``) and
-  decodes an image with the one Pillow decoder ``pillow`` names, never
-  another;
+  (``extensions``), sets the upload's content type (``mime_type``),
+  opens an image with the one Pillow decoder ``pillow`` names, never
+  another, and checks that it is complete with the format's ``structure``
+  check (no decode; None: the image is decoded instead);
 * the ``scrub`` stage cleans a format with its ``scrubber`` (None: it has
   none, and the share's ``other_files`` option refuses or passes it);
 * the DAV provider lets a browser show only ``inline`` content types
@@ -20,9 +21,11 @@ and what the audit trail records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import UnsupportedMediaType
+from plugins.scrub import gif, heif, jpeg, png, webp
 from plugins.scrub.base import Scrubber
 from plugins.scrub.gif import GifScrubber
 from plugins.scrub.heif import HeifScrubber
@@ -48,6 +51,9 @@ class Format:
     extensions: tuple[str, ...]
     magic: Magic
     pillow: str | None = None
+    # Whether a whole body is a complete file of the format, without decoding
+    # it (raises MalformedImage); see plugins/filetype.py.
+    structure: Callable[[bytes], None] | None = None
     scrubber: Scrubber | None = None
     inline: bool = False
 
@@ -62,6 +68,7 @@ FORMATS: tuple[Format, ...] = (
         (".jpg", ".jpeg", ".jpe"),
         ((0, (b"\xff\xd8\xff",)),),
         pillow="JPEG",
+        structure=jpeg.check_structure,
         scrubber=JpegScrubber(),
         inline=True,
     ),
@@ -71,6 +78,7 @@ FORMATS: tuple[Format, ...] = (
         (".png",),
         ((0, (b"\x89PNG\r\n\x1a\n",)),),
         pillow="PNG",
+        structure=png.check_structure,
         scrubber=PngScrubber(),
         inline=True,
     ),
@@ -88,6 +96,7 @@ FORMATS: tuple[Format, ...] = (
         (".webp",),
         ((0, (b"RIFF",)), (8, (b"WEBP",))),
         pillow="WEBP",
+        structure=webp.check_structure,
         scrubber=WebpScrubber(),
         inline=True,
     ),
@@ -97,6 +106,7 @@ FORMATS: tuple[Format, ...] = (
         (".gif",),
         ((0, (b"GIF87a", b"GIF89a")),),
         pillow="GIF",
+        structure=gif.check_structure,
         scrubber=GifScrubber(),
         inline=True,
     ),
@@ -106,6 +116,7 @@ FORMATS: tuple[Format, ...] = (
         (".heic", ".heif"),
         (*_FTYP, (8, _HEIF_BRANDS)),
         pillow="HEIF",
+        structure=heif.check_structure,
         scrubber=HeifScrubber(),
         inline=True,
     ),

@@ -133,6 +133,59 @@ def check_tables(seg: Segment) -> None:
         raise MalformedImage(f"jpeg: segment {marker:#04x} has {len(payload)} bytes")
 
 
+_LOSSLESS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+
+
+def check_structure(data: bytes) -> None:
+    """A complete JPEG without decoding it; MalformedImage otherwise.
+
+    The markers run from SOI to EOI (the entropy-coded data of every scan
+    ends in a marker, the last one EOI: a truncated file has none), every
+    coding segment holds exactly its tables, there is one frame header, and
+    its scans are complete: for every component of the frame, the scans
+    that finish coefficients (successive approximation low bit 0) cover all
+    64 (a baseline scan does at once; a progressive file needs its every
+    pass).  Bytes after EOI are the scrub stage's to judge.
+    """
+    segments, _ = read_segments(data)
+    frame: Segment | None = None
+    covered: dict[int, set[int]] = {}
+    for seg in segments:
+        if seg.marker not in _STRUCTURE and seg.marker != SOS:
+            continue
+        check_tables(seg)
+        if seg.marker in _SOF:
+            if frame is not None:
+                raise MalformedImage("jpeg: more than one frame header")
+            frame = seg
+            n = seg.payload[5]
+            covered = {seg.payload[6 + 3 * i]: set() for i in range(n)}
+        elif seg.marker == SOS:
+            if frame is None:
+                raise MalformedImage("jpeg: SOS before SOF")
+            _cover(seg.payload, covered, lossless=frame.marker in _LOSSLESS)
+    if frame is None:
+        raise MalformedImage("jpeg: no frame header")
+    if not covered or any(len(coefficients) < 64 for coefficients in covered.values()):
+        raise MalformedImage("jpeg: the scans do not complete every component")
+
+
+def _cover(payload: bytes, covered: dict[int, set[int]], *, lossless: bool) -> None:
+    """Mark the coefficients a scan finishes for each of its components."""
+    n = payload[0]
+    start, end, approx = payload[1 + 2 * n], payload[2 + 2 * n], payload[3 + 2 * n]
+    if lossless:  # Ss is a predictor there: one scan carries the component whole
+        start, end, approx = 0, 63, 0
+    if start > end or end > 63:
+        raise MalformedImage(f"jpeg: scan spectral range {start}..{end}")
+    for i in range(n):
+        component = payload[1 + 2 * i]
+        if component not in covered:
+            raise MalformedImage(f"jpeg: scan names unknown component {component}")
+        if approx & 0x0F == 0:
+            covered[component].update(range(start, end + 1))
+
+
 class _Rewrite:
     """Collects the kept parts of one JPEG while its segments are visited."""
 

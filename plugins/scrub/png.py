@@ -175,6 +175,20 @@ def _check_header(chunks: list[Chunk], options: ScrubOptions) -> None:
     check_pixels(width, height, options, "png")
 
 
+def check_structure(data: bytes) -> None:
+    """A complete PNG without decoding it; MalformedImage otherwise.
+
+    Every chunk through IEND is whole and its CRC right, IHDR comes first
+    and is sound, and there is image data (IDAT).  Bytes after IEND are the
+    scrub stage's to judge.
+    """
+    chunks, _ = read_chunks(data)
+    if chunks[0].type != b"IHDR" or len(chunks[0].data) != 13:
+        raise MalformedImage("png: first chunk is not a valid IHDR")
+    if not any(chunk.type == b"IDAT" for chunk in chunks):
+        raise MalformedImage("png: no image data (IDAT)")
+
+
 class PngScrubber(Scrubber):
     """PNG/APNG; chunk rewrite (see module docstring)."""
 
