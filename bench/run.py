@@ -30,7 +30,18 @@ from bench import compare, loads, peers, report
 from bench.media import phone_jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SKIPPABLE = ("loads", "pipeline", "sweep", "huge", "ldap", "consent", "audit", "cli", "console")
+SKIPPABLE = (
+    "loads",
+    "pipeline",
+    "sweep",
+    "huge",
+    "ldap",
+    "consent",
+    "audit",
+    "cli",
+    "console",
+    "put",
+)
 # Parts that need the main loads' servers (skipped with them).
 NEEDS_LOADS = ("sweep", "huge")
 
@@ -336,6 +347,7 @@ def _issue_loads(
         "audit": lambda: _audit(work, scale, main_config, result["summary"]),
         "cli": lambda: _cli(work, scale),
         "console": lambda: _console(work, photo, scale),
+        "put": lambda: _put(work, photo, scale, reps),
     }
     for name, part in parts.items():
         if name in skip:
@@ -380,6 +392,12 @@ def _console(work: Path, photo: bytes, scale: loads.Scale) -> dict[str, Any]:
     from bench.console_load import console_benchmark
 
     return console_benchmark(work, photo, scale)
+
+
+def _put(work: Path, photo: bytes, scale: loads.Scale, reps: int) -> dict[str, Any]:
+    from bench.put_load import put_comparison
+
+    return put_comparison(work, photo, scale, reps)
 
 
 def _huge(peer: peers.Peer, scale: loads.Scale, piece: bytes) -> dict[str, Any]:

@@ -29,14 +29,20 @@ allocated: too many pixels (``max_pixels``) is 422, and an image this
 process could never decode within ``limits.decode_memory`` is 413
 ``image-too-large-to-decode``.  Failures answer 422 ``undecodable-image``.
 
-A streamed upload (larger than ``limits.max_upload_bytes``, see
-gateway/pipeline.py) is sniffed from its head; one that would have to be
-decoded (an image, with ``decode: true``) cannot be checked, and is refused
-413 ``upload-too-large-for-checks``.
+A streamed upload (gateway/pipeline.py) is sniffed from its head; an image
+whose format has a streaming structural check (JPEG, PNG) gets it as a
+:class:`StructureFilter` that checks the bytes as they pass (the header's
+dimensions as soon as they arrive); one that would have to be decoded
+(``decode: full``) or has no such check cannot be judged as a stream and is
+refused 413 ``upload-too-large-for-checks`` (:meth:`FileTypeCheck.streams_body`
+keeps it in memory when it fits).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar, Literal, cast
 
 from PIL import Image
@@ -46,7 +52,7 @@ from pydantic_core import PydanticCustomError
 from gateway import decoding
 from gateway.errors import UnprocessableContent, UnsupportedMediaType
 from gateway.pipeline import BaseStage, PutContext, UploadTooLargeForChecks
-from plugins.formats import BY_NAME, SNIFF_BYTES, Format, format_of_name, sniff
+from plugins.formats import BY_NAME, SNIFF_BYTES, Format, StructureStream, format_of_name, sniff
 from plugins.scrub.base import MalformedImage
 
 
@@ -99,33 +105,67 @@ class FileTypeCheck(BaseStage):
             raise ExtensionMismatch(f"name says {claimed}, content unrecognised")
         if fmt is None:
             return
-        ctx.content_type = BY_NAME[fmt].mime_type
-        if BY_NAME[fmt].pillow is not None and options.decode != "none":
-            if ctx.streamed_size is not None:
-                raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be checked whole")
-            check_image(ctx.body, BY_NAME[fmt], options.decode, options.max_pixels)
+        row = BY_NAME[fmt]
+        ctx.content_type = row.mime_type
+        if row.pillow is None or options.decode == "none":
+            return
+        if ctx.streamed_size is None:
+            check_image(ctx.body, row, options.decode, options.max_pixels)
+        elif _needs_whole(row, options.decode) or row.structure_stream is None:
+            raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be checked whole")
+        else:
+            judge = functools.partial(_judge_header, row, options.max_pixels)
+            ctx.filters.append(StructureFilter(row.name, row.structure_stream(judge)))
+
+    def streams_body(self, head: bytes) -> bool:
+        row = BY_NAME.get(sniff(head[:SNIFF_BYTES]) or "")
+        options = cast(FileTypeOptions, self.options)
+        return row is None or not _needs_whole(row, options.decode)
+
+
+def _needs_whole(row: Format, decode: Decode) -> bool:
+    """Whether checking an image of this format needs the whole body in memory."""
+    if row.pillow is None or decode == "none":
+        return False
+    return decode == "full" or row.structure_stream is None
 
 
 def check_image(body: bytes, row: Format, decode: Decode, max_pixels: int) -> None:
     """Refuse an image that is not complete (``decode``: see the module docstring)."""
-    decoder = row.pillow or ""
-    try:
-        with decoding.opened(body, decoder) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
-            if decoder == "JPEG":
-                # Decoding at 1/8 scale still reads every entropy-coded byte.
-                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+    with _undecodable(row.name), decoding.opened(body, row.pillow or "") as img:
+        _judge_header(row, max_pixels, img.size, img.mode)
+        if row.pillow == "JPEG":
+            # Decoding at 1/8 scale still reads every entropy-coded byte.
+            img.draft(img.mode, _decoded_size(row, img.size))
+        if decode == "full" or row.structure is None:
             # The size after draft, from the header: nothing is allocated yet.
-            if decode == "full" or row.structure is None:
-                with decoding.reserve(img.size, img.mode, what=row.name):
-                    img.load()
-            else:
-                decoding.check_decodable(img.size, img.mode, what=row.name)
-                row.structure(body)
-    except UndecodableImage:
-        raise
+            with decoding.reserve(img.size, img.mode, what=row.name):
+                img.load()
+        else:
+            row.structure(body)
+
+
+def _decoded_size(row: Format, size: tuple[int, int]) -> tuple[int, int]:
+    """What a decode of this image holds: a JPEG is decoded at 1/8 scale (draft)."""
+    if row.pillow != "JPEG":
+        return size
+    return max(1, size[0] // 8), max(1, size[1] // 8)
+
+
+def _judge_header(row: Format, max_pixels: int, size: tuple[int, int], mode: str) -> None:
+    """From the header, before anything is allocated: the pixel limit, and whether this
+    process could ever decode the image (413 image-too-large-to-decode)."""
+    width, height = size
+    if width * height > max_pixels:
+        raise UndecodableImage(f"{width}x{height} over max_pixels={max_pixels}")
+    decoding.check_decodable(_decoded_size(row, size), mode, what=row.name)
+
+
+@contextmanager
+def _undecodable(what: str) -> Iterator[None]:
+    """Any failure to parse or decode the image is 422 undecodable-image."""
+    try:
+        yield
     except (
         MalformedImage,
         OSError,
@@ -136,7 +176,26 @@ def check_image(body: bytes, row: Format, decode: Decode, max_pixels: int) -> No
         Warning,
         Image.DecompressionBombError,
     ) as exc:
-        raise UndecodableImage(f"{row.name}: {type(exc).__name__}: {exc}") from None
+        raise UndecodableImage(f"{what}: {type(exc).__name__}: {exc}") from None
+
+
+class StructureFilter:
+    """The structural check of a streamed image (:class:`~gateway.pipeline.BodyFilter`):
+    every byte passes on unchanged; a failure is 422 undecodable-image."""
+
+    changed = False
+
+    def __init__(self, what: str, check: StructureStream) -> None:
+        self._what = what
+        self._check = check
+
+    def feed(self, data: bytes) -> bytes:
+        with _undecodable(self._what):
+            return self._check.feed(data)
+
+    def finish(self) -> bytes:
+        with _undecodable(self._what):
+            return self._check.finish()
 
 
 class FileTypeNotAllowed(UnsupportedMediaType):

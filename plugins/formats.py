@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.errors import UnsupportedMediaType
 from plugins.scrub import gif, heif, jpeg, png, webp
-from plugins.scrub.base import Scrubber
+from plugins.scrub.base import HeaderCheck, Scrubber
 from plugins.scrub.gif import GifScrubber
 from plugins.scrub.heif import HeifScrubber
 from plugins.scrub.isobmff_video import IsoBmffVideoScrubber
@@ -34,6 +35,15 @@ from plugins.scrub.jpeg import JpegScrubber
 from plugins.scrub.png import PngScrubber
 from plugins.scrub.tiff import TiffScrubber
 from plugins.scrub.webp import WebpScrubber
+
+
+class StructureStream(Protocol):
+    """A format's structural check on a stream: ``feed`` returns its piece unchanged,
+    ``finish`` raises MalformedImage if the file was not complete."""
+
+    def feed(self, data: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+
 
 # (offset, the bytes that may stand there): every one must match.
 Magic = tuple[tuple[int, tuple[bytes, ...]], ...]
@@ -52,8 +62,11 @@ class Format:
     magic: Magic
     pillow: str | None = None
     # Whether a whole body is a complete file of the format, without decoding
-    # it (raises MalformedImage); see plugins/filetype.py.
+    # it (raises MalformedImage); see plugins/filetype.py.  ``structure_stream``
+    # is the same check on a streamed body (None: whole bodies only), made
+    # with what judges the header's size and mode.
     structure: Callable[[bytes], None] | None = None
+    structure_stream: Callable[[HeaderCheck], StructureStream] | None = None
     scrubber: Scrubber | None = None
     inline: bool = False
 
@@ -69,6 +82,7 @@ FORMATS: tuple[Format, ...] = (
         ((0, (b"\xff\xd8\xff",)),),
         pillow="JPEG",
         structure=jpeg.check_structure,
+        structure_stream=jpeg.JpegStructure,
         scrubber=JpegScrubber(),
         inline=True,
     ),
@@ -79,6 +93,7 @@ FORMATS: tuple[Format, ...] = (
         ((0, (b"\x89PNG\r\n\x1a\n",)),),
         pillow="PNG",
         structure=png.check_structure,
+        structure_stream=png.PngStructure,
         scrubber=PngScrubber(),
         inline=True,
     ),

@@ -70,6 +70,11 @@ class ScrubResult:
     trailing: bytes = b""
 
 
+# Called with an image's (width, height) and Pillow mode once its header is
+# read (by a structural check on a stream; plugins/filetype.py).
+HeaderCheck = Callable[[tuple[int, int], str], None]
+
+
 @dataclass(frozen=True)
 class ScrubOptions:
     """Policy knobs: keep the capture date? how many pixels may a frame have?"""

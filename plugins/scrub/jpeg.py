@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from plugins.scrub.base import (
+    HeaderCheck,
     MalformedImage,
     Scrubber,
     ScrubOptions,
@@ -213,8 +214,6 @@ def check_tables(seg: Segment) -> None:
 _LOSSLESS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 # Pillow's mode for a frame of n components (what a decode of it would hold).
 _MODES = {1: "L", 3: "RGB", 4: "CMYK"}
-# Called with an image's (width, height) and Pillow mode once its header is read.
-HeaderCheck = Callable[[tuple[int, int], str], None]
 
 
 class JpegStructure:
