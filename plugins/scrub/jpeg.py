@@ -85,7 +85,7 @@ class JpegWalker:
     """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0  # what is consumed of _buf (dropped at the end of each feed)
         self._state = _START
         self.filled = False  # fill bytes seen before a marker (a rewrite drops them)
@@ -93,11 +93,12 @@ class JpegWalker:
     def feed(self, data: bytes) -> list[Event]:
         if self._state == _TRAILING:
             return [("trailing", data)] if data else []
-        self._buf += data
+        # The piece itself when nothing is pending: no copy of a whole body.
+        self._buf = self._buf + data if self._buf else data
         events: list[Event] = []
         while (event := self._step()) is not None:
             events.append(event)
-        del self._buf[: self._pos]
+        self._buf = self._buf[self._pos :]
         self._pos = 0
         return events
 

@@ -89,7 +89,7 @@ class PngWalker:
     """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._started = False
         self._ended = False
@@ -99,11 +99,12 @@ class PngWalker:
     def feed(self, data: bytes) -> list[Event]:
         if self._ended:
             return [("trailing", data)] if data else []
-        self._buf += data
+        # The piece itself when nothing is pending: no copy of a whole body.
+        self._buf = self._buf + data if self._buf else data
         events: list[Event] = []
         while (event := self._step()) is not None:
             events.append(event)
-        del self._buf[: self._pos]
+        self._buf = self._buf[self._pos :]
         self._pos = 0
         return events
 
