@@ -15,6 +15,7 @@ Bodies are sent from generators: the test never holds them whole either.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import io
@@ -27,6 +28,13 @@ import piexif
 import pytest
 from PIL import Image
 
+from gateway.app import build_services
+from gateway.auth.base import Principal
+from gateway.dav.provider import StreamedBody, commit_object
+from gateway.pipeline import HEAD_BYTES, PutContext, RequestInfo, new_request_id
+from gateway.settings import load_settings
+from gateway.storage.backing import split_path
+from plugins.filetype import UndecodableImage
 from plugins.formats import scrubber_for
 from plugins.scrub.base import ScrubOptions
 from tests.conftest import Gateway, Instance
@@ -220,3 +228,44 @@ def test_a_streamed_photo_refused_at_its_end_leaves_nothing(
     assert s.get(f"{gateway.url}{patient_folder}/refused.jpg").status_code == 404
     (event,) = events_by_request(instance)[r.getheader("X-Request-Id")]
     assert (event.status, event.code) == (status, code)
+
+
+def test_chunks_poured_into_a_streamed_body_are_stored_as_a_put_stores_them(
+    gateway: Gateway, instance: Instance, patient_folder: str
+) -> None:
+    """``StreamedBody`` is the way into the streamed path for a door that has an upload in
+    chunks (assembled chunked uploads): the pipeline judges its head, the chunks pour
+    through the filters into the sealer, ``commit_object`` stores it, atomically."""
+    services = build_services(load_settings(instance.config), sweep_temp_files=False)
+    share = services.shares["clinical"]
+    photo = _large_phone_photo()
+    path = f"/{PATIENT}/poured.jpg"
+    alice = Principal("alice", frozenset({"clinicians"}))
+    ctx = PutContext(
+        request=RequestInfo(new_request_id(), alice, "127.0.0.1", "test", "PUT"),
+        share="clinical",
+        path=path,
+        body=photo[:HEAD_BYTES],
+        content_type="image/jpeg",
+        streamed_size=len(photo),
+    )
+    target = share.store.locate(split_path(path))
+    body = StreamedBody.open(
+        services.policy.pipeline("clinical"), ctx, share.content, target.parent
+    )
+    sealed = body.pour(photo[i : i + 5000] for i in range(0, len(photo), 5000))
+    commit_object(services, share, ctx, target, audit=None, sealed=sealed)
+    stored = gateway.session().get(f"{gateway.url}{patient_folder}/poured.jpg")
+    assert stored.status_code == 200
+    assert stored.content == scrubber_for("jpeg").clean(photo, ScrubOptions()).data
+    assert ctx.details["streamed"] is True and "gps:GPSLatitude" in ctx.details["removed"]
+
+    # A refused upload (cut short) leaves no temp file and nothing committed.
+    cut = photo[: len(photo) // 2]
+    ctx = dataclasses.replace(ctx, path=f"/{PATIENT}/cut.jpg", details={}, filters=[])
+    body = StreamedBody.open(
+        services.policy.pipeline("clinical"), ctx, share.content, target.parent
+    )
+    with pytest.raises(UndecodableImage):
+        body.pour(cut[i : i + 5000] for i in range(0, len(cut), 5000))
+    assert temps(instance, "clinical") == []
