@@ -22,6 +22,7 @@ import io
 import random
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 
 import piexif
@@ -47,6 +48,7 @@ from tests.integration.test_large_uploads import (
     temps,
 )
 from tests.scrub_corpus import dirty_file
+from tests.scrub_corpus_images import photo, png_chunk
 
 MiB = 1024 * 1024
 PATIENT = "9434765919"
@@ -269,3 +271,47 @@ def test_chunks_poured_into_a_streamed_body_are_stored_as_a_put_stores_them(
     with pytest.raises(UndecodableImage):
         body.pour(cut[i : i + 5000] for i in range(0, len(cut), 5000))
     assert temps(instance, "clinical") == []
+
+
+def _png_with_text(image: Image.Image, text: bytes) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    data = out.getvalue()
+    return data[:33] + png_chunk(b"tEXt", b"Comment\x00" + text) + data[33:]
+
+
+def test_a_streamed_png_is_stored_as_the_whole_file_scrub_makes_it(
+    gateway: Gateway, patient_folder: str
+) -> None:
+    png = _png_with_text(photo(640, 480), b"STREAMED-PNG-MARKER")
+    assert len(png) > 256 * 1024
+    url = f"{gateway.url}{patient_folder}/scan.png"
+    s = gateway.session()
+    r = s.put(url, data=png)
+    assert r.status_code == 201, r.text
+    stored = s.get(url).content
+    assert b"STREAMED-PNG-MARKER" not in stored
+    assert stored == scrubber_for("png").clean(png, ScrubOptions()).data
+    (event,) = events_by_request(gateway.instance)[r.headers["X-Request-Id"]]
+    assert event.details["streamed"] is True and event.details["removed"]["tEXt"] == 1
+
+
+def test_a_streamed_png_over_the_pixel_limit_is_refused_from_its_header(
+    gateway: Gateway, instance: Instance, patient_folder: str
+) -> None:
+    """20000 x 20000 declared in IHDR, padded past the head so that it streams: refused
+    422 from the header (nothing decoded), once the body is read; nothing stored."""
+    width = height = 20_000
+    rows = zlib.compress(bytes(height * (width // 8 + 1)), 9)
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + png_chunk(b"tEXt", b"Comment\x00" + b"x" * (128 * 1024))
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
+    keys_before = key_rows(instance)
+    r = gateway.session().put(f"{gateway.url}{patient_folder}/bomb.png", data=bomb)
+    assert (r.status_code, r.headers.get("X-Clindav-Error")) == (422, "undecodable-image")
+    assert "max_pixels" in (events_by_request(instance)[r.headers["X-Request-Id"]][0].reason or "")
+    assert temps(instance, "clinical") == [] and key_rows(instance) == keys_before
