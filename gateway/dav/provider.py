@@ -308,8 +308,9 @@ class StreamedBody:
     """A streamed upload on its way into its sealed temp file: the entry point for every
     door that receives a body in pieces (WebDAV's :class:`Spool`; assembled chunked uploads).
 
-    :meth:`open` runs the pipeline on the upload's head (``ctx.body`` is the
-    head, ``ctx.streamed_size`` set) and opens a :class:`SealingWriter`;
+    :meth:`open` runs the pipeline on the upload's head (``ctx.body`` is its
+    first :data:`HEAD_BYTES` of plaintext, ``ctx.streamed_size`` its size as
+    far as known) and opens a :class:`SealingWriter` beside the target;
     then every piece of plaintext, the head included, goes to
     :meth:`write`: through the stages' filters (``ctx.filters``: structure
     check, scrub) into the sealer.  :meth:`finish` ends the filters (a
