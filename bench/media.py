@@ -113,6 +113,25 @@ def random_piece() -> bytes:
     return os.urandom(_PIECE)
 
 
+def jpeg_pieces(total: int) -> Iterator[bytes]:
+    """A structurally complete JPEG of ``total`` bytes, in 1 MiB pieces: a small real
+    photo's head (with its GPS EXIF) and coding tables, then entropy-coded data (random
+    bytes without 0xFF) up to EOI.  Never decodable to anything sensible, and never
+    decoded: the filetype stage checks structure, the scrub rewrites the head."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 90)).save(out, "JPEG", exif=_phone_exif(QUICK_PHOTO_SIZE))
+    small = out.getvalue()
+    sos = small.rindex(b"\xff\xda")  # the photo's own scan, not its EXIF thumbnail's
+    head = small[: sos + 2 + int.from_bytes(small[sos + 2 : sos + 4], "big")]
+    filler = os.urandom(_PIECE).replace(b"\xff", b"\x00")
+    yield head
+    left = total - len(head) - 2
+    while left > 0:
+        yield filler[: min(left, _PIECE)]
+        left -= _PIECE
+    yield b"\xff\xd9"
+
+
 def body_pieces(total: int, piece: bytes) -> Iterator[memoryview]:
     """``total`` bytes as successive views of ``piece`` (nothing large is allocated)."""
     view = memoryview(piece)

@@ -163,7 +163,7 @@ def _services(folder: Path) -> Any:
 
 def _target_total(steps: dict[str, Any]) -> dict[str, Any]:
     """Issue 9's pipeline figure: scrub + encrypt + hash + audit, without the
-    filetype stage's decode and the consent lookup (shown in ``total``)."""
+    filetype stage's structural check and the consent lookup (shown in ``total``)."""
     scrub = "stage_scrub" if "cpu_ms_median" in steps.get("stage_scrub", {}) else "scrub_jpeg"
     return _sum(steps, [scrub, "seal", "sha256", "audit_commit"])
 

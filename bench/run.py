@@ -42,6 +42,7 @@ SKIPPABLE = (
     "idle",
     "migrate",
     "console",
+    "put",
 )
 # Parts that need the main loads' servers (skipped with them).
 NEEDS_LOADS = ("sweep", "huge")
@@ -350,6 +351,7 @@ def _issue_loads(
         "idle": lambda: _idle(work, photo),
         "migrate": lambda: _migrate(work, scale),
         "console": lambda: _console(work, photo, scale),
+        "put": lambda: _put(work, photo, scale, reps),
     }
     for name, part in parts.items():
         if name in skip:
@@ -406,6 +408,12 @@ def _console(work: Path, photo: bytes, scale: loads.Scale) -> dict[str, Any]:
     from bench.console_load import console_benchmark
 
     return console_benchmark(work, photo, scale)
+
+
+def _put(work: Path, photo: bytes, scale: loads.Scale, reps: int) -> dict[str, Any]:
+    from bench.put_load import put_comparison
+
+    return put_comparison(work, photo, scale, reps)
 
 
 def _huge(peer: peers.Peer, scale: loads.Scale, piece: bytes) -> dict[str, Any]:

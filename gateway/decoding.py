@@ -70,17 +70,28 @@ class DecodeBudget:
         self._used = 0
         self._room = threading.Condition()
 
-    @contextmanager
-    def reserve(
+    def need(
         self, size: tuple[int, int], mode: str, *, copies: int = 1, what: str = "image"
-    ) -> Iterator[None]:
-        """Hold the memory ``copies`` decoded copies of an image need, for the block."""
+    ) -> int:
+        """Bytes ``copies`` decoded copies take; ImageTooLargeToDecode if over the budget.
+
+        Also how an image that is not decoded now is judged: one this process
+        could never decode (to check, convert or show it) is refused alike.
+        """
         need = size[0] * size[1] * bytes_per_pixel(mode) * copies
         if need > self.limit:
             raise ImageTooLargeToDecode(
                 f"{what} {size[0]}x{size[1]} {mode} needs {need // MiB} MiB to check, "
                 f"over limits.decode_memory ({self.limit // MiB} MiB)"
             )
+        return need
+
+    @contextmanager
+    def reserve(
+        self, size: tuple[int, int], mode: str, *, copies: int = 1, what: str = "image"
+    ) -> Iterator[None]:
+        """Hold the memory ``copies`` decoded copies of an image need, for the block."""
+        need = self.need(size, mode, copies=copies, what=what)
         with self._room:
             if not self._room.wait_for(lambda: self._used + need <= self.limit, self.wait):
                 raise DecodeBusy(
@@ -113,6 +124,11 @@ def reserve(
 ) -> AbstractContextManager[None]:
     """:meth:`DecodeBudget.reserve` on this process's budget."""
     return BUDGET.reserve(size, mode, copies=copies, what=what)
+
+
+def check_decodable(size: tuple[int, int], mode: str, *, what: str = "image") -> None:
+    """:meth:`DecodeBudget.need` on this process's budget: refuse what could never be decoded."""
+    BUDGET.need(size, mode, what=what)
 
 
 @contextmanager

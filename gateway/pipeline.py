@@ -17,13 +17,19 @@ context object a hook receives.  A hook refuses by raising a
 :class:`~gateway.errors.ClindavError`; nothing is stored then, and the audit
 observer records the refusal with the error's code.
 
-Streamed uploads: a body larger than ``limits.max_upload_bytes`` is not held
-in memory (docs/ARCHITECTURE.md).  Its stages run once its first
-:data:`HEAD_BYTES` have arrived, on a context whose ``body`` is only that head
-and whose ``streamed_size`` is set.  A stage declares with ``streams = True``
+Streamed uploads: a body is not held in memory when every stage of its
+share can take it as a stream (:meth:`Pipeline.streams_body`, asked once its
+first :data:`HEAD_BYTES` are in), nor when it is larger than
+``limits.max_upload_bytes`` (docs/ARCHITECTURE.md).  Its stages run once
+the head has arrived, on a context whose ``body`` is only that head and
+whose ``streamed_size`` is set.  A stage declares with ``streams = True``
 that it can judge such an upload from the head (and the path) and that it
-never replaces its body; it may still refuse one it would need whole, with
-:meth:`UploadTooLargeForChecks.by` (413).  Stages default to ``streams =
+never replaces its body; a stage that must see every byte (to check a
+file's structure, to scrub it) adds a :class:`BodyFilter` to
+``ctx.filters`` instead, which the rest of the body passes through on its
+way to the sealed file.  It may still refuse an upload it would need
+whole, with :meth:`UploadTooLargeForChecks.by` (413), and says so ahead
+with :meth:`BaseStage.streams_body`.  Stages default to ``streams =
 False``: a share whose pipeline has one takes no streamed upload at all.
 """
 
@@ -81,6 +87,22 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+class BodyFilter(Protocol):
+    """What a stage puts in the way of a streamed body (see the module docstring).
+
+    ``feed`` takes the next piece of plaintext and returns the bytes to pass
+    on (the same ones, or rewritten, possibly none yet); ``finish`` returns
+    the last ones, or refuses with a clindav error (nothing is stored then).
+    ``changed``: whether what it passed on differs from what it got (known
+    after ``finish``).
+    """
+
+    changed: bool
+
+    def feed(self, data: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class RequestInfo:
     """Who asked for what; fixed for the life of one request."""
@@ -128,6 +150,9 @@ class PutContext:
     # run: the declared length, or the bytes received so far of a chunked body
     # (which may grow).  None: ``body`` is the whole upload.
     streamed_size: int | None = None
+    # A streamed upload's filters, in stage order: every byte after the head
+    # (and the head itself) passes through them into the sealed file.
+    filters: list[BodyFilter] = field(default_factory=list)
 
     def sha256(self) -> str:
         """Of the whole body; a streamed upload's is known only when it is sealed."""
@@ -187,6 +212,11 @@ class BaseStage:
     def on_put(self, ctx: PutContext) -> None:
         return None
 
+    def streams_body(self, head: bytes) -> bool:
+        """Whether on_put takes an upload that starts with ``head`` as a stream (without
+        refusing it 413); by default, whether the stage streams at all."""
+        return self.streams
+
     def on_copy(self, ctx: ObjectContext) -> None:
         return None
 
@@ -235,6 +265,13 @@ class Pipeline:
         # getattr: a third-party stage need not subclass BaseStage (then it does not stream).
         blocker = next((s for s in self.stages if not getattr(s, "streams", False)), None)
         return None if blocker is None else UploadTooLargeForChecks.by(blocker.name)
+
+    def streams_body(self, head: bytes) -> bool:
+        """Whether every stage takes an upload starting with ``head`` as a stream."""
+        return all(
+            getattr(s, "streams", False) and getattr(s, "streams_body", lambda _: True)(head)
+            for s in self.stages
+        )
 
     def run_put(self, ctx: PutContext) -> None:
         refusal = self.stream_refusal() if ctx.streamed_size is not None else None

@@ -5,9 +5,10 @@ Every part that needs format knowledge reads this table:
 * the ``filetype`` stage sniffs a body's format from its first bytes
   (``magic``; rows are tried in order, the first that matches wins: HEIF
   before the other ISO BMFF files), checks the name's extension against it
-  (``extensions``), sets the upload's content type (``mime_type``) and
-  decodes an image with the one Pillow decoder ``pillow`` names, never
-  another;
+  (``extensions``), sets the upload's content type (``mime_type``),
+  opens an image with the one Pillow decoder ``pillow`` names, never
+  another, and checks that it is complete with the format's ``structure``
+  check (no decode; None: the image is decoded instead);
 * the ``scrub`` stage cleans a format with its ``scrubber`` (None: it has
   none, and the share's ``other_files`` option refuses or passes it);
 * the DAV provider lets a browser show only ``inline`` content types
@@ -20,10 +21,13 @@ and what the audit trail records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.errors import UnsupportedMediaType
-from plugins.scrub.base import Scrubber
+from plugins.scrub import gif, heif, jpeg, png, webp
+from plugins.scrub.base import HeaderCheck, Scrubber
 from plugins.scrub.gif import GifScrubber
 from plugins.scrub.heif import HeifScrubber
 from plugins.scrub.isobmff_video import IsoBmffVideoScrubber
@@ -31,6 +35,15 @@ from plugins.scrub.jpeg import JpegScrubber
 from plugins.scrub.png import PngScrubber
 from plugins.scrub.tiff import TiffScrubber
 from plugins.scrub.webp import WebpScrubber
+
+
+class StructureStream(Protocol):
+    """A format's structural check on a stream: ``feed`` returns its piece unchanged,
+    ``finish`` raises MalformedImage if the file was not complete."""
+
+    def feed(self, data: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+
 
 # (offset, the bytes that may stand there): every one must match.
 Magic = tuple[tuple[int, tuple[bytes, ...]], ...]
@@ -48,6 +61,12 @@ class Format:
     extensions: tuple[str, ...]
     magic: Magic
     pillow: str | None = None
+    # Whether a whole body is a complete file of the format, without decoding
+    # it (raises MalformedImage); see plugins/filetype.py.  ``structure_stream``
+    # is the same check on a streamed body (None: whole bodies only), made
+    # with what judges the header's size and mode.
+    structure: Callable[[bytes], None] | None = None
+    structure_stream: Callable[[HeaderCheck], StructureStream] | None = None
     scrubber: Scrubber | None = None
     inline: bool = False
 
@@ -62,6 +81,8 @@ FORMATS: tuple[Format, ...] = (
         (".jpg", ".jpeg", ".jpe"),
         ((0, (b"\xff\xd8\xff",)),),
         pillow="JPEG",
+        structure=jpeg.check_structure,
+        structure_stream=jpeg.JpegStructure,
         scrubber=JpegScrubber(),
         inline=True,
     ),
@@ -71,6 +92,8 @@ FORMATS: tuple[Format, ...] = (
         (".png",),
         ((0, (b"\x89PNG\r\n\x1a\n",)),),
         pillow="PNG",
+        structure=png.check_structure,
+        structure_stream=png.PngStructure,
         scrubber=PngScrubber(),
         inline=True,
     ),
@@ -88,6 +111,7 @@ FORMATS: tuple[Format, ...] = (
         (".webp",),
         ((0, (b"RIFF",)), (8, (b"WEBP",))),
         pillow="WEBP",
+        structure=webp.check_structure,
         scrubber=WebpScrubber(),
         inline=True,
     ),
@@ -97,6 +121,7 @@ FORMATS: tuple[Format, ...] = (
         (".gif",),
         ((0, (b"GIF87a", b"GIF89a")),),
         pillow="GIF",
+        structure=gif.check_structure,
         scrubber=GifScrubber(),
         inline=True,
     ),
@@ -106,6 +131,7 @@ FORMATS: tuple[Format, ...] = (
         (".heic", ".heif"),
         (*_FTYP, (8, _HEIF_BRANDS)),
         pillow="HEIF",
+        structure=heif.check_structure,
         scrubber=HeifScrubber(),
         inline=True,
     ),

@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -303,6 +303,71 @@ def seal_bytes(content: ContentCodec, folder: Path, body: bytes) -> SealedTemp:
     except BaseException:
         writer.discard()
         raise
+
+
+class StreamedBody:
+    """A streamed upload on its way into its sealed temp file: the entry point for every
+    door that receives a body in pieces (WebDAV's :class:`Spool`; assembled chunked uploads).
+
+    :meth:`open` runs the pipeline on the upload's head (``ctx.body`` is its
+    first :data:`HEAD_BYTES` of plaintext, ``ctx.streamed_size`` its size as
+    far as known) and opens a :class:`SealingWriter` beside the target;
+    then every piece of plaintext, the head included, goes to
+    :meth:`write`: through the stages' filters (``ctx.filters``: structure
+    check, scrub) into the sealer.  :meth:`finish` ends the filters (a
+    refusal raises, nothing is left) and returns the sealed temp file for
+    :func:`commit_object`; :meth:`discard` drops it.  Memory: a filter's
+    head and one piece; no plaintext reaches the disk.
+    """
+
+    def __init__(self, ctx: PutContext, writer: SealingWriter) -> None:
+        self.ctx = ctx
+        self._writer = writer
+
+    @classmethod
+    def open(
+        cls, pipeline: Pipeline, ctx: PutContext, content: ContentCodec, folder: Path
+    ) -> StreamedBody:
+        """Judge the head (the stages may refuse here), then open the sealed temp file."""
+        pipeline.run_put(ctx)
+        ctx.details["streamed"] = True  # the audit event says the stages saw a stream
+        return cls(ctx, SealingWriter(content, folder))
+
+    @property
+    def changed(self) -> bool:
+        """Whether a filter changed the bytes (then no ETag is given); known after finish."""
+        return any(f.changed for f in self.ctx.filters)
+
+    def write(self, data: bytes) -> None:
+        for body_filter in self.ctx.filters:
+            data = body_filter.feed(data)
+        if data:
+            self._writer.write(data)
+
+    def finish(self) -> SealedTemp:
+        try:
+            pending = b""
+            for body_filter in self.ctx.filters:
+                pending = (body_filter.feed(pending) if pending else b"") + body_filter.finish()
+            if pending:
+                self._writer.write(pending)
+        except BaseException:
+            self._writer.discard()
+            raise
+        return self._writer.finish()
+
+    def pour(self, pieces: Iterable[bytes]) -> SealedTemp:
+        """Write every piece, then finish; discarded on any failure."""
+        try:
+            for piece in pieces:
+                self.write(piece)
+        except BaseException:
+            self.discard()
+            raise
+        return self.finish()
+
+    def discard(self) -> None:
+        self._writer.discard()
 
 
 def commit_object(
@@ -643,6 +708,7 @@ class StoredFile(DAVNonCollection):
             limits.max_upload_bytes,
             _declared_length(self.environ),
             judge=self._judge_streamed,
+            streams=self.environ[DECISION].pipeline.streams_body,
             stream_limit=limits.max_stream_bytes,
         )
         return self._spool
@@ -656,9 +722,10 @@ class StoredFile(DAVNonCollection):
         elif spool.streamed is None:
             self.store_body(spool.getvalue())
         else:
-            ctx, writer = spool.streamed
-            self._etag_withheld = False  # streaming stages never change the body
-            self._commit(ctx, writer.finish())
+            streamed = spool.streamed
+            sealed = streamed.finish()
+            self._etag_withheld = streamed.changed
+            self._commit(streamed.ctx, sealed)
 
     def store_body(self, body: bytes) -> None:
         """Run the pipeline on a complete body and commit what it yields."""
@@ -668,13 +735,14 @@ class StoredFile(DAVNonCollection):
         self._etag_withheld = ctx.body != body
         self._commit(ctx)
 
-    def _judge_streamed(self, head: bytes, size: int) -> tuple[PutContext, SealingWriter]:
+    def _judge_streamed(self, head: bytes, size: int) -> StreamedBody:
         """Run the pipeline on a streamed upload's head; if it passes, open its sealed temp file."""
-        ctx = self._context(head, streamed_size=size)
-        pipeline: Pipeline = self.environ[DECISION].pipeline
-        pipeline.run_put(ctx)
-        ctx.details["streamed"] = True  # the audit event says the stages saw only the head
-        return ctx, SealingWriter(self.provider.share.content, self.target.parent)
+        return StreamedBody.open(
+            self.environ[DECISION].pipeline,
+            self._context(head, streamed_size=size),
+            self.provider.share.content,
+            self.target.parent,
+        )
 
     def _context(self, body: bytes, streamed_size: int | None = None) -> PutContext:
         return PutContext(
@@ -863,38 +931,50 @@ def _declared_length(environ: dict[str, Any]) -> int | None:
     return None
 
 
-Judge = Callable[[bytes, int], tuple[PutContext, SealingWriter]]
+Judge = Callable[[bytes, int], StreamedBody]
 
 
 class Spool:
     """The write target of one PUT body: WsgiDAV calls write() per block, then close().
 
-    Up to ``limit`` bytes (``limits.max_upload_bytes``) the body is held in
-    memory and the stages see it whole (:meth:`getvalue`).  A larger one,
-    declared or grown past the limit, is streamed: once its first
-    :data:`HEAD_BYTES` are in, ``judge`` runs the stages on that head and
-    opens a :class:`SealingWriter`, and every byte from then on goes straight
-    into the sealed temp file (:attr:`streamed`), up to ``stream_limit``.
+    Once the first :data:`HEAD_BYTES` are in, ``streams`` says whether every
+    stage takes a body that starts so as a stream (``Pipeline.streams_body``).
+    If so, or if the body is declared or grows larger than ``limit``
+    (``limits.max_upload_bytes``), it is streamed: ``judge`` runs the stages
+    on the head and opens a :class:`StreamedBody`, and every byte from then
+    on goes through the stages' filters straight into the sealed temp file
+    (:attr:`streamed`), up to ``stream_limit``.  Otherwise (and for bodies
+    shorter than a head) it is held in memory and the stages see it whole
+    (:meth:`getvalue`).
 
-    A 413 is raised at once: cheroot then closes the connection.  Any other
-    failure of a streamed upload (a stage's refusal, a full disk) is kept and
-    raised by close(), the rest of the body being read and dropped: on an
-    error cheroot would read the unread rest of a Content-Length body in one
-    piece, into memory, to keep the connection alive.
+    A 413 from the stages' judgement of the head is raised at once: cheroot
+    then closes the connection.  Any other failure of a streamed upload (a
+    stage's refusal, a filter's, a full disk) is kept and raised by close(),
+    the rest of the body being read and dropped: on an error cheroot would
+    read the unread rest of a Content-Length body in one piece, into
+    memory, to keep the connection alive.
     """
 
     def __init__(
-        self, limit: int, declared: int | None, *, judge: Judge, stream_limit: int
+        self,
+        limit: int,
+        declared: int | None,
+        *,
+        judge: Judge,
+        streams: Callable[[bytes], bool],
+        stream_limit: int,
     ) -> None:
         self._parts: list[bytes] = []
         self._size = 0
         self._limit = limit
         self._declared = declared
         self._judge = judge
+        self._streams = streams
         self._stream_limit = stream_limit
         self._streaming = declared is not None and declared > limit
+        self._decided = self._streaming
         self._failure: Exception | None = None
-        self.streamed: tuple[PutContext, SealingWriter] | None = None
+        self.streamed: StreamedBody | None = None
 
     def write(self, data: bytes) -> None:
         self._size += len(data)
@@ -905,25 +985,38 @@ class Spool:
             return
         if self.streamed is not None:
             try:
-                self.streamed[1].write(data)
+                self.streamed.write(data)
             except Exception as exc:
                 self._fail(exc)
             return
         self._parts.append(data)
+        if self._size >= HEAD_BYTES and not self._decided:
+            self._decided = True
+            self._streaming = self._streaming or self._streams(self._head())
         if self._streaming and self._size >= HEAD_BYTES:
             self._start_stream()
 
-    def _start_stream(self) -> None:
-        held, self._parts = self._parts, []
+    def _head(self) -> bytes:
         head = b""
-        for part in held:
+        for part in self._parts:
             head += part[: HEAD_BYTES - len(head)]
+            if len(head) == HEAD_BYTES:
+                break
+        return head
+
+    def _start_stream(self) -> None:
+        held, head = self._parts, self._head()
+        self._parts = []
         try:
             self.streamed = self._judge(head, max(self._size, self._declared or 0))
-            for part in held:  # block by block: never a second copy of what was held
-                self.streamed[1].write(part)
         except PayloadTooLarge:
             raise
+        except Exception as exc:
+            self._fail(exc)
+            return
+        try:
+            for part in held:  # block by block: never a second copy of what was held
+                self.streamed.write(part)
         except Exception as exc:
             self._fail(exc)
 
@@ -948,4 +1041,4 @@ class Spool:
         self._parts = []
         streamed, self.streamed = self.streamed, None
         if streamed is not None:
-            streamed[1].discard()
+            streamed.discard()

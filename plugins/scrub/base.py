@@ -29,11 +29,11 @@ from __future__ import annotations
 import struct
 import warnings
 import zlib
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from abc import ABC
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from PIL import Image
 
@@ -68,6 +68,11 @@ class ScrubResult:
     # Bytes after the image's end, dropped from ``data``; the pipeline looks
     # at them to tell a phone's trailer from a polyglot (never stored).
     trailing: bytes = b""
+
+
+# Called with an image's (width, height) and Pillow mode once its header is
+# read (by a structural check on a stream; plugins/filetype.py).
+HeaderCheck = Callable[[tuple[int, int], str], None]
 
 
 @dataclass(frozen=True)
@@ -106,24 +111,77 @@ def _parse_errors_as_malformed(format_name: str) -> Iterator[None]:
         raise MalformedImage(f"{format_name}: {type(exc).__name__}: {exc}") from exc
 
 
+class ScrubStream(Protocol):
+    """A scrub that rewrites a file as it arrives, piece by piece.
+
+    ``feed`` takes the next piece and returns the cleaned bytes it can pass
+    on (possibly none yet); ``finish`` returns the last ones, or raises
+    MalformedImage / ScrubRefused.  Bytes after the image's end go to the
+    ``trailing`` callable it was made with, never on.  After ``finish``:
+    ``removed``, ``kept`` and whether the output differs from the input
+    (``changed``).
+    """
+
+    removed: dict[str, int]
+    kept: tuple[str, ...]
+    changed: bool
+
+    def feed(self, data: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+
+
+class ResidueStream(Protocol):
+    """:meth:`Scrubber.residue` piece by piece: ``feed`` returns its piece unchanged,
+    ``finish`` the findings."""
+
+    def feed(self, data: bytes) -> bytes: ...
+    def finish(self) -> list[str]: ...
+
+
 class Scrubber(ABC):
-    """One format's scrubber: declares its allowlist, rewrites, re-checks."""
+    """One format's scrubber: declares its allowlist, rewrites, re-checks.
+
+    A format whose metadata is at the front can scrub as a stream: it
+    returns a :class:`ScrubStream` and a :class:`ResidueStream`, and its
+    whole-file ``scrub`` and ``residue`` are those streams fed the whole
+    file (one implementation).  The others implement ``scrub`` and
+    ``residue`` on whole files.
+    """
 
     format_name: ClassVar[str]
 
-    @abstractmethod
+    def scrub_stream(
+        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+    ) -> ScrubStream | None:
+        """The streaming scrub of this format, or None when it needs whole files."""
+        return None
+
+    def residue_stream(self, options: ScrubOptions) -> ResidueStream | None:
+        return None
+
     def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         """Rewrite ``data`` keeping only the allowlist.
 
         Raises MalformedImage or ScrubRefused.
         """
+        trailing: list[bytes] = []
+        stream = self.scrub_stream(options, trailing.append)
+        if stream is None:
+            raise NotImplementedError(f"{type(self).__name__} scrubs neither whole nor streamed")
+        out = stream.feed(data)
+        out += stream.finish()
+        return ScrubResult(out, stream.removed, stream.kept, trailing=b"".join(trailing))
 
-    @abstractmethod
     def residue(self, data: bytes, options: ScrubOptions) -> list[str]:
         """Re-parse ``data``; name everything outside the allowlist (empty: clean).
 
         Raises MalformedImage if ``data`` does not parse.
         """
+        check = self.residue_stream(options)
+        if check is None:
+            raise NotImplementedError(f"{type(self).__name__} checks neither whole nor streamed")
+        check.feed(data)
+        return check.finish()
 
     def clean(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         """Scrub, then verify the output; raise ScrubRefused on any residue."""
@@ -133,6 +191,44 @@ class Scrubber(ABC):
         if found:
             raise ScrubRefused(f"{self.format_name}: residue after scrub: {', '.join(found)}")
         return result
+
+    def clean_stream(
+        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+    ) -> CleanStream | None:
+        """:meth:`clean` as a stream (None: this format needs whole files)."""
+        scrub = self.scrub_stream(options, trailing)
+        check = self.residue_stream(options)
+        if scrub is None or check is None:
+            return None
+        return CleanStream(self.format_name, scrub, check)
+
+
+class CleanStream:
+    """Scrub as the file streams, and check every output byte against the allowlist
+    again on its way out; ScrubRefused at the end on any residue (the caller has
+    stored nothing yet).  Parser errors are MalformedImage, as in :meth:`Scrubber.clean`."""
+
+    def __init__(self, format_name: str, scrub: ScrubStream, check: ResidueStream) -> None:
+        self._format = format_name
+        self._scrub = scrub
+        self._check = check
+
+    @property
+    def result(self) -> ScrubStream:
+        """What was removed and kept, and whether the bytes changed (after finish)."""
+        return self._scrub
+
+    def feed(self, data: bytes) -> bytes:
+        with _parse_errors_as_malformed(self._format):
+            return self._check.feed(self._scrub.feed(data))
+
+    def finish(self) -> bytes:
+        with _parse_errors_as_malformed(self._format):
+            out = self._check.feed(self._scrub.finish())
+            found = self._check.finish()
+        if found:
+            raise ScrubRefused(f"{self._format}: residue after scrub: {', '.join(found)}")
+        return out
 
 
 def check_pixels(width: int, height: int, options: ScrubOptions, what: str) -> None:

@@ -91,6 +91,14 @@ def read_blocks(data: bytes) -> Iterator[Block]:
     raise MalformedImage("gif: no trailer (truncated)")
 
 
+def check_structure(data: bytes) -> None:
+    """A complete GIF without decoding it: every block whole up to the trailer, and at
+    least one image; MalformedImage otherwise."""
+    blocks = list(read_blocks(data))  # to the trailer: read_blocks is lazy
+    if not any(block.kind == _IMAGE for block in blocks):
+        raise MalformedImage("gif: no image")
+
+
 def _trailing(data: bytes, blocks: list[Block]) -> bytes:
     """The bytes after the GIF trailer (empty when there are none)."""
     consumed = _screen_end(data) + sum(len(block.raw) for block in blocks)

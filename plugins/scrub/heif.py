@@ -50,7 +50,14 @@ from plugins.scrub.bmff import (
     read_boxes,
 )
 from plugins.scrub.exif import build_exif, exif_residue, kept_values, read_tiff, removed_tags
-from plugins.scrub.heif_meta import Association, Meta, Reference, item_data, parse_meta
+from plugins.scrub.heif_meta import (
+    Association,
+    Meta,
+    Reference,
+    check_extents,
+    item_data,
+    parse_meta,
+)
 from plugins.scrub.icc import profile_residue, sanitize_profile
 
 _IMAGES = fourccs("hvc1 av01 grid iden iovl")
@@ -313,6 +320,20 @@ def _uncovered(boxes: list[Box], meta: Meta) -> bool:
         if pos < box.end:
             return True
     return False
+
+
+def check_structure(data: bytes) -> None:
+    """A complete HEIF without decoding it; MalformedImage otherwise.
+
+    The top-level boxes fill the file exactly (none cut short, nothing but
+    boxes), there is one ``meta`` of handler ``pict`` whose primary item is
+    declared, and every item's data lies inside the file (or its ``idat``).
+    """
+    _, meta_box, _ = _top_level(data)
+    meta = parse_meta(data, meta_box)
+    if meta.handler != b"pict":
+        raise MalformedImage("heif: meta handler is not 'pict'")
+    check_extents(len(data), meta)
 
 
 class HeifScrubber(Scrubber):

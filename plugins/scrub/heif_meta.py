@@ -170,12 +170,23 @@ def _parse_ipma(cursor: Cursor, meta: Meta) -> None:
 
 def item_data(data: bytes, meta: Meta, item_id: int) -> bytes:
     """The bytes of one item (its extents joined); MalformedImage if out of range."""
+    return b"".join(data[start:end] for start, end in _spans(len(data), meta, item_id))
+
+
+def check_extents(size: int, meta: Meta) -> None:
+    """Every item's data lies inside a file of ``size`` bytes; MalformedImage if not."""
+    for item_id in {meta.primary, *meta.extents}:
+        _spans(size, meta, item_id)
+
+
+def _spans(size: int, meta: Meta, item_id: int) -> list[tuple[int, int]]:
+    """Where one item's extents lie in a file of ``size`` bytes."""
     if item_id not in meta.extents:
         raise MalformedImage(f"heif: item {item_id} has no location")
-    parts = []
+    spans = []
     for method, offset, length in meta.extents[item_id]:
-        start, end = (0, len(data)) if method == 0 else meta.idat
+        start, end = (0, size) if method == 0 else meta.idat
         if start + offset + length > end:
             raise MalformedImage(f"heif: item {item_id} data lies outside its container")
-        parts.append(data[start + offset : start + offset + length])
-    return b"".join(parts)
+        spans.append((start + offset, start + offset + length))
+    return spans

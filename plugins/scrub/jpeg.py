@@ -18,21 +18,29 @@ every other APPn, and all bytes after the first EOI (MPF secondary images,
 appended data: counted as ``trailing-data``).  An unknown non-APP marker
 raises ScrubRefused (its role is unknown, so dropping it is not safe);
 broken structure (bad lengths, no EOI, stray bytes) raises MalformedImage.
+
+It works as a stream (:class:`JpegScrubStream`, on the incremental marker
+walk :class:`JpegWalker`): metadata sits before the first scan, so the
+head is rewritten and everything from the first scan on passes through.
+Decision: a JFIF, Exif, ICC or Adobe segment *after* the first scan
+(which no camera writes) is dropped like any other metadata, not moved to
+the head.  The whole-file ``scrub`` is the stream fed the whole file.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from plugins.scrub.base import (
+    HeaderCheck,
     MalformedImage,
     Scrubber,
     ScrubOptions,
     ScrubRefused,
-    ScrubResult,
     check_pixels,
     count,
 )
@@ -52,51 +60,122 @@ _ICC_PIECE = 65535 - 2 - len(_ICC) - 2  # a segment's length field counts itself
 
 @dataclass(frozen=True)
 class Segment:
-    """A marker segment; ``body`` starts at the marker byte, ends after entropy data."""
+    """A marker segment; ``body`` starts at the marker byte (an SOS's ends with its header:
+    the entropy-coded data after it comes separately)."""
 
     marker: int
     body: bytes
     payload: bytes
 
 
-def read_segments(data: bytes) -> tuple[list[Segment], int]:
-    """Segments from after SOI to EOI inclusive, and the offset just past EOI."""
-    if data[:2] != b"\xff\xd8":
-        raise MalformedImage("jpeg: no SOI marker")
-    segments: list[Segment] = []
-    pos = 2
-    while True:
-        if pos >= len(data) or data[pos] != 0xFF:
-            raise MalformedImage(f"jpeg: expected a marker at offset {pos} (truncated or corrupt)")
-        while pos < len(data) and data[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= len(data):
+# What a walk yields: ("segment", Segment), ("entropy", coded data passed on as
+# it is, RSTn and stuffed bytes included) or ("trailing", bytes after EOI).
+Event = tuple[str, Any]
+_START, _SEGMENTS, _SCAN, _TRAILING = range(4)
+
+
+class JpegWalker:
+    """The marker walk SOI .. EOI of a JPEG fed in pieces of any size.
+
+    Memory: at most one marker segment (64 KiB) and the piece being fed; the
+    entropy-coded data is handed on as it comes.  Broken structure (bad
+    lengths, a marker out of place, stray bytes) raises MalformedImage as
+    soon as it is seen; :meth:`finish` raises it when the data ended before
+    EOI (a truncated file).
+    """
+
+    def __init__(self) -> None:
+        self._buf: bytes | bytearray = b""
+        self._pos = 0  # what is consumed of _buf (dropped at the end of each feed)
+        self._state = _START
+        self.filled = False  # fill bytes seen before a marker (a rewrite drops them)
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self._state == _TRAILING:
+            return [("trailing", data)] if data else []
+        # The piece itself when nothing is pending: no copy of a whole body.
+        self._buf = self._buf + data if self._buf else data
+        events: list[Event] = []
+        while (event := self._step()) is not None:
+            events.append(event)
+        self._buf = self._buf[self._pos :]
+        self._pos = 0
+        return events
+
+    def finish(self) -> None:
+        if self._state == _SCAN:
+            raise MalformedImage("jpeg: entropy-coded data runs to the end (truncated)")
+        if self._state != _TRAILING:
             raise MalformedImage("jpeg: truncated before EOI")
-        marker = data[pos]
+
+    def _take(self, size: int) -> bytes:
+        piece = bytes(self._buf[self._pos : self._pos + size])
+        self._pos += size
+        return piece
+
+    def _step(self) -> Event | None:
+        left = len(self._buf) - self._pos
+        if self._state == _START:
+            if left < 2:
+                return None
+            if self._take(2) != b"\xff\xd8":
+                raise MalformedImage("jpeg: no SOI marker")
+            self._state = _SEGMENTS
+        if self._state == _SCAN:
+            return self._scan()
+        if self._state == _TRAILING:
+            return ("trailing", self._take(left)) if left else None
+        return self._segment()
+
+    def _scan(self) -> Event | None:
+        found = _SCAN_END.search(self._buf, self._pos)
+        if found is not None:
+            self._state = _SEGMENTS
+            size = found.start() - self._pos
+            return ("entropy", self._take(size)) if size else self._segment()
+        # A 0xFF at the end may begin a marker: keep it for the next piece.
+        ready = len(self._buf) - self._pos - (self._buf[-1:] == b"\xff")
+        return ("entropy", self._take(ready)) if ready > 0 else None
+
+    def _segment(self) -> Event | None:
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            return None
+        if buf[pos] != 0xFF:
+            raise MalformedImage("jpeg: expected a marker (truncated or corrupt)")
+        at = pos
+        while at < len(buf) and buf[at] == 0xFF:  # fill bytes before the marker code
+            at += 1
+        if at == len(buf):
+            return None
+        self.filled = self.filled or at > pos + 1
+        marker = buf[at]
         if marker == EOI:
-            segments.append(Segment(EOI, b"\xd9", b""))
-            return segments, pos + 1
+            self._pos = at + 1
+            self._state = _TRAILING
+            return ("segment", Segment(EOI, b"\xd9", b""))
         if marker in (0x00, 0x01, SOI) or 0xD0 <= marker <= 0xD7:
             raise MalformedImage(f"jpeg: marker {marker:#04x} out of place")
-        payload_end, end = _segment_end(data, pos, marker)
-        segments.append(Segment(marker, data[pos:end], data[pos + 3 : payload_end]))
-        pos = end
+        if len(buf) < at + 3:
+            return None
+        (length,) = struct.unpack(">H", buf[at + 1 : at + 3])
+        if length < 2:
+            raise MalformedImage(f"jpeg: segment {marker:#04x} has bad length {length}")
+        if len(buf) < at + 1 + length:
+            return None
+        self._pos = at
+        body = self._take(1 + length)
+        if marker == SOS:
+            self._state = _SCAN
+        return ("segment", Segment(marker, body, body[3:]))
 
 
-def _segment_end(data: bytes, pos: int, marker: int) -> tuple[int, int]:
-    """Where the segment's payload ends, and where the next marker may start."""
-    if pos + 3 > len(data):
-        raise MalformedImage("jpeg: truncated segment header")
-    (length,) = struct.unpack(">H", data[pos + 1 : pos + 3])
-    end = pos + 1 + length
-    if length < 2 or end > len(data):
-        raise MalformedImage(f"jpeg: segment {marker:#04x} has bad length {length}")
-    if marker != SOS:
-        return end, end
-    found = _SCAN_END.search(data, end)
-    if found is None:
-        raise MalformedImage("jpeg: entropy-coded data runs to the end (truncated)")
-    return end, found.start()
+def walk(data: bytes) -> list[Event]:
+    """The whole walk of a complete JPEG held in memory."""
+    walker = JpegWalker()
+    events = walker.feed(data)
+    walker.finish()
+    return events
 
 
 def _table_sizes_fill(payload: bytes, marker: int) -> bool:
@@ -131,6 +210,85 @@ def check_tables(seg: Segment) -> None:
         exact = len(payload) % 2 == 0
     if not exact:
         raise MalformedImage(f"jpeg: segment {marker:#04x} has {len(payload)} bytes")
+
+
+_LOSSLESS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+# Pillow's mode for a frame of n components (what a decode of it would hold).
+_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
+
+
+class JpegStructure:
+    """Whether a JPEG is complete, without decoding it, on a stream (every byte is passed
+    on unchanged); MalformedImage otherwise.
+
+    The markers run from SOI to EOI (the entropy-coded data of every scan
+    ends in a marker, the last one EOI: a truncated file has none), every
+    coding segment holds exactly its tables, there is one frame header, and
+    its scans are complete: for every component of the frame, the scans
+    that finish coefficients (successive approximation low bit 0) cover all
+    64 (a baseline scan does at once; a progressive file needs its every
+    pass).  Bytes after EOI are the scrub stage's to judge.  ``on_header``
+    gets the frame's size and Pillow mode as soon as the frame header is in.
+    """
+
+    def __init__(self, on_header: HeaderCheck | None = None) -> None:
+        self._walker = JpegWalker()
+        self._on_header = on_header
+        self._frame: int | None = None
+        self._covered: dict[int, set[int]] = {}
+
+    def feed(self, data: bytes) -> bytes:
+        for kind, seg in self._walker.feed(data):
+            if kind == "segment" and (seg.marker in _STRUCTURE or seg.marker == SOS):
+                self._visit(seg)
+        return data
+
+    def finish(self) -> bytes:
+        self._walker.finish()
+        if self._frame is None:
+            raise MalformedImage("jpeg: no frame header")
+        if not self._covered or any(len(c) < 64 for c in self._covered.values()):
+            raise MalformedImage("jpeg: the scans do not complete every component")
+        return b""
+
+    def _visit(self, seg: Segment) -> None:
+        check_tables(seg)
+        if seg.marker in _SOF:
+            if self._frame is not None:
+                raise MalformedImage("jpeg: more than one frame header")
+            self._frame = seg.marker
+            n = seg.payload[5]
+            self._covered = {seg.payload[6 + 3 * i]: set() for i in range(n)}
+            if self._on_header is not None:
+                height, width = struct.unpack(">HH", seg.payload[1:5])
+                self._on_header((width, height), _MODES.get(n, "RGB"))
+        elif seg.marker == SOS:
+            if self._frame is None:
+                raise MalformedImage("jpeg: SOS before SOF")
+            _cover(seg.payload, self._covered, lossless=self._frame in _LOSSLESS)
+
+
+def check_structure(data: bytes) -> None:
+    """:class:`JpegStructure` over a whole file held in memory."""
+    check = JpegStructure()
+    check.feed(data)
+    check.finish()
+
+
+def _cover(payload: bytes, covered: dict[int, set[int]], *, lossless: bool) -> None:
+    """Mark the coefficients a scan finishes for each of its components."""
+    n = payload[0]
+    start, end, approx = payload[1 + 2 * n], payload[2 + 2 * n], payload[3 + 2 * n]
+    if lossless:  # Ss is a predictor there: one scan carries the component whole
+        start, end, approx = 0, 63, 0
+    if start > end or end > 63:
+        raise MalformedImage(f"jpeg: scan spectral range {start}..{end}")
+    for i in range(n):
+        component = payload[1 + 2 * i]
+        if component not in covered:
+            raise MalformedImage(f"jpeg: scan names unknown component {component}")
+        if approx & 0x0F == 0:
+            covered[component].update(range(start, end + 1))
 
 
 class _Rewrite:
@@ -172,6 +330,18 @@ class _Rewrite:
         elif seg.marker == SOS and self.frames == 0:
             raise MalformedImage("jpeg: SOS before SOF")
         self.structure.append(b"\xff" + seg.body)
+
+    def tail(self, seg: Segment) -> bytes:
+        """A segment after the head was sent: coding structure passes on, metadata goes."""
+        if seg.marker in _SOF:
+            raise MalformedImage("jpeg: more than one frame header")
+        if seg.marker in _STRUCTURE or seg.marker in (SOS, EOI):
+            check_tables(seg)
+            return b"\xff" + seg.body
+        if 0xE0 <= seg.marker <= 0xEF or seg.marker == 0xFE:
+            count(self.removed, _label(seg))
+            return b""
+        raise ScrubRefused(f"jpeg: unknown marker {seg.marker:#04x}")
 
     def _minimal_exif(self, tiff: bytes) -> bytes:
         layout = read_tiff(tiff)
@@ -264,30 +434,100 @@ def _icc_segments(profile: bytes) -> list[bytes]:
     ]
 
 
+class JpegScrubStream:
+    """The scrub of one JPEG as it streams (:class:`~plugins.scrub.base.ScrubStream`).
+
+    The segments up to the first scan are rewritten (the allowlist above)
+    and sent on as one head once its SOS arrives; from there the coding
+    structure and the entropy-coded data pass on as they are, metadata
+    segments between scans are dropped (counted), and the bytes after EOI
+    go to ``trailing``, never on.  Memory: the head's segments and one
+    piece.
+    """
+
+    def __init__(self, options: ScrubOptions, trailing: Callable[[bytes], None]) -> None:
+        self._walker = JpegWalker()
+        self._rewrite = _Rewrite(options)
+        self._trailing = trailing
+        self._head_in = [b"\xff\xd8"]
+        self._head_sent = False
+        self.kept: tuple[str, ...] = ()
+        self.changed = False
+        self.removed = self._rewrite.removed
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for kind, value in self._walker.feed(data):
+            if kind == "entropy":
+                out.append(value)
+            elif kind == "trailing":
+                if "trailing-data" not in self.removed:
+                    count(self.removed, "trailing-data")
+                self._trailing(value)
+            elif self._head_sent:
+                out.append(self._rewrite.tail(value))
+            else:
+                out.append(self._head(value))
+        self.changed = self.changed or bool(self.removed) or self._walker.filled
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _head(self, seg: Segment) -> bytes:
+        self._head_in.append(b"\xff" + seg.body)
+        self._rewrite.visit(seg)
+        if seg.marker == EOI:
+            raise MalformedImage("jpeg: no scan before EOI")
+        if seg.marker != SOS:
+            return b""
+        head, self.kept = self._rewrite.output()
+        self._head_sent = True
+        self.changed = head != b"".join(self._head_in)
+        self._head_in = []
+        return head
+
+    def finish(self) -> bytes:
+        self._walker.finish()
+        return b""
+
+
+class JpegResidue:
+    """The allowlist checked again on a JPEG as it streams
+    (:class:`~plugins.scrub.base.ResidueStream`)."""
+
+    def __init__(self, options: ScrubOptions) -> None:
+        self._walker = JpegWalker()
+        self._options = options
+        self._icc: list[Segment] = []
+        self.found: list[str] = []
+
+    def feed(self, data: bytes) -> bytes:
+        for kind, value in self._walker.feed(data):
+            if kind == "trailing" and value and "trailing-data" not in self.found:
+                self.found.append("trailing-data")
+            elif kind == "segment":
+                self.found.extend(_segment_residue(value, self._options))
+                if value.marker == APP2 and value.payload.startswith(_ICC):
+                    self._icc.append(value)
+        return data
+
+    def finish(self) -> list[str]:
+        self._walker.finish()
+        if self._icc:
+            self.found.extend(profile_residue(_icc_profile(self._icc)))
+        return self.found
+
+
 class JpegScrubber(Scrubber):
     """JPEG/JFIF/EXIF; lossless segment rewrite (see module docstring)."""
 
     format_name: ClassVar[str] = "jpeg"
 
-    def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
-        segments, end = read_segments(data)
-        rewrite = _Rewrite(options)
-        for seg in segments:
-            rewrite.visit(seg)
-        if end < len(data):
-            count(rewrite.removed, "trailing-data")
-        out, kept = rewrite.output()
-        return ScrubResult(out, rewrite.removed, kept, trailing=data[end:])
+    def scrub_stream(
+        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+    ) -> JpegScrubStream:
+        return JpegScrubStream(options, trailing)
 
-    def residue(self, data: bytes, options: ScrubOptions) -> list[str]:
-        segments, end = read_segments(data)
-        found = ["trailing-data"] if end < len(data) else []
-        for seg in segments:
-            found.extend(_segment_residue(seg, options))
-        icc = [seg for seg in segments if seg.marker == APP2 and seg.payload.startswith(_ICC)]
-        if icc:
-            found.extend(profile_residue(_icc_profile(icc)))
-        return found
+    def residue_stream(self, options: ScrubOptions) -> JpegResidue:
+        return JpegResidue(options)
 
 
 def _segment_residue(seg: Segment, options: ScrubOptions) -> list[str]:

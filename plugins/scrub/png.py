@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from plugins.scrub.base import (
+    HeaderCheck,
     MalformedImage,
     Scrubber,
     ScrubOptions,
     ScrubRefused,
-    ScrubResult,
     check_pixels,
     count,
 )
@@ -69,28 +70,133 @@ class Chunk:
     data: bytes
 
 
+# What a walk yields: ("chunk", Chunk) for a chunk held whole; for image data
+# (IDAT, fdAT) and any chunk over _HELD_LIMIT, ("open", header bytes), then
+# ("data", piece) as it arrives, then ("close", CRC bytes) once its CRC is
+# checked; ("trailing", bytes) after IEND.
+Event = tuple[str, Any]
+_STREAMED = (b"IDAT", b"fdAT")
+_HELD_LIMIT = 16 << 20
+
+
+class PngWalker:
+    """The chunk walk of a PNG fed in pieces of any size, every CRC checked.
+
+    Memory: at most one chunk of up to 16 MiB other than image data (which
+    passes in pieces) and the piece being fed.  Broken structure (a bad
+    signature, chunk type or CRC) raises MalformedImage as soon as it is
+    seen; :meth:`finish` raises it when the data ended before IEND.
+    """
+
+    def __init__(self) -> None:
+        self._buf: bytes | bytearray = b""
+        self._pos = 0
+        self._started = False
+        self._ended = False
+        self._open: tuple[bytes, int, int] | None = None  # type, bytes left, running CRC
+        self.offset = 0  # bytes of the file walked so far (the end of IEND, once there)
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self._ended:
+            return [("trailing", data)] if data else []
+        # The piece itself when nothing is pending: no copy of a whole body.
+        self._buf = self._buf + data if self._buf else data
+        events: list[Event] = []
+        while (event := self._step()) is not None:
+            events.append(event)
+        self._buf = self._buf[self._pos :]
+        self._pos = 0
+        return events
+
+    def finish(self) -> None:
+        if not self._ended:
+            raise MalformedImage("png: truncated before IEND")
+
+    def _take(self, size: int) -> bytes:
+        piece = bytes(self._buf[self._pos : self._pos + size])
+        self._pos += size
+        self.offset += size
+        return piece
+
+    def _step(self) -> Event | None:
+        left = len(self._buf) - self._pos
+        if self._ended:
+            return ("trailing", self._take(left)) if left else None
+        if not self._started:
+            if left < len(SIGNATURE):
+                return None
+            if self._take(len(SIGNATURE)) != SIGNATURE:
+                raise MalformedImage("png: bad signature")
+            self._started = True
+            left -= len(SIGNATURE)
+        if self._open is not None:
+            return self._streamed(left)
+        if left < 8:
+            return None
+        length, ctype = struct.unpack(">I4s", self._buf[self._pos : self._pos + 8])
+        if length > 0x7FFFFFFF:
+            raise MalformedImage(f"png: chunk at {self.offset} runs past the end")
+        if not ctype.isalpha() or not ctype.isascii():
+            raise MalformedImage(f"png: bad chunk type at {self.offset}")
+        if ctype in _STREAMED or length > _HELD_LIMIT:
+            header = self._take(8)
+            self._open = (ctype, length, zlib.crc32(ctype))
+            return ("open", header)
+        if left < 12 + length:
+            return None
+        self._take(8)
+        body = self._take(length)
+        self._check_crc(ctype, zlib.crc32(ctype + body), self._take(4))
+        self._ended = ctype == b"IEND"
+        return ("chunk", Chunk(ctype, body))
+
+    def _streamed(self, left: int) -> Event | None:
+        assert self._open is not None
+        ctype, remaining, crc = self._open
+        if remaining:
+            if not left:
+                return None
+            piece = self._take(min(remaining, left))
+            self._open = (ctype, remaining - len(piece), zlib.crc32(piece, crc))
+            return ("data", piece)
+        if left < 4:
+            return None
+        stored = self._take(4)
+        self._check_crc(ctype, crc, stored)
+        self._open = None
+        return ("close", stored)
+
+    @staticmethod
+    def _check_crc(ctype: bytes, crc: int, stored: bytes) -> None:
+        if crc != struct.unpack(">I", stored)[0]:
+            raise MalformedImage(f"png: bad CRC in {ctype!r} chunk")
+
+
 def read_chunks(data: bytes) -> tuple[list[Chunk], int]:
     """CRC-checked chunks up to IEND, and the offset just past IEND."""
-    if not data.startswith(SIGNATURE):
-        raise MalformedImage("png: bad signature")
+    walker = PngWalker()
     chunks: list[Chunk] = []
-    pos = len(SIGNATURE)
-    while True:
-        if pos + 8 > len(data):
-            raise MalformedImage("png: truncated before IEND")
-        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
-        end = pos + 12 + length
-        if length > 0x7FFFFFFF or end > len(data):
-            raise MalformedImage(f"png: chunk at {pos} runs past the end")
-        if not ctype.isalpha() or not ctype.isascii():
-            raise MalformedImage(f"png: bad chunk type at {pos}")
-        body = data[pos + 8 : end - 4]
-        if zlib.crc32(ctype + body) != struct.unpack(">I", data[end - 4 : end])[0]:
-            raise MalformedImage(f"png: bad CRC in {ctype!r} chunk")
-        chunks.append(Chunk(ctype, body))
-        if ctype == b"IEND":
-            return chunks, end
-        pos = end
+    pieces: list[bytes] = []
+    ctype = b""
+    for kind, value in walker.feed(data):
+        if kind == "chunk":
+            chunks.append(value)
+        elif kind == "open":
+            ctype, pieces = value[4:8], []
+        elif kind == "data":
+            pieces.append(value)
+        elif kind == "close":
+            chunks.append(Chunk(ctype, b"".join(pieces)))
+    walker.finish()
+    return chunks, walker.offset
+
+
+def _mode(ihdr: bytes) -> str:
+    """Pillow's mode for an image of this IHDR (what a decode of it would hold)."""
+    depth, colour = ihdr[8], ihdr[9]
+    if colour == 0:
+        return {1: "1", 16: "I;16"}.get(depth, "L")
+    return {2: "RGB", 3: "P", 4: "LA"}.get(colour, "RGBA")
 
 
 def _chunk(chunk: Chunk) -> bytes:
@@ -158,21 +264,183 @@ class _Rewrite:
         self.kept += ["orientation"] * bool(orientation) + ["DateTimeOriginal"] * bool(date)
         return build_exif(orientation, date)
 
-    def output(self) -> bytes:
-        types = [chunk.type for chunk in self.out]
-        if types[0] != b"IHDR" or b"IDAT" not in types:
-            raise MalformedImage("png: IHDR is not first or there is no IDAT")
+    def head(self) -> bytes:
+        """The kept chunks before the first image data, and the minimal eXIf (which must
+        precede the image data)."""
+        chunks, self.out = self.out, []
         if self.exif:
-            # eXIf must precede the image data.
-            self.out.insert(types.index(b"IDAT"), Chunk(b"eXIf", self.exif))
-        return SIGNATURE + b"".join(_chunk(chunk) for chunk in self.out)
+            chunks.append(Chunk(b"eXIf", self.exif))
+        return SIGNATURE + b"".join(_chunk(chunk) for chunk in chunks)
+
+    def tail(self, chunk: Chunk) -> bytes:
+        """A chunk after the image data began: kept ones pass on; an eXIf can no longer
+        precede the image data, so it goes."""
+        if chunk.type == b"eXIf":
+            count(self.removed, "eXIf")
+            return b""
+        self.visit(chunk)
+        chunks, self.out = self.out, []
+        return b"".join(_chunk(c) for c in chunks)
 
 
-def _check_header(chunks: list[Chunk], options: ScrubOptions) -> None:
-    if chunks[0].type != b"IHDR" or len(chunks[0].data) != 13:
+def _check_ihdr(chunk: Chunk) -> None:
+    if chunk.type != b"IHDR" or len(chunk.data) != 13:
         raise MalformedImage("png: first chunk is not a valid IHDR")
-    width, height = struct.unpack(">II", chunks[0].data[:8])
-    check_pixels(width, height, options, "png")
+
+
+class PngStructure:
+    """Whether a PNG is complete, without decoding it, on a stream (every byte is passed
+    on unchanged); MalformedImage otherwise.
+
+    Every chunk through IEND is whole and its CRC right, IHDR comes first
+    and is sound, and there is image data (IDAT).  Bytes after IEND are the
+    scrub stage's to judge.  ``on_header`` gets the size and Pillow mode
+    from IHDR.
+    """
+
+    def __init__(self, on_header: HeaderCheck | None = None) -> None:
+        self._walker = PngWalker()
+        self._on_header = on_header
+        self._first = True
+        self._image_data = False
+
+    def feed(self, data: bytes) -> bytes:
+        for kind, value in self._walker.feed(data):
+            if self._first and kind in ("chunk", "open"):
+                self._first = False
+                if kind != "chunk":
+                    raise MalformedImage("png: first chunk is not a valid IHDR")
+                _check_ihdr(value)
+                if self._on_header is not None:
+                    width, height = struct.unpack(">II", value.data[:8])
+                    self._on_header((width, height), _mode(value.data))
+            self._image_data = self._image_data or (kind == "open" and value[4:8] == b"IDAT")
+        return data
+
+    def finish(self) -> bytes:
+        self._walker.finish()
+        if not self._image_data:
+            raise MalformedImage("png: no image data (IDAT)")
+        return b""
+
+
+def check_structure(data: bytes) -> None:
+    """:class:`PngStructure` over a whole file held in memory."""
+    check = PngStructure()
+    check.feed(data)
+    check.finish()
+
+
+class PngScrubStream:
+    """The scrub of one PNG as it streams (:class:`~plugins.scrub.base.ScrubStream`).
+
+    The chunks before the first image data are rewritten (the allowlist
+    above) and sent on as one head when it begins; image data (IDAT, fdAT)
+    passes on as it arrives, CRC-checked; later chunks are judged one by
+    one; the bytes after IEND go to ``trailing``, never on.
+    """
+
+    def __init__(self, options: ScrubOptions, trailing: Callable[[bytes], None]) -> None:
+        self._walker = PngWalker()
+        self._rewrite = _Rewrite(options)
+        self._options = options
+        self._trailing = trailing
+        self._head_in = [SIGNATURE]
+        self._head_sent = False
+        self._passing = False
+        self._first = True
+        self._idat = False
+        self.removed = self._rewrite.removed
+        self.kept: tuple[str, ...] = ()
+        self.changed = False
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for kind, value in self._walker.feed(data):
+            if kind == "chunk":
+                out.append(self._chunk(value))
+            elif kind == "open":
+                out.append(self._open(value))
+            elif kind in ("data", "close"):
+                if self._passing:
+                    out.append(value)
+            elif value:
+                if "trailing-data" not in self.removed:
+                    count(self.removed, "trailing-data")
+                self._trailing(value)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _chunk(self, chunk: Chunk) -> bytes:
+        if self._first:
+            self._first = False
+            _check_ihdr(chunk)
+            width, height = struct.unpack(">II", chunk.data[:8])
+            check_pixels(width, height, self._options, "png")
+        if self._head_sent:
+            return self._rewrite.tail(chunk)
+        if chunk.type == b"IEND":
+            raise MalformedImage("png: IHDR is not first or there is no IDAT")
+        self._head_in.append(_chunk(chunk))
+        self._rewrite.visit(chunk)
+        return b""
+
+    def _open(self, header: bytes) -> bytes:
+        ctype = header[4:8]
+        if self._first:
+            raise MalformedImage("png: first chunk is not a valid IHDR")
+        self._passing = ctype in _STREAMED
+        if not self._passing:
+            _drop_streamed(ctype, self.removed)
+            return b""
+        self._idat = self._idat or ctype == b"IDAT"
+        if self._head_sent:
+            return header
+        head = self._rewrite.head()
+        self._head_sent = True
+        self.changed = head != b"".join(self._head_in)
+        return head + header
+
+    def finish(self) -> bytes:
+        self._walker.finish()
+        if not self._idat:
+            raise MalformedImage("png: IHDR is not first or there is no IDAT")
+        self.kept = tuple(self._rewrite.kept)
+        self.changed = self.changed or bool(self.removed)
+        return b""
+
+
+def _drop_streamed(ctype: bytes, removed: dict[str, int]) -> None:
+    """A chunk too large to hold (over 16 MiB) that is not image data: only unknown
+    ancillary chunks may be that large, and they go."""
+    if ctype in _COPIED or ctype in (b"iCCP", b"eXIf"):
+        raise MalformedImage(f"png: oversized {ctype!r} chunk")
+    if ctype[:1].isupper():
+        raise ScrubRefused(f"png: unknown critical chunk {ctype!r}")
+    count(removed, ctype.decode("ascii"))
+
+
+class PngResidue:
+    """The allowlist checked again on a PNG as it streams
+    (:class:`~plugins.scrub.base.ResidueStream`)."""
+
+    def __init__(self, options: ScrubOptions) -> None:
+        self._walker = PngWalker()
+        self._options = options
+        self.found: list[str] = []
+
+    def feed(self, data: bytes) -> bytes:
+        for kind, value in self._walker.feed(data):
+            if kind == "chunk":
+                self.found.extend(_chunk_residue(value, self._options))
+            elif kind == "open" and value[4:8] not in _STREAMED:
+                self.found.append(value[4:8].decode("ascii"))
+            elif kind == "trailing" and value and "trailing-data" not in self.found:
+                self.found.append("trailing-data")
+        return data
+
+    def finish(self) -> list[str]:
+        self._walker.finish()
+        return self.found
 
 
 class PngScrubber(Scrubber):
@@ -180,24 +448,13 @@ class PngScrubber(Scrubber):
 
     format_name: ClassVar[str] = "png"
 
-    def scrub(self, data: bytes, options: ScrubOptions) -> ScrubResult:
-        chunks, end = read_chunks(data)
-        _check_header(chunks, options)
-        rewrite = _Rewrite(options)
-        for chunk in chunks:
-            rewrite.visit(chunk)
-        if end < len(data):
-            count(rewrite.removed, "trailing-data")
-        return ScrubResult(
-            rewrite.output(), rewrite.removed, tuple(rewrite.kept), trailing=data[end:]
-        )
+    def scrub_stream(
+        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+    ) -> PngScrubStream:
+        return PngScrubStream(options, trailing)
 
-    def residue(self, data: bytes, options: ScrubOptions) -> list[str]:
-        chunks, end = read_chunks(data)
-        found = ["trailing-data"] if end < len(data) else []
-        for chunk in chunks:
-            found.extend(_chunk_residue(chunk, options))
-        return found
+    def residue_stream(self, options: ScrubOptions) -> PngResidue:
+        return PngResidue(options)
 
 
 def _chunk_residue(chunk: Chunk, options: ScrubOptions) -> list[str]:

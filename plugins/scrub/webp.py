@@ -76,6 +76,14 @@ def read_riff(data: bytes) -> tuple[list[Chunk], int]:
     return chunks, end
 
 
+def check_structure(data: bytes) -> None:
+    """A complete WebP without decoding it: the RIFF chunks whole, and image data (a
+    VP8/VP8L bitstream, or animation frames); MalformedImage otherwise."""
+    chunks, _ = read_riff(data)
+    if not any(c.fourcc in (b"VP8 ", b"VP8L", b"ANMF") for c in chunks):
+        raise MalformedImage("webp: no image data")
+
+
 def _pack(chunk: Chunk) -> bytes:
     pad = b"\x00" * (len(chunk.data) & 1)
     return struct.pack("<4sI", chunk.fourcc, len(chunk.data)) + chunk.data + pad

@@ -1,0 +1,99 @@
+"""Scrubbing as a stream: JPEG and PNG fed in pieces of any size give exactly what the
+whole-file scrub gives, and the structural checks judge a stream like a whole file."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+
+from plugins.formats import BY_NAME, scrubber_for
+from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused
+from tests.scrub_corpus import dirty_file
+
+STREAMED = {"phone.jpg": "jpeg", "dirty.png": "png"}
+
+
+def _pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("name", list(STREAMED))
+@pytest.mark.parametrize("size", [1, 7, 4096, 1 << 30])
+def test_a_stream_in_pieces_is_scrubbed_as_the_whole_file(name: str, size: int) -> None:
+    data = dirty_file(name).data
+    scrubber = scrubber_for(STREAMED[name])
+    whole = scrubber.clean(data, ScrubOptions())
+    trailing: list[bytes] = []
+    stream = scrubber.clean_stream(ScrubOptions(), trailing.append)
+    assert stream is not None
+    out = b"".join(stream.feed(piece) for piece in _pieces(data, size)) + stream.finish()
+    assert out == whole.data
+    assert b"".join(trailing) == whole.trailing and whole.trailing
+    assert stream.result.removed == whole.removed
+    assert stream.result.kept == whole.kept
+    assert stream.result.changed
+
+
+@pytest.mark.parametrize("name", list(STREAMED))
+def test_a_clean_file_streams_through_unchanged(name: str) -> None:
+    scrubber = scrubber_for(STREAMED[name])
+    clean = scrubber.clean(dirty_file(name).data, ScrubOptions()).data
+    stream = scrubber.clean_stream(ScrubOptions(), lambda _: None)
+    assert stream is not None
+    out = b"".join(stream.feed(piece) for piece in _pieces(clean, 1000)) + stream.finish()
+    assert out == clean and not stream.result.changed
+
+
+@pytest.mark.parametrize("name", list(STREAMED))
+def test_a_cut_stream_is_refused_at_its_end(name: str) -> None:
+    data = dirty_file(name).data
+    fmt = STREAMED[name]
+    cut = data[: len(data) // 2]
+    stream = scrubber_for(fmt).clean_stream(ScrubOptions(), lambda _: None)
+    assert stream is not None
+    for piece in _pieces(cut, 100):
+        stream.feed(piece)
+    with pytest.raises(MalformedImage):
+        stream.finish()
+    structure = BY_NAME[fmt].structure_stream
+    assert structure is not None
+    check = structure(lambda size, mode: None)
+    for piece in _pieces(cut, 3):
+        assert check.feed(piece) == piece  # passed on unchanged
+    with pytest.raises(MalformedImage):
+        check.finish()
+
+
+def test_the_structure_stream_reports_the_header_once() -> None:
+    seen: list[tuple[tuple[int, int], str]] = []
+    for name, fmt in STREAMED.items():
+        structure = BY_NAME[fmt].structure_stream
+        assert structure is not None
+        check = structure(lambda size, mode: seen.append((size, mode)))
+        for piece in _pieces(dirty_file(name).data, 5):
+            check.feed(piece)
+        check.finish()
+    assert [mode for _, mode in seen] == ["RGB", "RGB"]
+
+
+def test_metadata_after_the_first_scan_is_dropped_not_moved() -> None:
+    """Decision (plugins/scrub/jpeg.py): a segment after the head was sent cannot move."""
+    data = scrubber_for("jpeg").clean(dirty_file("phone.jpg").data, ScrubOptions()).data
+    sos = data.index(b"\xff\xda")
+    comment = b"\xff\xfe\x00\x07after"
+    second_scan = data.index(b"\xff\xd9")
+    planted = data[:second_scan] + comment + data[second_scan:]
+    assert sos < second_scan
+    result = scrubber_for("jpeg").clean(planted, ScrubOptions())
+    assert b"after" not in result.data and result.removed == {"COM": 1}
+
+
+def test_an_unknown_critical_png_chunk_is_still_refused() -> None:
+    data = dirty_file("dirty.png").data
+    chunk = b"ABCD" + b"x"
+    planted = data[:33] + struct.pack(">I", 1) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    planted += data[33:]
+    with pytest.raises(ScrubRefused):
+        scrubber_for("png").clean(planted, ScrubOptions())
