@@ -111,7 +111,7 @@ def console_benchmark(work: Path, photo: bytes, scale: Scale) -> dict[str, Any]:
         client.close()
     finally:
         peer.stop()
-    result = {"inbox": inbox, "thumbnail": thumbnail}
+    result: dict[str, Any] = {"inbox": inbox, "thumbnail": thumbnail}
     result["targets"] = console_targets(result)
     return result
 
