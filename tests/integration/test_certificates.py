@@ -115,11 +115,14 @@ def test_davfs2_trusts_a_readable_copy_and_keeps_what_it_sent(tmp_path: Path) ->
         with davfs_mount(gw, tmp_path, "tls", extra_conf=trust) as mnt:
             (mnt / "photo.jpg").write_bytes(photo)
             subprocess.run(["sync"], check=True, timeout=60)
-            stored = gw.session().get(f"{gw.url}/documents/photo.jpg")
-            assert stored.status_code == 200
-            assert b"Dr Secret Photographer" not in stored.content  # scrubbed on the server
-            # ...but the mount still shows the bytes it sent, metadata and all.
+            # The mount shows the bytes it sent, metadata and all...
             assert (mnt / "photo.jpg").read_bytes() == photo
+        # ...while the server (davfs2 has uploaded everything once umount returned) holds
+        # the scrubbed copy.
+        stored = gw.session().get(f"{gw.url}/documents/photo.jpg")
+        assert stored.status_code == 200
+        assert stored.content.startswith(b"\xff\xd8")
+        assert b"Dr Secret Photographer" not in stored.content
         # A fresh cache (what unmount, clear the cache, mount again does): the stored file.
         with davfs_mount(gw, tmp_path, "fresh", extra_conf=trust) as mnt:
             assert (mnt / "photo.jpg").read_bytes() == stored.content
