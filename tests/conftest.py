@@ -1,14 +1,24 @@
 """Fixtures that run the real gateway on loopback and talk to it for real.
 
 ``instance`` makes a fresh instance with ``clindav init`` (SQLite, or a fresh
-PostgreSQL database for the ``postgres`` parameter) and local users;
-``gateway`` starts ``clindav serve --port 0`` as a subprocess and reads the
-URL it prints.  Nothing is mocked: HTTP goes over a socket, the database is
-real, the backing folder is a real folder.
+PostgreSQL database for the ``postgres`` parameter) and local users.  Two
+kinds of running gateway (docs/TESTING.md):
+
+- ``gateway`` (:func:`start_in_process`): the real app and cheroot server,
+  built by the code ``clindav serve`` runs, in a thread of the test process
+  (tests/servers.py).  No process start: the default.
+- ``process_gateway`` (:func:`start_gateway`): ``clindav serve --port 0`` as a
+  subprocess, for tests that kill or signal it, count its processes or read
+  its exit status, or start it with other options or in another folder.
+
+``run_cli`` runs a command through ``gateway.cli.main`` in this process, or
+as a real subprocess where that matters.  Nothing is mocked: HTTP goes over
+a socket, the database is real, the backing folder is a real folder.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -26,6 +36,8 @@ import requests
 import urllib3
 import yaml
 
+from tests.servers import InProcessServing, run_cli_in_process, serve_in_process
+
 REPO = Path(__file__).resolve().parent.parent
 CLINDAV = [sys.executable, "-m", "gateway.cli"]
 PASSWORD = "correct horse battery staple"
@@ -42,6 +54,11 @@ USERS = {
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
+# Commands that always run as a subprocess: they serve, fork worker processes or
+# replace the installed code.
+PROCESS_COMMANDS = frozenset({"serve", "migrate", "upgrade"})
+
+
 def run_cli(
     *args: str,
     config: Path | None = None,
@@ -49,21 +66,28 @@ def run_cli(
     cwd: Path | None = None,
     check: bool = True,
     timeout: float = 120,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [*CLINDAV, *args]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    proc = subprocess.run(
-        cmd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd or REPO,
-        timeout=timeout,
-        env=_env(),
-    )
+    """``clindav ARGS``: through its ``main`` in this process (tests/servers.py), or as a
+    real process with ``process=True`` (exit statuses, stdin, start-up), when ``cwd`` is
+    given and for the commands in :data:`PROCESS_COMMANDS`."""
+    argv = [*args, *(["--config", str(config)] if config is not None else [])]
+    if process or cwd is not None or args[0] in PROCESS_COMMANDS:
+        proc = subprocess.run(
+            [*CLINDAV, *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=cwd or REPO,
+            timeout=timeout,
+            env=_env(),
+        )
+    else:
+        proc = run_cli_in_process(argv, stdin)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"{proc.args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -89,16 +113,34 @@ class Instance:
         return self.folder / "shares" / share
 
     def add_user(self, name: str, *groups: str) -> None:
-        # In-process for speed; the CLI path has its own tests (test_cli.py).
-        from gateway.auth.users import UserStore
-        from gateway.db import make_engine, make_sessions
+        self.add_users({name: list(groups)})
+
+    def add_users(self, users: dict[str, list[str]]) -> None:
+        """Accounts with :data:`PASSWORD`, written to the database in this process.
+
+        For speed: one transaction, and one scrypt hash per test process
+        (:func:`_password_hash`).  ``clindav user add`` and the console's
+        users page have their own tests (test_cli.py, test_user_lifecycle.py).
+        """
+        from gateway.db import LocalUser, make_engine, make_sessions
         from gateway.settings import load_settings
 
         engine = make_engine(load_settings(self.config).sqlalchemy_url())
         try:
-            UserStore(make_sessions(engine)).add(name, PASSWORD, list(groups))
+            with make_sessions(engine).begin() as session:
+                for name, groups in users.items():
+                    session.add(LocalUser(name=name, password_hash=_password_hash(), groups=groups))
         finally:
             engine.dispose()
+
+
+@functools.cache
+def _password_hash() -> str:
+    """The scrypt hash of :data:`PASSWORD`, made once: each costs a quarter of a second,
+    and test accounts that share a salt weaken nothing."""
+    from gateway.auth.base import hash_password
+
+    return hash_password(PASSWORD)
 
 
 def _postgres_database() -> str:
@@ -143,8 +185,7 @@ def make_instance(root: Path, database: str = "sqlite") -> Instance:
         data["database_url"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         inst.write_settings(data)
         migrate(load_settings(inst.config).sqlalchemy_url())
-    for user, groups in USERS.items():
-        inst.add_user(user, *groups)
+    inst.add_users(USERS)
     return inst
 
 
@@ -158,10 +199,10 @@ def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Instanc
 
 @dataclass
 class Gateway:
-    """A running ``clindav serve`` process."""
+    """A running gateway: in this process (:class:`InProcessGateway`) or its own
+    (:class:`ProcessGateway`)."""
 
     instance: Instance
-    process: subprocess.Popen[str]
     url: str
     log_path: Path
     sessions: list[requests.Session] = field(default_factory=list)
@@ -183,26 +224,61 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> None:
+        self._halt()
+        for s in self.sessions:
+            s.close()
+
+    def _halt(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class ProcessGateway(Gateway):
+    """A running ``clindav serve`` process."""
+
+    process: subprocess.Popen[str] = field(kw_only=True)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
-    def stop(self) -> None:
+    def _halt(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
-        for s in self.sessions:
-            s.close()
+
+
+@dataclass
+class InProcessGateway(Gateway):
+    """The gateway served from threads of the test process (tests/servers.py)."""
+
+    serving: InProcessServing = field(kw_only=True)
+
+    def _halt(self) -> None:
+        self.serving.close()
+
+
+def _log_path(inst: Instance) -> Path:
+    return inst.folder.parent / f"gateway-{uuid.uuid4().hex[:6]}.log"
+
+
+def start_in_process(inst: Instance, *, tls: bool = False) -> InProcessGateway:
+    """The gateway of ``inst`` served from this process (what ``clindav serve`` runs)."""
+    log_path = _log_path(inst)
+    url, serving = serve_in_process(inst.config, log_path, tls=tls)
+    return InProcessGateway(inst, url, log_path, serving=serving)
 
 
 def start_gateway(
     inst: Instance, *, tls: bool = False, cwd: Path | None = None, extra: tuple[str, ...] = ()
-) -> Gateway:
-    log_path = inst.folder.parent / f"gateway-{uuid.uuid4().hex[:6]}.log"
+) -> ProcessGateway:
+    """``clindav serve`` as its own process."""
+    log_path = _log_path(inst)
     cmd = [*CLINDAV, "serve", "--config", str(inst.config), "--port", "0", *extra]
     if not tls:
         cmd.append("--no-tls")
@@ -216,7 +292,7 @@ def start_gateway(
         env=_env(),
     )
     url = _read_url(process, log_path)
-    return Gateway(inst, process, url, log_path)
+    return ProcessGateway(inst, url, log_path, process=process)
 
 
 def _read_url(process: subprocess.Popen[str], log_path: Path) -> str:
@@ -234,6 +310,15 @@ def _read_url(process: subprocess.Popen[str], log_path: Path) -> str:
 
 @pytest.fixture
 def gateway(instance: Instance) -> Iterator[Gateway]:
+    """The instance's gateway, served from this process."""
+    gw = start_in_process(instance)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def process_gateway(instance: Instance) -> Iterator[ProcessGateway]:
+    """The instance's gateway as a ``clindav serve`` process."""
     gw = start_gateway(instance)
     yield gw
     gw.stop()

@@ -70,6 +70,18 @@ class CommandContext:
 
         return build_services(self.settings)
 
+    def close(self) -> None:
+        """Release the database connections this command opened.
+
+        A process ends after its command, but ``main`` may also run inside a
+        longer-lived one (the test suite): no pooled connection outlives it.
+        """
+        built = self.__dict__  # the cached properties this command asked for
+        if "services" in built:
+            self.services.sessions.kw["bind"].dispose()
+        if "sessions" in built:
+            self.sessions.kw["bind"].dispose()
+
     def audit_chain_key(self) -> bytes:
         """The audit chain key, derived from the master key on the gateway host."""
         from gateway.app import load_master_keys

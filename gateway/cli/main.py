@@ -57,9 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     command: Command = args.spec
+    ctx = CommandContext(command, args, args.words)
     try:
         handler: Handler = getattr(importlib.import_module(args.module), command.run)
-        return handler(CommandContext(command, args, args.words), args)
+        return handler(ctx, args)
     except ConfigError as exc:
         print("clindav: error: invalid configuration:", file=sys.stderr)
         for problem in exc.problems:
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        ctx.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,7 +57,7 @@ def serve(ctx: CommandContext, args: argparse.Namespace) -> int:
     workers = settings.process_count()
     _mark_running(settings)
     if workers == 1:
-        server = _worker_server(services, host=host, port=port, tls=tls, listener=None)
+        server = worker_server(services, host=host, port=port, tls=tls, listener=None)
         _announce(ctx, server.bind_addr[:2], services, workers)
         _serve_with_background(server, services, background=True)
         return 0
@@ -67,7 +67,7 @@ def serve(ctx: CommandContext, args: argparse.Namespace) -> int:
 
     def serve_one(index: int, listener: socket.socket) -> None:
         own = build_services(settings, sweep_temp_files=False)
-        server = _worker_server(own, host=host, port=port, tls=tls, listener=listener)
+        server = worker_server(own, host=host, port=port, tls=tls, listener=listener)
         # One process runs the trash sweeper and the audit anchor.
         _serve_with_background(server, own, background=index == 0)
 
@@ -87,7 +87,7 @@ def _mark_running(settings: Settings) -> None:
     atexit.register(metrics.disable)
 
 
-def _worker_server(
+def worker_server(
     services: Services, *, host: str, port: int, tls: bool, listener: socket.socket | None
 ) -> Server:
     server = make_server(
@@ -120,14 +120,17 @@ def _announce(
     )
 
 
-def _serve_with_background(server: Server, services: Services, *, background: bool) -> None:
+def background_threads(services: Services) -> list[TrashSweeper | AuditAnchor]:
+    """The trash sweeper and the audit anchor: one serving process runs them (not started)."""
     settings = services.settings
-    threads: list[TrashSweeper | AuditAnchor] = []
-    if background:
-        threads = [
-            TrashSweeper(services, settings.trash.sweep_interval),
-            AuditAnchor(services, settings.audit.anchor_interval),
-        ]
+    return [
+        TrashSweeper(services, settings.trash.sweep_interval),
+        AuditAnchor(services, settings.audit.anchor_interval),
+    ]
+
+
+def _serve_with_background(server: Server, services: Services, *, background: bool) -> None:
+    threads = background_threads(services) if background else []
     for thread in threads:
         thread.start()
     try:

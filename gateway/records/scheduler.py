@@ -130,7 +130,7 @@ class TrashSweeper(threading.Thread):
         self._trash = services.trash
         self._consent = ConsentService(services)
         self._interval = interval
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # (not `_stop`: Thread.join calls its own `_stop`)
         self._last: dt.datetime | None = None  # this process's last sweep that ran its purges
         self._refused: dt.datetime | None = None  # the last sweep a refusal was audited for
 
@@ -140,7 +140,7 @@ class TrashSweeper(threading.Thread):
                 self.sweep()
             except Exception:  # logged and retried: a sweep must never take the server down
                 log.exception("trash sweep failed; retrying in %ss", self._interval)
-            if self._stop.wait(self._interval):
+            if self._stopping.wait(self._interval):
                 return
 
     def sweep(self) -> None:
@@ -201,7 +201,7 @@ class TrashSweeper(threading.Thread):
         self._refused = last
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
 
 class AuditAnchor(threading.Thread):
@@ -209,7 +209,7 @@ class AuditAnchor(threading.Thread):
         super().__init__(name="audit-anchor", daemon=True)
         self._audit = services.audit
         self._interval = interval
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         while True:
@@ -218,8 +218,8 @@ class AuditAnchor(threading.Thread):
                 logging.getLogger("clindav.audit").info("audit chain head: seq=%d mac=%s", seq, mac)
             except Exception:  # a failed anchor is logged and retried, never fatal
                 log.exception("could not read the audit chain head")
-            if self._stop.wait(self._interval):
+            if self._stopping.wait(self._interval):
                 return
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()

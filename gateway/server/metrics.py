@@ -106,11 +106,17 @@ def enable() -> None:
     )
 
 
+def enabled() -> bool:
+    return _active is not None
+
+
 def disable() -> None:
     """Stop recording and remove this gateway's values (``clindav serve`` stopping)."""
     global _active
     if _active is not None:
         shutil.rmtree(_active.folder, ignore_errors=True)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(_active.folder):
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]  # no later child inherits a removed folder
         _active = None
 
 

@@ -18,7 +18,7 @@ from subprocess import CompletedProcess
 from PIL import Image
 
 from tests.browser.conftest import Console
-from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_in_process
 
 PATIENT = "9434765919"
 MISTYPED = "9434765918"
@@ -218,7 +218,7 @@ def test_another_users_held_image_cannot_be_reached_by_its_address(console: Cons
 def test_a_session_ends_after_the_idle_timeout(
     instance: Instance, clock: InstanceClock, open_console
 ) -> None:  # type: ignore[no-untyped-def]
-    gateway = start_gateway(instance)
+    gateway = start_in_process(instance)
     try:
         console = open_console(gateway)
         page = console.sign_in("alice")

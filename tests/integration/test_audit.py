@@ -12,7 +12,7 @@ import sqlalchemy
 
 from gateway.db import AuditEvent
 from gateway.settings import load_settings
-from tests.conftest import PASSWORD, Gateway, Instance, run_cli, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, run_cli, start_in_process
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
 
 PROPPATCH = (
@@ -136,7 +136,7 @@ def tamper(instance: Instance, statement: str) -> None:
 
 
 def fill(instance: Instance, count: int = 8) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         for i in range(count):
@@ -175,7 +175,7 @@ def test_verify_reports_edits_deletions_and_insertions(
 
 @pytest.mark.parametrize("instance", ["sqlite"], indirect=True)
 def test_unwritable_audit_table_makes_writes_fail_closed(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     s = gw.session()
     assert s.put(f"{gw.url}/documents/keep.txt", data=b"original").status_code == 201
     gw.stop()
@@ -183,7 +183,7 @@ def test_unwritable_audit_table_makes_writes_fail_closed(instance: Instance) -> 
         instance,
         "CREATE TRIGGER audit_off BEFORE INSERT ON audit_event BEGIN SELECT RAISE(ABORT, 'audit off'); END",
     )
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         files_before = visible_files(instance)
@@ -198,7 +198,7 @@ def test_unwritable_audit_table_makes_writes_fail_closed(instance: Instance) -> 
     finally:
         gw.stop()
     tamper(instance, "DROP TRIGGER audit_off")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         assert gw.session().get(f"{gw.url}/documents/keep.txt").content == b"original"
         assert gw.session().get(f"{gw.url}/documents/new.txt").status_code == 404
@@ -220,7 +220,7 @@ def test_revoked_insert_on_postgres_fails_closed(instance: Instance) -> None:
         tamper(instance, statement)
     settings["database_url"] = f"postgresql+psycopg://{role}@127.0.0.1:5432/{database}"
     instance.write_settings(settings)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         assert s.put(f"{gw.url}/documents/f0.txt", data=b"changed").status_code == 503
@@ -264,7 +264,7 @@ def test_server_logs_the_chain_head_for_anchoring(instance: Instance) -> None:
     settings = instance.settings()
     settings["audit"] = {"anchor_interval": 10}
     instance.write_settings(settings)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         assert gw.session().put(f"{gw.url}/documents/a.txt", data=b"a").status_code == 201
         deadline = time.monotonic() + 15

@@ -9,11 +9,11 @@ import stat
 import subprocess
 from pathlib import Path
 
-from tests.conftest import CLINDAV, REPO, Instance, _env, run_cli, start_gateway
+from tests.conftest import CLINDAV, REPO, Instance, _env, run_cli, start_in_process
 
 
 def fill(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         assert s.put(f"{gw.url}/documents/a.txt", data=b"one").status_code == 201

@@ -14,7 +14,14 @@ import piexif
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.conftest import PASSWORD, Instance, require_tool, run_cli, start_gateway
+from tests.conftest import (
+    PASSWORD,
+    Instance,
+    require_tool,
+    run_cli,
+    start_gateway,
+    start_in_process,
+)
 from tests.integration.test_clients import davfs_mount
 from tests.integration.test_dav_methods import small_jpeg
 
@@ -71,7 +78,7 @@ def test_init_hostname_goes_into_the_certificate_and_a_client_verifies_it(
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in usage
 
-    gw = start_gateway(inst, tls=True)
+    gw = start_in_process(inst, tls=True)
     try:
         put = curl(cert_path, "gateway.example", gw.port, "-X", "PUT", "--data-binary", "hello")
         assert put.returncode == 0, put.stderr
@@ -109,7 +116,7 @@ def test_davfs2_trusts_a_readable_copy_and_keeps_what_it_sent(tmp_path: Path) ->
     shutil.copyfile(inst.folder / "tls" / "cert.pem", cert)
     cert.chmod(0o644)
     photo = jpeg_with_artist(b"Dr Secret Photographer")
-    gw = start_gateway(inst, tls=True)
+    gw = start_gateway(inst, tls=True)  # davfs2 against a separate process
     try:
         trust = f"trust_server_cert {cert}\n"
         with davfs_mount(gw, tmp_path, "tls", extra_conf=trust) as mnt:
@@ -134,7 +141,7 @@ def test_davfs2_trusts_a_readable_copy_and_keeps_what_it_sent(tmp_path: Path) ->
 def test_rclone_with_ca_cert_verifies_the_instance_certificate(tmp_path: Path) -> None:
     rclone = require_tool("rclone")
     inst = init_with_names(tmp_path, "gateway.example")
-    gw = start_gateway(inst, tls=True)
+    gw = start_in_process(inst, tls=True)
     try:
         assert gw.session().put(f"{gw.url}/documents/hello.txt", data=b"hi").status_code == 201
         obscured = subprocess.run(

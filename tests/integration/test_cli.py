@@ -17,6 +17,8 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +28,13 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import PASSWORD, REPO, Instance, run_cli, start_gateway
+from tests.conftest import PASSWORD, REPO, Instance, run_cli, start_in_process
 
 # --- check-config ----------------------------------------------------------------
 
 
 def test_check_config_accepts_a_fresh_instance(instance: Instance) -> None:
-    result = run_cli("check-config", config=instance.config, check=False)
+    result = run_cli("check-config", config=instance.config, check=False, process=True)
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
 
@@ -56,7 +58,7 @@ def test_check_config_names_file_and_key_of_a_bad_setting(
     data = instance.settings()
     edit(data)
     instance.write_settings(data)
-    result = run_cli("check-config", config=instance.config, check=False)
+    result = run_cli("check-config", config=instance.config, check=False, process=True)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert str(instance.config) in result.stderr, result.stderr
     assert re.search(rf"(^|\s){re.escape(key)}:", result.stderr, re.M), result.stderr
@@ -187,7 +189,7 @@ def test_serve_refuses_an_unwritable_backing_folder(instance: Instance) -> None:
     assert "Traceback" not in result.stderr
     if mounted:
         # Once writable again, the same instance serves.
-        gw = start_gateway(instance)
+        gw = start_in_process(instance)
         gw.stop()
 
 
@@ -223,7 +225,7 @@ def test_user_add_list_remove(instance: Instance) -> None:
     # The account works against the gateway, and not once removed.  (A running
     # gateway caches successful logins for up to a minute, by design: the
     # removal is checked against a freshly started one.)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         bob = gw.session("bob")
         assert (
@@ -235,7 +237,7 @@ def test_user_add_list_remove(instance: Instance) -> None:
     removed = run_cli("user", "remove", "bob", config=instance.config, check=False)
     assert removed.returncode == 0, removed.stderr
     assert "bob" not in run_cli("user", "list", config=instance.config).stdout
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         again = gw.session("bob")
         assert (
@@ -265,6 +267,7 @@ def test_user_add_refuses_a_bad_password(instance: Instance, stdin: str, message
         config=instance.config,
         stdin=stdin,
         check=False,
+        process=True,
     )
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
@@ -300,7 +303,7 @@ def _mode(path: Path) -> int:
 
 def test_init_writes_a_complete_instance(tmp_path: Path) -> None:
     folder = tmp_path / "practice"
-    result = run_cli("init", str(folder), check=False)
+    result = run_cli("init", str(folder), check=False, process=True)
     assert result.returncode == 0, result.stderr
     assert (folder / "clindav.yaml").is_file()
     assert (folder / "policy.yaml").is_file()
@@ -365,11 +368,24 @@ def _read_serving_url(process: subprocess.Popen[str], limit: float) -> tuple[str
     raise AssertionError(f"no 'clindav serving https://' line; stdout so far: {seen}")
 
 
+def _venv_on_suite_packages(venv: Path) -> Path:
+    """A new virtual environment that sees the suite's installed packages.
+
+    The bootstrap installs this checkout into it, as into a fresh clone's
+    ``.venv``, without downloading every dependency again and without
+    touching the suite's own environment (which may belong to another checkout).
+    """
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    packages = sysconfig.get_path("purelib")
+    (venv / Path(packages).relative_to(sys.prefix) / "suite-packages.pth").write_text(packages)
+    return venv
+
+
 def test_readme_run_command_serves_verified_https(tmp_path: Path) -> None:
     argv = [*_readme_run_command(), "--port", "0"]
     env = dict(os.environ)
     if not (REPO / ".venv").exists():
-        env["CLINDAV_VENV"] = "/tmp/venv"
+        env["CLINDAV_VENV"] = str(_venv_on_suite_packages(tmp_path / "venv"))
     stderr_path = tmp_path / "bootstrap.stderr"
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(

@@ -22,7 +22,14 @@ from xml.etree import ElementTree
 
 import pytest
 
-from tests.conftest import PASSWORD, Gateway, Instance, require_tool, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, ProcessGateway, require_tool, start_gateway
+
+
+@pytest.fixture
+def gateway(process_gateway: ProcessGateway) -> ProcessGateway:
+    """The clients talk to ``clindav serve`` as deployed: a process of its own."""
+    return process_gateway
+
 
 # --------------------------------------------------------------------------- litmus
 

@@ -11,7 +11,7 @@ import yaml
 
 from gateway.db import AuditEvent
 from gateway.settings import load_settings
-from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_in_process
 from tests.integration.test_dav_methods import small_jpeg
 
 PATIENT, OTHER = "9434765919", "4010232137"
@@ -54,7 +54,7 @@ def audit(instance: Instance) -> list:
 
 def test_reject_policy_then_consent_then_put(instance: Instance) -> None:
     set_consent_stage(instance, "clinical", missing="reject")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         folder = f"{gw.url}/clinical/{PATIENT}"
@@ -181,7 +181,7 @@ def test_sharing_and_teaching_copies(gateway: Gateway) -> None:
 
 def test_intimate_images(instance: Instance) -> None:
     set_consent_stage(instance, "clinical", missing="reject", intimate_min_age=18)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         ivy, alice = gw.session("ivy"), gw.session("alice")
         folder = f"{gw.url}/clinical/{PATIENT}"
@@ -229,7 +229,7 @@ def test_held_image_expires_and_is_purged(instance: Instance, clock: InstanceClo
     settings = instance.settings()
     settings["trash"] = {"sweep_interval": 1}
     instance.write_settings(settings)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         folder = f"{gw.url}/clinical/{PATIENT}"

@@ -15,7 +15,7 @@ import requests
 import sqlalchemy
 
 from gateway.db import LegalHold, LocalUser
-from tests.conftest import PASSWORD, Gateway, Instance, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, start_in_process
 from tests.integration.test_consent import PATIENT, consent
 from tests.integration.test_console_http import database, form_token, sign_in
 from tests.integration.test_dav_methods import small_jpeg
@@ -210,7 +210,7 @@ def test_restore_needs_the_policys_write_where_files_go_back(gateway: Gateway) -
         "rules:\n  - name: admins-only-read-documents\n    share: documents\n"
         "    groups: [admins]\n    methods: [write]\n    effect: deny\n",
     ))  # fmt: skip
-    gw = start_gateway(inst)
+    gw = start_in_process(inst)
     try:
         dav = gw.session("alice")
         assert dav.put(f"{gw.url}/documents/a.txt", data=b"x").status_code == 201
@@ -312,7 +312,7 @@ def test_with_a_directory_the_users_page_changes_nothing(gateway: Gateway) -> No
     admin = sign_in(gateway, "root-admin")
     gateway.stop()
     with_group_map(inst, "      admins: [practice-admins]")
-    gw = start_gateway(inst)
+    gw = start_in_process(inst)
     try:
         page = admin.get(f"{gw.url}/app/users")
         assert page.status_code == 200, page.text

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import PASSWORD, Gateway, Instance, InstanceClock, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, InstanceClock, start_in_process
 
 CONSOLE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -169,7 +169,7 @@ def test_a_post_without_the_form_token_is_refused_and_audited(gateway: Gateway) 
 
 
 def test_an_idle_session_expires(instance: Instance, clock: InstanceClock) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = sign_in(gw)
         clock.advance("14m")
@@ -194,7 +194,7 @@ def test_a_busy_session_still_ends_after_max_session(
     data = instance.settings()
     data["console"] = {"max_session": "30m"}
     instance.write_settings(data)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = sign_in(gw)
         for offset in ("10m", "20m", "29m"):
@@ -217,7 +217,7 @@ def test_a_disabled_account_is_signed_out_at_its_next_request(gateway: Gateway) 
 
 
 def test_over_tls_cookies_are_secure_and_hsts_is_sent(instance: Instance) -> None:
-    gw = start_gateway(instance, tls=True)
+    gw = start_in_process(instance, tls=True)
     try:
         s = browser_session(gw)
         page = s.get(f"{gw.url}/app/sign-in")

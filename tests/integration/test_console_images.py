@@ -15,7 +15,7 @@ from pathlib import Path
 import pillow_heif
 from PIL import Image
 
-from tests.conftest import Gateway, Instance, start_gateway
+from tests.conftest import Gateway, Instance, start_in_process
 from tests.integration.test_consent import consent
 from tests.integration.test_console_http import form_token, sign_in
 from tests.scrub_corpus_images import phone_jpeg
@@ -107,7 +107,7 @@ def test_thumbnails_and_pictures_are_made_in_memory(gateway: Gateway) -> None:
 
 
 def test_a_picture_over_the_decode_budget_is_refused(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         ids = stored(gw, {"big.png": transparent_png(3000, 2000)})  # 24 MB of pixels
     finally:
@@ -115,7 +115,7 @@ def test_a_picture_over_the_decode_budget_is_refused(instance: Instance) -> None
     data = instance.settings()
     data.setdefault("limits", {})["decode_memory"] = 16 * 1024 * 1024
     instance.write_settings(data)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = sign_in(gw)
         r = s.get(f"{gw.url}/app/images/{ids['big.png']}/thumbnail")

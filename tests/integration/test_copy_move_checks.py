@@ -22,7 +22,7 @@ import yaml
 
 from gateway.db import AuditEvent, StoredObject
 from gateway.settings import load_settings
-from tests.conftest import Gateway, Instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, run_cli, start_in_process
 from tests.integration.test_consent import consent
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
 
@@ -209,7 +209,7 @@ def _reserve_referrals_intimate_folder(instance: Instance) -> None:
 def test_an_intimate_image_copied_to_another_share_stays_intimate(instance: Instance) -> None:
     _reserve_referrals_intimate_folder(instance)
     consent(instance, "--scope", "record", "--intimate")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         ivy, alice = gw.session("ivy"), gw.session("alice")
         p = f"/clinical/{PATIENT}"
@@ -252,7 +252,7 @@ def test_an_intimate_image_copied_to_another_share_stays_intimate(instance: Inst
 def test_another_users_private_object_holds_its_name(instance: Instance) -> None:
     instance.add_user("bob", "clinicians")
     consent(instance, "--scope", "record", "--scope", "share", patient=OTHER)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         alice, bob = gw.session("alice"), gw.session("bob")
         p = f"/clinical/{PATIENT}"  # no consent: images here are held

@@ -30,7 +30,7 @@ from tests.conftest import (
     make_instance,
     read_answer,
     run_cli,
-    start_gateway,
+    start_in_process,
 )
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
 
@@ -59,7 +59,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             *extra,
             config=instance.config,
         )
-    gateway = start_gateway(instance)
+    gateway = start_in_process(instance)
     yield gateway
     gateway.stop()
 
@@ -300,13 +300,13 @@ def _tls_raw(gw: Gateway, request: bytes) -> bytes:
 
 def test_every_tls_response_carries_hsts(tmp_path: Path) -> None:
     instance = make_instance(tmp_path)
-    plain = start_gateway(instance)
+    plain = start_in_process(instance)
     try:
         r = plain.session().get(f"{plain.url}/documents/none.txt")
         assert r.status_code == 404 and HSTS not in r.headers
     finally:
         plain.stop()
-    gw = start_gateway(instance, tls=True)
+    gw = start_in_process(instance, tls=True)
     try:
         assert gw.url.startswith("https://")
         s, anonymous = gw.session(), gw.session(None)

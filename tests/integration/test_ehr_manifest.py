@@ -13,7 +13,15 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import PASSWORD, REPO, Gateway, Instance, require_tool, run_cli
+from tests.conftest import (
+    PASSWORD,
+    REPO,
+    Gateway,
+    Instance,
+    require_tool,
+    run_cli,
+    start_in_process,
+)
 from tests.integration.test_consent import audit
 from tests.integration.test_dav_methods import small_jpeg
 
@@ -66,11 +74,10 @@ def records(instance: Instance) -> list[dict]:
 
 
 def test_the_documented_ehr_example_runs_as_written(instance: Instance, tmp_path: Path) -> None:
-    from tests.conftest import start_gateway
 
     require_tool("curl")
     instance.add_user("ehr-bot", "ehr-systems")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         work = tmp_path / "ehr"
         work.mkdir()

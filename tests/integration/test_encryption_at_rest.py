@@ -14,7 +14,15 @@ import sqlalchemy
 
 from gateway.db import DataKey, ShareKey, StoredObject
 from gateway.settings import load_settings
-from tests.conftest import PASSWORD, Gateway, Instance, make_instance, run_cli, start_gateway
+from tests.conftest import (
+    PASSWORD,
+    Gateway,
+    Instance,
+    make_instance,
+    run_cli,
+    start_gateway,
+    start_in_process,
+)
 from tests.scrub_corpus import dirty_file
 
 PATIENTS = ("9434765919", "4010232137", "9876543210")
@@ -63,7 +71,7 @@ def test_backing_share_holds_nothing_readable(instance: Instance, tmp_path: Path
     temp_dir.mkdir()
     os.environ["TMPDIR"] = str(temp_dir)  # the gateway subprocess inherits it
     try:
-        gw = start_gateway(instance)
+        gw = start_gateway(instance)  # its own process: TMPDIR applies to it
     finally:
         del os.environ["TMPDIR"]
     photo = dirty_file("phone.jpg").data
@@ -197,7 +205,7 @@ def test_large_file_streams_and_aborts_at_a_bad_chunk(gateway: Gateway) -> None:
 
 
 def test_rotation_rewraps_keys_without_touching_files(instance: Instance, tmp_path: Path) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     bodies = {f"/documents/r{i}.bin": random.Random(i).randbytes(1000 + i) for i in range(5)}
     s = gw.session()
     for path, body in bodies.items():
@@ -232,8 +240,8 @@ def test_rotation_rewraps_keys_without_touching_files(instance: Instance, tmp_pa
     }
 
     rotated, old = (
-        start_gateway(instance),
-        start_gateway(Instance(backup, backup / "clindav.yaml", "sqlite")),
+        start_in_process(instance),
+        start_in_process(Instance(backup, backup / "clindav.yaml", "sqlite")),
     )
     try:
         for path, body in bodies.items():
@@ -252,7 +260,7 @@ def test_rotation_rewraps_keys_without_touching_files(instance: Instance, tmp_pa
 
 
 def test_running_gateway_follows_a_rotation(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         assert s.put(f"{gw.url}/documents/before.txt", data=b"before").status_code == 201
@@ -269,7 +277,7 @@ def test_running_gateway_follows_a_rotation(instance: Instance) -> None:
 
 
 def test_rotation_resumes_after_interruption(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     s = gw.session()
     for i in range(3):
         assert s.put(f"{gw.url}/documents/x{i}.txt", data=b"x" * i).status_code == 201
@@ -291,7 +299,7 @@ def test_rotation_resumes_after_interruption(instance: Instance) -> None:
     assert rows >= 3 + 4  # three files, four share name seeds, and the seeds of no share
     assert f"re-wrapped {rows} key rows" in result.stdout
     assert key_file.read_text().split()[-2] == "k2"
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         assert gw.session().get(f"{gw.url}/documents/x2.txt").content == b"xx"
     finally:
@@ -301,7 +309,7 @@ def test_rotation_resumes_after_interruption(instance: Instance) -> None:
 def test_deleted_key_row_makes_backup_ciphertext_unreadable(
     instance: Instance, tmp_path: Path
 ) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     s = gw.session()
     body = b"a photo of a wound" * 100
     assert s.put(f"{gw.url}/documents/wound.txt", data=body).status_code == 201
@@ -329,7 +337,7 @@ def test_deleted_key_row_makes_backup_ciphertext_unreadable(
 
 
 def test_fsck_finds_and_quarantines(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     s = gw.session()
     for name in ("a.txt", "b.txt", "c.txt"):
         assert s.put(f"{gw.url}/documents/{name}", data=name.encode() * 100).status_code == 201
@@ -371,7 +379,7 @@ def test_make_instance_helper_isolated(tmp_path: Path) -> None:
     one, two = make_instance(tmp_path / "one"), make_instance(tmp_path / "two")
     names = []
     for inst in (one, two):
-        gw = start_gateway(inst)
+        gw = start_in_process(inst)
         try:
             assert gw.session().put(f"{gw.url}/documents/same.txt", data=b"x").status_code == 201
         finally:
@@ -382,7 +390,7 @@ def test_make_instance_helper_isolated(tmp_path: Path) -> None:
 
 def test_fsck_reregisters_a_version_renamed_before_its_commit(instance: Instance) -> None:
     """The trace of a crash between rename and commit: registry names another file id."""
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     assert gw.session().put(f"{gw.url}/documents/v.txt", data=b"new version").status_code == 201
     gw.stop()
     engine = engine_for(instance)
@@ -401,7 +409,7 @@ def test_fsck_reregisters_a_version_renamed_before_its_commit(instance: Instance
     run_cli("fsck", "--repair", config=instance.config, check=False)
     after = run_cli("fsck", config=instance.config, check=False)
     assert after.returncode == 0, after.stdout
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         assert gw.session().get(f"{gw.url}/documents/v.txt").content == b"new version"
     finally:

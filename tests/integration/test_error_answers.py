@@ -38,7 +38,7 @@ from gateway.server.responses import (
     request_id,
 )
 from gateway.settings import load_settings
-from tests.conftest import PASSWORD, Gateway, Instance, make_instance, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, make_instance, start_in_process
 from tests.integration.test_audit import events_by_request
 from tests.integration.test_fail_closed import AUDIT_DOWN, AUDIT_UP
 
@@ -113,7 +113,7 @@ def security_of(answer: Answer) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(make_instance(tmp_path_factory.mktemp("tls")), tls=True)
+    gw = start_in_process(make_instance(tmp_path_factory.mktemp("tls")), tls=True)
     yield gw
     gw.stop()
 
@@ -214,7 +214,7 @@ def audit_down(instance: Instance) -> Iterator[None]:
 
 def test_a_refusal_that_cannot_be_audited_is_503_in_the_same_form(tmp_path: Path) -> None:
     instance = make_instance(tmp_path)
-    gw = start_gateway(instance, tls=True)
+    gw = start_in_process(instance, tls=True)
     try:
         _store_a_file(gw)
         with audit_down(instance):

@@ -30,7 +30,7 @@ import redis as redis_client
 import requests
 import sqlalchemy
 
-from tests.conftest import Gateway, Instance, make_instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, make_instance, run_cli, start_in_process
 
 LOCK_BODY = (
     '<?xml version="1.0" encoding="utf-8"?>'
@@ -282,7 +282,7 @@ def test_nothing_changes_while_the_database_is_down(
     migrate(own_postgres.url)
     inst.add_user("alice", "clinicians")
     inst.add_user("ivy", "clinicians")
-    gateway = start_gateway(inst)
+    gateway = start_in_process(inst)
     try:
         s = gateway.session()
         base = f"{gateway.url}/documents"
@@ -432,7 +432,7 @@ def test_redis_down_is_503_lock_storage_unavailable(
         data = instance.settings()
         data.setdefault("locks", {})["storage"] = f"redis://127.0.0.1:{port}/0"
         instance.write_settings(data)
-        gateway = start_gateway(instance)
+        gateway = start_in_process(instance)
         try:
             s = gateway.session()
             base = f"{gateway.url}/documents"

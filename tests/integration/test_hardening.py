@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, Gateway, read_answer
+from tests.conftest import PASSWORD, Gateway, ProcessGateway, read_answer
 from tests.integration.test_audit import events_by_request
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
 
@@ -123,7 +123,8 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_huge_bodies_and_headers_do_not_grow_memory(gateway: Gateway) -> None:
+def test_huge_bodies_and_headers_do_not_grow_memory(process_gateway: ProcessGateway) -> None:
+    gateway = process_gateway  # its own process: its pid is looked at
     still_serving(gateway)
     pid = gateway.process.pid
     idle = rss_kib(pid)

@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 from gateway.crypto.fileformat import MAGIC
 from gateway.dav.limits import MAX_LOCK_BODY, MAX_XML_BODY
 from gateway.settings import load_settings
-from tests.conftest import PASSWORD, Gateway, make_instance, run_cli, start_gateway
+from tests.conftest import PASSWORD, Gateway, make_instance, run_cli, start_in_process
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
 
 TRUSTED_PROXY = "127.0.0.2"  # loopback, so a test can connect from it
@@ -63,7 +63,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         },
     )
     policy_file.write_text(yaml.safe_dump(policy, sort_keys=False))
-    gateway = start_gateway(instance)
+    gateway = start_in_process(instance)
     yield gateway
     gateway.stop()
 

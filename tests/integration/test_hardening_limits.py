@@ -17,7 +17,7 @@ import sqlalchemy
 from gateway.dav.limits import MAX_DEAD_PROPERTIES, MAX_DEAD_PROPERTY_BYTES
 from gateway.db import DeadProperty
 from gateway.settings import load_settings
-from tests.conftest import Gateway, Instance, start_gateway
+from tests.conftest import Gateway, Instance, start_in_process
 from tests.integration.test_audit import events_by_request
 from tests.integration.test_hardening import still_serving
 
@@ -136,7 +136,7 @@ def small_copy_gateway(instance: Instance) -> Iterator[Gateway]:
     data = instance.settings()
     data["limits"] = {"max_copy_members": 5, "max_copy_bytes": 8192}
     instance.write_settings(data)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     yield gw
     gw.stop()
 

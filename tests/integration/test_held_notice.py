@@ -13,7 +13,7 @@ import re
 
 from lxml import etree
 
-from tests.conftest import Gateway, Instance, start_gateway
+from tests.conftest import Gateway, Instance, start_in_process
 from tests.integration.test_consent import PATIENT, consent
 from tests.integration.test_dav_methods import small_jpeg
 
@@ -94,7 +94,7 @@ def test_wsgidav_and_the_fast_path_list_it_the_same(instance: Instance) -> None:
         data = instance.settings()
         data["server"]["propfind_fast_path"] = fast
         instance.write_settings(data)
-        gw = start_gateway(instance)
+        gw = start_in_process(instance)
         try:
             alice = gw.session("alice")
             folder = f"{gw.url}/clinical/{PATIENT}"

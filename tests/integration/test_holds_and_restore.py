@@ -10,7 +10,7 @@ import time
 import sqlalchemy
 
 from gateway.db import AuditEvent, DataKey, TrashItem
-from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_in_process
 from tests.integration.test_consent import OTHER, PATIENT, consent
 from tests.integration.test_dav_methods import small_jpeg
 from tests.integration.test_trash import engine_for, set_policy, set_sweep, trash_list
@@ -213,7 +213,7 @@ def test_a_clock_jump_stops_the_sweeper_until_an_admin_confirms(
 ) -> None:
     set_policy(instance, "documents", trash_window="1h")
     set_sweep(instance, 1)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         assert s.put(f"{gw.url}/documents/old.txt", data=b"old").status_code == 201

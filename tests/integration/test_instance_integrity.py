@@ -18,7 +18,15 @@ import requests
 
 from gateway.db import migrate
 from gateway.settings import load_settings
-from tests.conftest import CLINDAV, Gateway, Instance, _env, make_instance, run_cli, start_gateway
+from tests.conftest import (
+    CLINDAV,
+    Gateway,
+    Instance,
+    _env,
+    make_instance,
+    run_cli,
+    start_in_process,
+)
 
 
 def key_file(instance: Instance) -> Path:
@@ -96,7 +104,7 @@ def test_a_master_key_changed_under_the_gateway_is_refused(gateway: Gateway) -> 
 
 
 def test_a_wrong_master_key_fails_check_config_and_start(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     assert gw.session().put(f"{gw.url}/documents/a.txt", data=b"x" * 100).status_code == 201
     gw.stop()
     right = key_file(instance).read_text()
@@ -115,7 +123,7 @@ def test_a_wrong_master_key_fails_check_config_and_start(instance: Instance) -> 
 
     write_key(key_file(instance), right)
     assert run_cli("check-config", config=instance.config).returncode == 0
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     assert gw.session().get(f"{gw.url}/documents/a.txt").content == b"x" * 100
     gw.stop()
 
@@ -153,7 +161,7 @@ def test_an_unmounted_share_answers_503_and_stores_nothing(gateway: Gateway) -> 
 
 
 def test_a_deleted_database_is_not_replaced_by_a_new_one(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     assert gw.session().put(f"{gw.url}/documents/a.txt", data=b"x" * 100).status_code == 201
     gw.stop()
     for name in ("clindav.db", "clindav.db-wal", "clindav.db-shm"):
@@ -174,14 +182,14 @@ def test_a_new_database_takes_over_empty_marked_shares(instance: Instance) -> No
     instance.write_settings(data)
     migrate(load_settings(instance.config).sqlalchemy_url())
     instance.add_user("carol", "clinicians")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     assert gw.session("carol").put(f"{gw.url}/documents/a.txt", data=b"y").status_code == 201
     gw.stop()
 
 
 def test_another_instances_database_is_refused(instance: Instance, tmp_path: Path) -> None:
     other = make_instance(tmp_path / "other")
-    gw = start_gateway(other)
+    gw = start_in_process(other)
     assert gw.session().put(f"{gw.url}/documents/b.txt", data=b"b").status_code == 201
     gw.stop()
     data = instance.settings()

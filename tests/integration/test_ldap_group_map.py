@@ -10,7 +10,7 @@ import yaml
 
 from gateway.auth.ldap import group_map_warnings
 from gateway.settings import LdapSettings
-from tests.conftest import REPO, Instance, run_cli, start_gateway
+from tests.conftest import REPO, Instance, run_cli, start_in_process
 from tests.ldap_server import free_port
 
 SPLIT_DN = "[cn=practice-admins,ou=groups,dc=example,dc=org]"
@@ -49,7 +49,7 @@ def test_check_config_and_start_up_warn_about_a_split_dn_and_an_unused_group(
     assert any("group_map.clinician: the policy never names" in w for w in warnings)
     assert len(warnings) == 4, warnings  # a quoted DN and a known group raise nothing
 
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         logged = gw.log()
     finally:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import Gateway, Instance, make_instance, start_gateway
+from tests.conftest import Gateway, Instance, make_instance, start_in_process
 from tests.ldap_server import PASSWORDS, Slapd, ldap_settings, person, running_slapd
 
 LIMIT = 3
@@ -41,7 +41,7 @@ def ldap_gateway(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iter
     )
     data["auth"] = {"backend": "ldap", "ldap": conf}
     inst.write_settings(data)
-    gw = start_gateway(inst)
+    gw = start_in_process(inst)
     yield gw
     gw.stop()
 

@@ -3,7 +3,7 @@ gets 429 without a password check, audited, while other users go on working."""
 
 from __future__ import annotations
 
-from tests.conftest import PASSWORD, Instance, start_gateway
+from tests.conftest import PASSWORD, Instance, start_in_process
 from tests.integration.test_audit import events_by_request
 
 
@@ -15,7 +15,7 @@ def test_wrong_local_passwords_are_throttled_and_audited(instance: Instance) -> 
         "window": 300,
     }
     instance.write_settings(data)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         guesser = gw.session("alice", "not the password")
         answers = [guesser.get(f"{gw.url}/documents/") for _ in range(6)]

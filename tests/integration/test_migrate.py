@@ -25,7 +25,15 @@ from gateway.db import Base, StoredObject
 from gateway.settings import load_settings
 from plugins.formats import scrubber_for, sniff
 from plugins.scrub.base import ScrubOptions
-from tests.conftest import CLINDAV, Gateway, Instance, _env, make_instance, run_cli, start_gateway
+from tests.conftest import (
+    CLINDAV,
+    Gateway,
+    Instance,
+    _env,
+    make_instance,
+    run_cli,
+    start_in_process,
+)
 from tests.legacy_share import (
     MARKER,
     PATIENTS,
@@ -186,7 +194,7 @@ def test_legacy_share_migrates_and_leaves_exactly_the_unmigratable(
     assert legacy_on_disk(clinical) == clinical.left_data
     assert legacy_on_disk(documents) == {}
 
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         alice, ivy = gw.session("alice"), gw.session("ivy")
         for logical, original in clinical.migratable.items():
@@ -278,7 +286,7 @@ def test_sigkill_at_random_moments_then_rerun_ends_like_an_uninterrupted_run(
     ]
     assert len(stored) == len(expected.migratable)
     assert not list((share.root / ".clindav-migrate" / "shred").iterdir())
-    gws = [start_gateway(control), start_gateway(subject)]
+    gws = [start_in_process(control), start_in_process(subject)]
     try:
         a, b = (gw.session("alice") for gw in gws)
         for logical in expected.migratable:
@@ -317,7 +325,7 @@ def test_legacy_files_are_hidden_and_counted_before_migration(
     check = run_cli("check-config", config=instance.config)
     assert f"share clinical: {count} unmigrated legacy files" in check.stdout
     assert "share documents: 0 unmigrated legacy files" in check.stdout
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         secrets = [MARKER, b"\xff\xd8\xff", b"Referral"]
         for user in ("alice", "root-admin"):

@@ -18,7 +18,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import Gateway, Instance, start_gateway
+from tests.conftest import Gateway, Instance, start_in_process
 from tests.integration.test_consent import audit
 from tests.integration.test_dav_methods import small_jpeg
 
@@ -63,7 +63,7 @@ def files_in(folder: Path) -> list[Path]:
 
 def test_a_placeholder_is_seen_only_by_its_creator_and_admins(instance: Instance) -> None:
     instance.add_user("bob", "clinicians")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         alice, bob, admin = gw.session("alice"), gw.session("bob"), gw.session("root-admin")
         folder = f"{gw.url}/clinical/{PATIENT}"
@@ -85,7 +85,7 @@ def test_a_placeholder_is_seen_only_by_its_creator_and_admins(instance: Instance
 
 def test_the_sweeper_removes_old_placeholders_audited(instance: Instance) -> None:
     set_trash(instance, sweep_interval=1, placeholder_max_age="1s")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         alice = gw.session("alice")
         folder = f"{gw.url}/clinical/{PATIENT}"

@@ -27,7 +27,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import PASSWORD, Gateway, Instance, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, start_in_process
 
 ANY = [{"filetype": {"allow": "any"}}]
 POLICY = {
@@ -101,7 +101,7 @@ def policed(instance: Instance) -> Iterator[Gateway]:
     instance.add_user("lou", "locum")
     instance.add_user("vic", "visitors")
     (instance.folder / "secret.txt").write_bytes(SENTINEL)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     s = gw.session()
     for folder in ("clinical/p1", "clinical/p1/private", "documents/archive", "documents/locked"):
         assert s.request("MKCOL", f"{gw.url}/{folder}").status_code == 201, folder

@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 import pytest
 from lxml import etree
 
-from tests.conftest import PASSWORD, Gateway, Instance, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, start_in_process
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
 
 PATIENT = "9434765919"
@@ -68,13 +68,13 @@ TARGETS = [
 
 
 def test_fast_path_answers_as_wsgidav(instance: Instance) -> None:
-    on = start_gateway(instance)
+    on = start_in_process(instance)
     try:
         _populate(on)
         # Both run at once over the same instance: a gateway's start touches the
         # share folders (its writability check), so neither may start in between.
         _switch(instance, on=False)
-        off = start_gateway(instance)
+        off = start_in_process(instance)
         try:
             fast, slow = _collect(on), _collect(off)
             # The kept responses serve the second listing: it must still be the same.

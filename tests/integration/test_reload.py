@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import PASSWORD, Gateway, Instance, run_cli, start_gateway
+from tests.conftest import PASSWORD, Gateway, Instance, ProcessGateway, run_cli, start_gateway
 
 STAFF_RULE = "  - name: staff-documents\n    share: documents\n    groups: [clinicians, admins]\n"
 ADMINS_ONLY = "  - name: staff-documents\n    share: documents\n    groups: [admins]\n"
@@ -67,7 +67,10 @@ def test_reload_changes_the_decision_in_every_worker(two_workers: Gateway) -> No
     assert not pid_file.exists()
 
 
-def test_an_invalid_policy_is_refused_and_the_running_one_kept(gateway: Gateway) -> None:
+def test_an_invalid_policy_is_refused_and_the_running_one_kept(
+    process_gateway: ProcessGateway,
+) -> None:
+    gateway = process_gateway  # its own process: its pid is looked at
     inst = gateway.instance
     policy = inst.folder / "policy.yaml"
     good = policy.read_text()

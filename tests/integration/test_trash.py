@@ -15,7 +15,15 @@ import yaml
 
 from gateway.db import AuditEvent, DataKey, StoredObject, TrashItem
 from gateway.settings import load_settings
-from tests.conftest import CLINDAV, Gateway, Instance, InstanceClock, _env, run_cli, start_gateway
+from tests.conftest import (
+    CLINDAV,
+    Gateway,
+    Instance,
+    InstanceClock,
+    _env,
+    run_cli,
+    start_in_process,
+)
 from tests.integration.test_dav_methods import small_jpeg
 
 PATIENT = "9434765919"
@@ -85,7 +93,7 @@ def test_scheduler_purges_due_items_for_good(
 ) -> None:
     set_policy(instance, "documents", trash_window="1h")
     set_sweep(instance, 1)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         s = gw.session()
         assert (
@@ -143,7 +151,7 @@ def test_retained_images_need_an_admin_and_a_reason(
     instance: Instance, clock: InstanceClock
 ) -> None:
     set_policy(instance, "clinical", retention={"keep_for": "30d"}, trash_window="1d")
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         alice, admin = gw.session("alice"), gw.session("root-admin")
         folder = f"{gw.url}/clinical/{PATIENT}"
@@ -204,7 +212,7 @@ def test_legal_hold_blocks_delete_and_purge(gateway: Gateway) -> None:
 
 
 def test_interrupted_purge_is_completed_and_leaves_nothing_readable(instance: Instance) -> None:
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     s = gw.session()
     for i in range(20):
         assert (

@@ -26,8 +26,8 @@ from tests.conftest import (
     CLINDAV,
     PASSWORD,
     REPO,
-    Gateway,
     Instance,
+    ProcessGateway,
     _read_url,
     run_cli,
     start_gateway,
@@ -92,7 +92,7 @@ def old_cli(old: Path, *args: str, stdin: str = "") -> subprocess.CompletedProce
     return result
 
 
-def start_old_gateway(old: Path, instance: Instance) -> Gateway:
+def start_old_gateway(old: Path, instance: Instance) -> ProcessGateway:
     log_path = instance.folder.parent / "old-gateway.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
@@ -103,7 +103,7 @@ def start_old_gateway(old: Path, instance: Instance) -> Gateway:
             cwd=old,
             env=old_env(old),
         )
-    return Gateway(instance, process, _read_url(process, log_path), log_path)
+    return ProcessGateway(instance, _read_url(process, log_path), log_path, process=process)
 
 
 def test_an_instance_of_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
