@@ -78,6 +78,7 @@ def test_the_tree_lists_the_shares_with_what_the_apps_require(gateway: Gateway) 
     assert set(root) == {
         prefix,
         *(f"{prefix}{share}/" for share in ("clinical", "documents", "referrals", "teaching")),
+        f"{prefix}Camera%20inbox/",  # the default instance's inbox share, as the user's folder
     }
     for props in root.values():
         assert re.fullmatch(r"\d{8}occlindav01", props["id"])
