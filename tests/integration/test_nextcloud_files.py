@@ -162,6 +162,44 @@ def test_put_mkcol_move_answer_oc_headers_and_keep_the_file_number(gateway: Gate
         again.stop()
 
 
+def test_file_numbers_follow_moves_made_through_any_door(gateway: Gateway) -> None:
+    s = gateway.session()
+    apps, web = dav(gateway), gateway.url
+    s.request("MKCOL", f"{web}/documents/a")
+    s.put(f"{web}/documents/a/letter.txt", data=b"dear colleague\n")
+    s.put(f"{apps}/Camera inbox/IMG_1.jpg", data=gps_jpeg())
+    shown = listing(s, f"{apps}/documents/a/")
+    letter = shown["/remote.php/dav/files/alice/documents/a/letter.txt"]["id"]
+    folder = shown["/remote.php/dav/files/alice/documents/a/"]["id"]
+    photo = listing(s, f"{apps}/Camera inbox/")[
+        "/remote.php/dav/files/alice/Camera%20inbox/IMG_1.jpg"
+    ]["id"]
+
+    # A plain WebDAV rename of the file, then of its folder.
+    renamed = s.request(
+        "MOVE", f"{web}/documents/a/letter.txt", headers={"Destination": "/documents/a/l.txt"}
+    )
+    assert renamed.status_code == 201, renamed.text
+    assert s.request("MOVE", f"{web}/documents/a", headers={"Destination": "/documents/b"}).ok
+    shown = listing(s, f"{apps}/documents/b/")
+    assert shown["/remote.php/dav/files/alice/documents/b/l.txt"]["id"] == letter
+    assert shown["/remote.php/dav/files/alice/documents/b/"]["id"] == folder
+
+    # Filing by plain WebDAV: a MOVE across shares, from the inbox into a patient folder.
+    assert s.request("MKCOL", f"{web}/clinical/9434765919").status_code == 201
+    filed = s.request(
+        "MOVE",
+        f"{web}/inbox/alice/IMG_1.jpg",
+        headers={"Destination": f"{web}/clinical/9434765919/IMG_1.jpg"},
+    )
+    assert filed.status_code == 201, filed.text
+    shown = listing(s, f"{apps}/clinical/9434765919/")
+    assert shown["/remote.php/dav/files/alice/clinical/9434765919/IMG_1.jpg"]["id"] == photo
+    assert "/remote.php/dav/files/alice/Camera%20inbox/IMG_1.jpg" not in listing(
+        s, f"{apps}/Camera inbox/"
+    )
+
+
 def test_head_answers_existence_of_files_and_folders(gateway: Gateway) -> None:
     s = gateway.session()
     base = dav(gateway) + "/documents"
