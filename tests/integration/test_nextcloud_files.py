@@ -86,8 +86,16 @@ def test_the_tree_lists_the_shares_with_what_the_apps_require(gateway: Gateway) 
         assert props["permissions"].startswith("G")
     assert root[prefix]["data-fingerprint"] == ""
     assert root[prefix + "documents/"]["permissions"] == "GCK"  # the share itself: no delete
-    # The legacy root and the desktop's double slash name the same tree.
-    assert listing(s, f"{gateway.url}/remote.php/webdav/", "0")
+    # The legacy root and the desktop's double slash name the same tree, the inbox included.
+    legacy = "/remote.php/webdav/"
+    legacy_root = listing(s, gateway.url + legacy)
+    assert {h[len(legacy) :]: p["id"] for h, p in legacy_root.items()} == {
+        h[len(prefix) :]: p["id"] for h, p in root.items()
+    }
+    put = s.put(f"{gateway.url}{legacy}Camera inbox/IMG_2.jpg", data=gps_jpeg())
+    assert put.status_code == 201, put.text
+    assert f"{prefix}Camera%20inbox/IMG_2.jpg" in listing(s, f"{dav(gateway)}/Camera inbox/")
+    assert f"{legacy}Camera%20inbox/IMG_2.jpg" in listing(s, f"{gateway.url}{legacy}Camera inbox/")
     assert listing(s, dav(gateway) + "//", "0")
     # Another user's tree is not listed, whatever the path says.
     other = s.request("PROPFIND", dav(gateway, "ivy") + "/", headers={"Depth": "1"})
