@@ -12,8 +12,8 @@ committed, this adds what the apps need to record the result
   deliberately differs from the stored one: the desktop client downloads
   the scrubbed copy on its next sync instead of keeping the original;
 * ``OC-FileId`` on PUT, MKCOL, MOVE and COPY (gateway/records/fileids.py;
-  the MOVE itself took the numbers of what it moved along, whatever door it
-  came through); a DELETE retires them.
+  the MOVE itself took the numbers of what it moved along and the trash
+  retired a deleted one's, whatever door they came through).
 
 A failure here (the database gone between the commit and these lines) leaves
 the change made and answers without ``OC-FileId``: the app reports the item
@@ -82,12 +82,9 @@ class Replies:
         return start
 
     def _after(self, method: str, environ: dict[str, Any], headers: Headers) -> Headers:
-        source = locate(self.services, environ[TARGET])
-        if method == "DELETE":
-            if source is not None:
-                self.ids.deleted(*source)
+        if method == "DELETE":  # its numbers retired with it (gateway/records/trash.py)
             return headers
-        where = source
+        where = locate(self.services, environ[TARGET])
         if method in ("MOVE", "COPY"):
             destination = environ.get(DESTINATION)
             where = locate(self.services, destination) if destination else None

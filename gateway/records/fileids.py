@@ -6,7 +6,8 @@ never given again once its path is deleted: the desktop client takes a known
 number at a new path for a rename of its local file.  It follows its file
 through every MOVE, whichever door made it (WebDAV, the Nextcloud apps, a
 move across shares): :func:`follow_move` runs in the MOVE's own transaction
-in the one MOVE path (gateway/dav/provider.py, gateway/dav/crossshare.py).
+in the one MOVE path (gateway/dav/provider.py, gateway/dav/crossshare.py);
+:func:`retire` in the trash's (gateway/records/trash.py), whoever deleted it.
 """
 
 from __future__ import annotations
@@ -59,17 +60,6 @@ class FileIds:
                 found.update({path: number for path, number in rows})
         return found
 
-    def deleted(self, share: str, path: str) -> None:
-        """``path`` and everything below it are gone: their numbers retire."""
-        with self._sessions.begin() as session:
-            session.execute(
-                delete(NextcloudFileId).where(
-                    NextcloudFileId.share == share,
-                    (NextcloudFileId.path == path)
-                    | starts_with(NextcloudFileId.path, path.rstrip("/") + "/"),
-                )
-            )
-
 
 def follow_move(session: Session, share: str, source: str, dest_share: str, dest: str) -> None:
     """``source`` (and what is below it) now lives at ``dest``: the numbers follow.
@@ -91,3 +81,14 @@ def follow_move(session: Session, share: str, source: str, dest_share: str, dest
     )
     for row in rows:
         row.share, row.path = dest_share, dest + row.path[len(source) :]
+
+
+def retire(session: Session, share: str, path: str) -> None:
+    """``path`` and everything below it are gone (to the trash): their numbers retire."""
+    path = path.rstrip("/") or "/"
+    session.execute(
+        delete(NextcloudFileId).where(
+            NextcloudFileId.share == share,
+            (NextcloudFileId.path == path) | starts_with(NextcloudFileId.path, path + "/"),
+        )
+    )

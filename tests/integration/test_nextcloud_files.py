@@ -170,7 +170,7 @@ def test_put_mkcol_move_answer_oc_headers_and_keep_the_file_number(gateway: Gate
         again.stop()
 
 
-def test_file_numbers_follow_moves_made_through_any_door(gateway: Gateway) -> None:
+def test_file_numbers_follow_moves_and_deletes_made_through_any_door(gateway: Gateway) -> None:
     s = gateway.session()
     apps, web = dav(gateway), gateway.url
     s.request("MKCOL", f"{web}/documents/a")
@@ -192,6 +192,11 @@ def test_file_numbers_follow_moves_made_through_any_door(gateway: Gateway) -> No
     shown = listing(s, f"{apps}/documents/b/")
     assert shown["/remote.php/dav/files/alice/documents/b/l.txt"]["id"] == letter
     assert shown["/remote.php/dav/files/alice/documents/b/"]["id"] == folder
+    # A plain WebDAV DELETE retires the number: a new file at that name never gets it.
+    assert s.delete(f"{web}/documents/b/l.txt").status_code == 204
+    s.put(f"{web}/documents/b/l.txt", data=b"another letter\n")
+    shown = listing(s, f"{apps}/documents/b/")
+    assert shown["/remote.php/dav/files/alice/documents/b/l.txt"]["id"] != letter
 
     # Filing by plain WebDAV: a MOVE across shares, from the inbox into a patient folder.
     assert s.request("MKCOL", f"{web}/clinical/9434765919").status_code == 201
