@@ -65,6 +65,8 @@ class Scale:
     cli_events: int  # audit events in the table `audit tail` starts on
     console_held: int  # held images the console's inbox lists (issue 18)
     console_requests: int  # timed GETs of the inbox and of a thumbnail
+    nextcloud_files: int  # files in the folder the apps' listings are timed on (issue 20)
+    nextcloud_requests: int  # timed PROPFINDs of each listing
     migrate_photos: int  # legacy photos `clindav migrate --jobs 1|2` protects (issue 21)
     migrate_reps: int
 
@@ -99,6 +101,8 @@ FULL = Scale(
     cli_events=100_000,
     console_held=500,
     console_requests=30,
+    nextcloud_files=2000,
+    nextcloud_requests=21,
     migrate_photos=2000,
     migrate_reps=2,
 )
@@ -132,6 +136,8 @@ QUICK = Scale(
     cli_events=300,
     console_held=40,
     console_requests=3,
+    nextcloud_files=50,
+    nextcloud_requests=3,
     migrate_photos=50,
     migrate_reps=1,
 )

@@ -171,7 +171,7 @@ _row = target_row
 def issue_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 7 (LDAP within 10 % of local auth), issue 5 (no loss from the consent stage),
     issue 21 (the command line starts in under 0.3 s, an idle worker under 60 MiB) and
-    issue 18 (the console's inbox and thumbnail)."""
+    issue 18 (the console's inbox and thumbnail), issue 20 (the apps' listings)."""
     rows: list[dict[str, Any]] = []
     ldap = result.get("ldap")
     if ldap is not None:
@@ -228,6 +228,11 @@ def issue_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 console, "issue 18: console inbox and thumbnail, median ms", "< 300; < 60"
             )
         ]
+    nextcloud = result.get("nextcloud")
+    if nextcloud is not None:
+        rows += nextcloud.get("targets") or [
+            _not_measured(nextcloud, "issue 20: apps' listing of a large folder's parent", "< 1.5")
+        ]
     return rows
 
 
@@ -273,6 +278,7 @@ def markdown(result: dict[str, Any]) -> str:
         _idle_section(result),
         _migrate_section(result),
         _console_section(result),
+        _nextcloud_section(result),
         _sweep_table(result),
         _profile_section(result),
         _findings_section(result),
@@ -681,6 +687,34 @@ def _console_section(result: dict[str, Any]) -> str:
         f"{min(inbox['held_images'], 50)} patient folders, "
         f"{inbox['tiles_on_page']} tiles on the page"
     )
+    return "\n".join(lines)
+
+
+def _nextcloud_section(result: dict[str, Any]) -> str:
+    nextcloud = result.get("nextcloud")
+    if nextcloud is None:
+        return ""
+    title = "### Nextcloud apps' listings (issue 20)"
+    if "clindav" not in nextcloud:
+        return f"{title}\n\nNot measured: {nextcloud.get('error', '')}"
+    lines = [
+        title,
+        "",
+        f"PROPFIND Depth 1 with nextcloudcmd's body, C=1, one keep-alive connection; a folder "
+        f"of {nextcloud['files']} files (clindav: `/documents/big/` through the apps' door).",
+        "",
+        "| listing | entries | clindav median ms | p95 ms | WsgiDAV median ms | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    # parent_webdav: the same parent by clindav's plain WebDAV (its ratio is the target's).
+    for name, fig in nextcloud["clindav"].items():
+        plain = nextcloud["wsgidav"].get(name)
+        ratio = nextcloud["ratios"].get("parent_to_webdav" if name == "parent_webdav" else name)
+        lines.append(
+            f"| {name} | {fig['entries']} | {_fmt(fig['median_ms'])} | {_fmt(fig['p95_ms'])} "
+            f"| {_fmt(plain['median_ms']) if plain else '-'} "
+            f"| {_fmt(ratio) if ratio is not None else '-'} |"
+        )
     return "\n".join(lines)
 
 

@@ -43,6 +43,7 @@ SKIPPABLE = (
     "migrate",
     "console",
     "put",
+    "nextcloud",
 )
 # Parts that need the main loads' servers (skipped with them).
 NEEDS_LOADS = ("sweep", "huge")
@@ -341,8 +342,9 @@ def _issue_loads(
     main_config: Path | None,
 ) -> None:
     """The issue-specific comparisons (LDAP, consent stage, audit at scale, command-line
-    start, an idle worker's memory, migration, the console), each on its own fresh instances after
-    the main servers stopped; a part that fails is reported, not fatal."""
+    start, an idle worker's memory, migration, the console, the Nextcloud apps' listings),
+    each on its own fresh instances after the main servers stopped; a part that fails is
+    reported, not fatal."""
     parts = {
         "ldap": lambda: _ldap(work, photo, scale, reps),
         "consent": lambda: _consent(work, photo, scale, max(reps, scale.consent_reps)),
@@ -352,6 +354,7 @@ def _issue_loads(
         "migrate": lambda: _migrate(work, scale),
         "console": lambda: _console(work, photo, scale),
         "put": lambda: _put(work, photo, scale, reps),
+        "nextcloud": lambda: _nextcloud(work, scale),
     }
     for name, part in parts.items():
         if name in skip:
@@ -414,6 +417,12 @@ def _put(work: Path, photo: bytes, scale: loads.Scale, reps: int) -> dict[str, A
     from bench.put_load import put_comparison
 
     return put_comparison(work, photo, scale, reps)
+
+
+def _nextcloud(work: Path, scale: loads.Scale) -> dict[str, Any]:
+    from bench.nextcloud_load import nextcloud_benchmark
+
+    return nextcloud_benchmark(work, scale)
 
 
 def _huge(peer: peers.Peer, scale: loads.Scale, piece: bytes) -> dict[str, Any]:

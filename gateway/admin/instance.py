@@ -9,6 +9,10 @@ Layout written into DIR::
     clindav.db          the SQLite database, created by the migrations
     shares/<name>/      backing folders of the practice's usual shares, each
                         marked as this instance's (``.clindav-share.*``, gateway/storage/marker.py)
+
+The share ``inbox`` is the Nextcloud apps' camera inbox (``nextcloud.inbox_share``,
+the policy's ``hold`` stage): phones can upload into it as soon as the gateway runs
+(docs/NEXTCLOUD-APPS.md).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from gateway.storage.keystore import KeyStore
 from policies import shipped_policy
 
 CONFIG_NAME = "clindav.yaml"
-DEFAULT_SHARES = ("clinical", "referrals", "teaching", "documents")
+DEFAULT_SHARES = ("clinical", "referrals", "teaching", "documents", "inbox")
+INBOX_SHARE = "inbox"
 
 
 def init_instance(folder: Path, hostnames: Sequence[str] = ()) -> Path:
@@ -57,6 +62,7 @@ def init_instance(folder: Path, hostnames: Sequence[str] = ()) -> Path:
         "keys": {"file": "keys/master.key"},
         "policy": "policy.yaml",
         "shares": {s: {"url": f"/{s}", "path": f"shares/{s}"} for s in DEFAULT_SHARES},
+        "nextcloud": {"inbox_share": INBOX_SHARE},
     }
     config = folder / CONFIG_NAME
     config.write_text(_HEADER + dump_settings(settings), encoding="utf-8")

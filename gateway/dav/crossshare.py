@@ -8,7 +8,8 @@ gets its own file id and data key, and it remembers whose image it is even
 when its path must not say so.  An intimate image stays intimate: the
 destination judges the copy as intimate wherever it goes (it needs intimate
 consent, and a place only the intimate group may read).  A MOVE is a copy
-followed by sending the source to the trash.  Folders are copied between shares one file at a time
+followed by sending the source to the trash; the file keeps its number
+(``oc:fileid``, gateway/records/fileids.py).  Folders are copied between shares one file at a time
 by the client (a folder answers 409 ``cross-share-folder``).
 """
 
@@ -28,6 +29,7 @@ from gateway.dav.root import PRINCIPAL
 from gateway.db import StoredObject
 from gateway.errors import ClindavError, Conflict, NotFound
 from gateway.pipeline import PutContext, RequestInfo
+from gateway.records.fileids import follow_move
 from gateway.records.trash import Actor
 from gateway.services import Services, ShareRuntime
 from gateway.storage.backing import split_path
@@ -90,6 +92,9 @@ def copy_across(
     environ[AUDITED] = True
     if order.action == "MOVE":  # the MOVE's own event says where it went
         src_share, src_path = services.shares[source[0]], "/" + "/".join(split_path(source[1]))
+        dest_path = "/" + "/".join(split_path(destination[1]))
+        with services.sessions.begin() as session:  # the file keeps its number where it went
+            follow_move(session, src_share.name, src_path, destination[0], dest_path)
         reason = "moved to another share"
         _trash(services, src_share, src_path, request, reason=reason, audited=False)
     start_response(

@@ -59,6 +59,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import HEAD_BYTES, ObjectContext, Pipeline, PutContext, RequestInfo
 from gateway.policy import Policy
+from gateway.records.fileids import follow_move
 from gateway.records.patientpaths import check_patient_folder, folder_patient
 from gateway.records.trash import Actor
 from gateway.services import ContentCodec, Services, ShareRuntime
@@ -554,6 +555,8 @@ class Folder(DAVCollection):
                 row.logical_path = dest_prefix + row.logical_path[len(src_prefix) :]
                 for column, value in _placed(placement(self.environ, row.logical_path)).items():
                     setattr(row, column, value)
+            name = self.provider.share.name
+            follow_move(session, name, src_prefix, name, dest_prefix)
             session.flush()
             replace(session, self.target, dest)
         if self.provider.prop_manager:
@@ -811,6 +814,7 @@ class StoredFile(DAVNonCollection):
                     .where(StoredObject.share == share.name, StoredObject.logical_path == src_key)
                     .values(logical_path=dest_key, **_placed(judged))
                 )
+                follow_move(session, share.name, src_key, share.name, dest_key)
                 session.flush()
                 replace(session, self.target, dest)
             self._moved_away = True

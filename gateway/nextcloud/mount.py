@@ -173,7 +173,8 @@ class NextcloudMount:
             apply_forwarding(environ, self.services.settings.server.trusted_proxies)
             refusal = LegacyChunking(f"legacy chunk {environ['PATH_INFO'][-80:]!r}")
             return self._refuse(NextcloudRequest(environ, self.services), refusal, start_response)
-        paths.rewrite(environ, self.inbox_url)
+        login, _password = parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
+        paths.rewrite(environ, self.inbox_url, login)
         self._offer_inbox(environ)
         return self.app(environ, self.replies.wrap(environ, start_response))
 

@@ -10,6 +10,8 @@ headers) is added around it (gateway/nextcloud/propfind.py, replies.py).
 
 The ``<uid>`` must be the signed-in user's (:func:`check_dav_user`, called by
 the WebDAV middleware right after authentication): 403 ``other-users-files``.
+The legacy root names no user: the user name the request signs in with
+stands for it, so both roots are the same tree.
 
 With ``nextcloud.inbox_share`` set, the apps also see a folder ``Camera
 inbox``: it is ``/<inbox share>/<uid>/``, the user's own folder there (the
@@ -31,7 +33,7 @@ from gateway.services import Services
 PREFIX = (
     "clindav.nextcloud.prefix"  # the apps' prefix of this request, e.g. /remote.php/dav/files/alice
 )
-DAV_USER = "clindav.nextcloud.user"  # the <uid> it names (None: the legacy root)
+DAV_USER = "clindav.nextcloud.user"  # the <uid> it names (the legacy root: the sign-in name)
 TARGET = "clindav.nextcloud.target"  # the WebDAV path it was rewritten to
 DESTINATION = "clindav.nextcloud.destination"  # the rewritten Destination's path, if any
 INBOX_ROOT = "clindav.nextcloud.inbox"  # the WebDAV path of this user's camera inbox
@@ -90,11 +92,15 @@ def shown_path(environ: dict[str, Any], path: str) -> str:
     return path
 
 
-def rewrite(environ: dict[str, Any], inbox_url: str | None) -> None:
-    """Make an apps' file request the WebDAV request it stands for (see the module doc)."""
+def rewrite(environ: dict[str, Any], inbox_url: str | None, login: str | None) -> None:
+    """Make an apps' file request the WebDAV request it stands for (see the module doc).
+
+    ``login``: the user name the request signs in with (the legacy root's user).
+    """
     split = _split(_text(environ["PATH_INFO"]))
     assert split is not None  # is_file_path said so
-    prefix, uid, rest = split
+    prefix, named, rest = split
+    uid = named if named is not None else login  # None: only the legacy root names no user
     inbox = inbox_root(inbox_url, uid)
     target = webdav_path(rest, inbox)
     environ[PREFIX], environ[DAV_USER], environ[TARGET] = prefix, uid, target

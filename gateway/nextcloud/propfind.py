@@ -6,7 +6,7 @@ members are the provider's own (the same visibility filter as every WebDAV
 listing: policy, other users' held images and placeholders); each is
 answered with every property the apps ask for (../shared/NEXTCLOUD.md §4.2):
 ``getetag`` (folders: gateway/nextcloud/tree.py), ``oc:id``/``oc:fileid``
-(gateway/nextcloud/fileids.py), ``oc:permissions``, sizes and times.  The
+(gateway/records/fileids.py), ``oc:permissions``, sizes and times.  The
 body is ``application/xml; charset=utf-8`` (a bare ``text/xml`` aborts the
 desktop client) and every ``href`` starts with the path the app asked for.
 ``oc:checksums`` is never given: the stored bytes may differ from what was
@@ -29,9 +29,9 @@ from gateway.auth.base import Principal
 from gateway.dav.provider import Folder, ShareProvider, StoredFile, file_etag
 from gateway.dav.root import PRINCIPAL
 from gateway.errors import BadRequest, NotFound
-from gateway.nextcloud.fileids import FileIds, oc_id
 from gateway.nextcloud.paths import INBOX_ROOT, PREFIX, shown_path
 from gateway.nextcloud.tree import combined_etag, permissions, tree_of
+from gateway.records.fileids import FileIds, oc_id
 from gateway.services import Services
 
 StartResponse = Callable[..., Any]

@@ -11,8 +11,9 @@ committed, this adds what the apps need to record the result
   scrubber removed metadata; WebDAV then sends no ETag) the answer's ETag
   deliberately differs from the stored one: the desktop client downloads
   the scrubbed copy on its next sync instead of keeping the original;
-* ``OC-FileId`` on PUT, MKCOL, MOVE and COPY (gateway/nextcloud/fileids.py);
-  a MOVE takes the numbers of what it moved along, a DELETE retires them.
+* ``OC-FileId`` on PUT, MKCOL, MOVE and COPY (gateway/records/fileids.py;
+  the MOVE itself took the numbers of what it moved along and the trash
+  retired a deleted one's, whatever door they came through).
 
 A failure here (the database gone between the commit and these lines) leaves
 the change made and answers without ``OC-FileId``: the app reports the item
@@ -31,9 +32,9 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.dav.provider import file_etag
-from gateway.nextcloud.fileids import FileIds, oc_id
 from gateway.nextcloud.paths import DESTINATION, TARGET, locate
 from gateway.nextcloud.tree import tree_of
+from gateway.records.fileids import FileIds, oc_id
 from gateway.services import Services
 from gateway.storage.backing import split_path
 
@@ -81,17 +82,12 @@ class Replies:
         return start
 
     def _after(self, method: str, environ: dict[str, Any], headers: Headers) -> Headers:
-        source = locate(self.services, environ[TARGET])
-        if method == "DELETE":
-            if source is not None:
-                self.ids.deleted(*source)
+        if method == "DELETE":  # its numbers retired with it (gateway/records/trash.py)
             return headers
-        where = source
+        where = locate(self.services, environ[TARGET])
         if method in ("MOVE", "COPY"):
             destination = environ.get(DESTINATION)
             where = locate(self.services, destination) if destination else None
-            if method == "MOVE" and source is not None and where is not None:
-                self.ids.moved(source[0], source[1], where[0], where[1])
         if where is None:
             return headers
         changed = method == "PUT" and not _has_etag(headers)

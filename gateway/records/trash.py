@@ -40,6 +40,7 @@ from gateway.clock import aware
 from gateway.db import DataKey, LegalHold, StoredObject, TrashItem, starts_with
 from gateway.errors import BadRequest, ClindavError, Conflict, Forbidden, NotFound
 from gateway.pipeline import PutContext, RequestInfo
+from gateway.records.fileids import retire
 from gateway.records.patientpaths import patient_of
 from gateway.storage.backing import INTERNAL_PREFIX, fsync_dir, split_path
 
@@ -149,8 +150,9 @@ class Trash:
             self.services.audit.lock_head(session)
             if still is not None and not self._row_still(session, share.name, path, still):
                 raise TrashNotFound(f"{share.name}:{path} changed since it was found")
-            if not replacing:
+            if not replacing:  # a replaced file's number stays with its path
                 self._check_holds(session, share.name, path)
+                retire(session, share.name, path)
             retained = self._retained_until(session, share.name, path, now)
             if retained is not None and retained > now:
                 self._allow_retained(actor, retained, reason)

@@ -34,6 +34,7 @@ TOP_LEVEL_KEYS = {
     "idle",
     "migrate",
     "console",
+    "nextcloud",
 }
 LOADS = {
     "put_4mb_c1",
@@ -93,6 +94,7 @@ def test_quick_mode_writes_complete_json(tmp_path: Path) -> None:
         assert any(part in name for name in issue_21), (part, issue_21)
     assert len(issue_21) >= 8, issue_21
     assert sum(row["target"].startswith("issue 18:") for row in result["targets"]) == 2
+    assert sum(row["target"].startswith("issue 20:") for row in result["targets"]) == 1
 
     _check_issue_parts(result)
 
@@ -169,3 +171,13 @@ def _check_issue_parts(result: dict) -> None:
     assert 1000 < thumbnail["body_bytes"] < thumbnail["photo_bytes"]
     row = next(t for t in result["targets"] if "thumbnail" in t["target"])
     assert row["value"] == thumbnail["median_ms"] and "not measured" not in row["note"]
+    nextcloud = result["nextcloud"]
+    assert "error" not in nextcloud, nextcloud.get("error")
+    files = result["meta"]["scale"]["nextcloud_files"]
+    assert nextcloud["files"] == files
+    # The folder and its own entry; the parent and the folder; the root and the five shares.
+    assert nextcloud["clindav"]["folder"]["entries"] == files + 1
+    assert nextcloud["wsgidav"]["folder"]["entries"] == files + 1
+    assert nextcloud["clindav"]["parent"]["entries"] == 2
+    assert nextcloud["clindav"]["root"]["entries"] == 6
+    assert {"folder", "parent", "parent_to_webdav"} <= set(nextcloud["ratios"])

@@ -311,10 +311,14 @@ def test_init_writes_a_complete_instance(tmp_path: Path) -> None:
     assert _mode(folder / "keys" / "master.key") == 0o600
     assert (folder / "tls" / "cert.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert _mode(folder / "tls" / "key.pem") == 0o600
-    for share in ("clinical", "referrals", "teaching", "documents"):
+    for share in ("clinical", "referrals", "teaching", "documents", "inbox"):
         assert (folder / "shares" / share).is_dir(), share
     settings = yaml.safe_load((folder / "clindav.yaml").read_text())
-    assert set(settings["shares"]) == {"clinical", "referrals", "teaching", "documents"}
+    assert set(settings["shares"]) == {"clinical", "referrals", "teaching", "documents", "inbox"}
+    # The Nextcloud apps' camera inbox works out of the box: a held share.
+    assert settings["nextcloud"] == {"inbox_share": "inbox"}
+    policy = yaml.safe_load((folder / "policy.yaml").read_text())
+    assert {"hold": {"window": "7d"}} in policy["shares"]["inbox"]["stages"]
     # Relative paths in the settings: the instance works from any working directory.
     check = run_cli("check-config", config=folder / "clindav.yaml", cwd=tmp_path, check=False)
     assert check.returncode == 0, check.stderr

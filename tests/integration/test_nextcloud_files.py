@@ -78,6 +78,7 @@ def test_the_tree_lists_the_shares_with_what_the_apps_require(gateway: Gateway) 
     assert set(root) == {
         prefix,
         *(f"{prefix}{share}/" for share in ("clinical", "documents", "referrals", "teaching")),
+        f"{prefix}Camera%20inbox/",  # the default instance's inbox share, as the user's folder
     }
     for props in root.values():
         assert re.fullmatch(r"\d{8}occlindav01", props["id"])
@@ -85,8 +86,16 @@ def test_the_tree_lists_the_shares_with_what_the_apps_require(gateway: Gateway) 
         assert props["permissions"].startswith("G")
     assert root[prefix]["data-fingerprint"] == ""
     assert root[prefix + "documents/"]["permissions"] == "GCK"  # the share itself: no delete
-    # The legacy root and the desktop's double slash name the same tree.
-    assert listing(s, f"{gateway.url}/remote.php/webdav/", "0")
+    # The legacy root and the desktop's double slash name the same tree, the inbox included.
+    legacy = "/remote.php/webdav/"
+    legacy_root = listing(s, gateway.url + legacy)
+    assert {h[len(legacy) :]: p["id"] for h, p in legacy_root.items()} == {
+        h[len(prefix) :]: p["id"] for h, p in root.items()
+    }
+    put = s.put(f"{gateway.url}{legacy}Camera inbox/IMG_2.jpg", data=gps_jpeg())
+    assert put.status_code == 201, put.text
+    assert f"{prefix}Camera%20inbox/IMG_2.jpg" in listing(s, f"{dav(gateway)}/Camera inbox/")
+    assert f"{legacy}Camera%20inbox/IMG_2.jpg" in listing(s, f"{gateway.url}{legacy}Camera inbox/")
     assert listing(s, dav(gateway) + "//", "0")
     # Another user's tree is not listed, whatever the path says.
     other = s.request("PROPFIND", dav(gateway, "ivy") + "/", headers={"Depth": "1"})
@@ -159,6 +168,49 @@ def test_put_mkcol_move_answer_oc_headers_and_keep_the_file_number(gateway: Gate
         assert fresh.headers["OC-FileId"] != file_id
     finally:
         again.stop()
+
+
+def test_file_numbers_follow_moves_and_deletes_made_through_any_door(gateway: Gateway) -> None:
+    s = gateway.session()
+    apps, web = dav(gateway), gateway.url
+    s.request("MKCOL", f"{web}/documents/a")
+    s.put(f"{web}/documents/a/letter.txt", data=b"dear colleague\n")
+    s.put(f"{apps}/Camera inbox/IMG_1.jpg", data=gps_jpeg())
+    shown = listing(s, f"{apps}/documents/a/")
+    letter = shown["/remote.php/dav/files/alice/documents/a/letter.txt"]["id"]
+    folder = shown["/remote.php/dav/files/alice/documents/a/"]["id"]
+    photo = listing(s, f"{apps}/Camera inbox/")[
+        "/remote.php/dav/files/alice/Camera%20inbox/IMG_1.jpg"
+    ]["id"]
+
+    # A plain WebDAV rename of the file, then of its folder.
+    renamed = s.request(
+        "MOVE", f"{web}/documents/a/letter.txt", headers={"Destination": "/documents/a/l.txt"}
+    )
+    assert renamed.status_code == 201, renamed.text
+    assert s.request("MOVE", f"{web}/documents/a", headers={"Destination": "/documents/b"}).ok
+    shown = listing(s, f"{apps}/documents/b/")
+    assert shown["/remote.php/dav/files/alice/documents/b/l.txt"]["id"] == letter
+    assert shown["/remote.php/dav/files/alice/documents/b/"]["id"] == folder
+    # A plain WebDAV DELETE retires the number: a new file at that name never gets it.
+    assert s.delete(f"{web}/documents/b/l.txt").status_code == 204
+    s.put(f"{web}/documents/b/l.txt", data=b"another letter\n")
+    shown = listing(s, f"{apps}/documents/b/")
+    assert shown["/remote.php/dav/files/alice/documents/b/l.txt"]["id"] != letter
+
+    # Filing by plain WebDAV: a MOVE across shares, from the inbox into a patient folder.
+    assert s.request("MKCOL", f"{web}/clinical/9434765919").status_code == 201
+    filed = s.request(
+        "MOVE",
+        f"{web}/inbox/alice/IMG_1.jpg",
+        headers={"Destination": f"{web}/clinical/9434765919/IMG_1.jpg"},
+    )
+    assert filed.status_code == 201, filed.text
+    shown = listing(s, f"{apps}/clinical/9434765919/")
+    assert shown["/remote.php/dav/files/alice/clinical/9434765919/IMG_1.jpg"]["id"] == photo
+    assert "/remote.php/dav/files/alice/Camera%20inbox/IMG_1.jpg" not in listing(
+        s, f"{apps}/Camera inbox/"
+    )
 
 
 def test_head_answers_existence_of_files_and_folders(gateway: Gateway) -> None:

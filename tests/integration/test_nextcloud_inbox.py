@@ -1,8 +1,7 @@
 """The camera inbox: phone photos land held and scrubbed, and are filed by a MOVE.
 
-An instance with an inbox share (the ``hold`` stage) and
-``nextcloud.inbox_share`` set, as docs/NEXTCLOUD-APPS.md tells a practice to
-configure it.  A chunked HEIC from the Android app goes into ``Camera
+An instance as ``clindav init`` makes it: its ``inbox`` share (the ``hold``
+stage) is ``nextcloud.inbox_share``, with no editing (docs/NEXTCLOUD-APPS.md).  A chunked HEIC from the Android app goes into ``Camera
 inbox``; it is held (private to its uploader and admins), scrubbed and
 encrypted; filing it into a patient folder meets the consent checks of a PUT
 there; its window ending purges it.
@@ -17,11 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import (
     Gateway,
-    Instance,
     InstanceClock,
     make_instance,
     run_cli,
@@ -34,38 +31,9 @@ PATIENT = "9434765919"
 INBOX = "/remote.php/dav/files/alice/Camera%20inbox/"
 
 
-def with_inbox(inst: Instance) -> None:
-    (inst.folder / "shares" / "inbox").mkdir()
-    settings = inst.settings()
-    settings["shares"]["inbox"] = {"url": "/inbox", "path": "shares/inbox"}
-    settings["nextcloud"] = {"inbox_share": "inbox"}
-    inst.write_settings(settings)
-    policy_path = inst.folder / "policy.yaml"
-    policy = yaml.safe_load(policy_path.read_text())
-    policy["shares"]["inbox"] = {
-        "stages": [
-            {"filetype": {"allow": ["jpeg", "png", "heif", "mp4"]}},
-            {"hold": {"window": "7d"}},
-            {"scrub": {"keep_capture_date": True}},
-        ]
-    }
-    policy["rules"].insert(
-        0,
-        {
-            "name": "staff-camera-inbox",
-            "share": "inbox",
-            "groups": ["clinicians", "admins"],
-            "methods": ["read", "write", "delete"],
-        },
-    )
-    policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    run_cli("upgrade", "--yes", config=inst.config)  # marks the new share as this instance's
-
-
 @pytest.fixture
 def inbox_gateway(tmp_path: Path, clock: InstanceClock) -> Iterator[Gateway]:
-    inst = make_instance(tmp_path)
-    with_inbox(inst)
+    inst = make_instance(tmp_path)  # `clindav init`'s instance: its inbox needs no editing
     settings = inst.settings()
     settings["trash"] = {"sweep_interval": 1, "max_clock_jump": "30d"}
     inst.write_settings(settings)

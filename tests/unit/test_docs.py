@@ -170,7 +170,7 @@ def test_compose_settings_validate(tmp_path: Path) -> None:
 
 
 def test_default_policy_loads() -> None:
-    shares = ["clinical", "referrals", "teaching", "documents"]
+    shares = ["clinical", "referrals", "teaching", "documents", "inbox"]
     policy = load_policy(REPO / "policies" / "default.yaml", StageRegistry.default(), shares)
     assert policy.doc.rules
 

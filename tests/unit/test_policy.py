@@ -13,7 +13,7 @@ from gateway.policy import Check, load_policy, policy_schema
 from gateway.stages import StageRegistry
 from policies import shipped_policy
 
-SHARES = ["clinical", "referrals", "teaching", "documents"]
+SHARES = ["clinical", "referrals", "teaching", "documents", "inbox"]
 CLINICIAN = Principal("alice", frozenset({"clinicians"}))
 INTIMATE = Principal("ivy", frozenset({"clinicians", "intimate-access"}))
 AUDITOR = Principal("audrey", frozenset({"auditors"}))

@@ -1,10 +1,13 @@
 """The numbers the Nextcloud apps know files and folders by (``oc:fileid``, ``OC-FileId``).
 
 A number is given the first time the apps see a path, kept in the database
-(so it survives restarts and is the same in every gateway process), follows
-the path through a MOVE made through the Nextcloud door, and is never given
-again once its path is deleted: the desktop client takes a known number at a
-new path for a rename of its local file.
+(so it survives restarts and is the same in every gateway process), and is
+never given again once its path is deleted: the desktop client takes a known
+number at a new path for a rename of its local file.  It follows its file
+through every MOVE, whichever door made it (WebDAV, the Nextcloud apps, a
+move across shares): :func:`follow_move` runs in the MOVE's own transaction
+in the one MOVE path (gateway/dav/provider.py, gateway/dav/crossshare.py);
+:func:`retire` in the trash's (gateway/records/trash.py), whoever deleted it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import NextcloudFileId, starts_with
 
@@ -57,32 +60,35 @@ class FileIds:
                 found.update({path: number for path, number in rows})
         return found
 
-    def moved(self, share: str, source: str, dest_share: str, dest: str) -> None:
-        """``source`` (and what is below it) now lives at ``dest``: the numbers follow."""
-        below = source.rstrip("/") + "/"
-        with self._sessions.begin() as session:
-            session.execute(
-                delete(NextcloudFileId).where(
-                    NextcloudFileId.share == dest_share,
-                    (NextcloudFileId.path == dest) | starts_with(NextcloudFileId.path, dest + "/"),
-                )
-            )
-            rows = session.scalars(
-                select(NextcloudFileId).where(
-                    NextcloudFileId.share == share,
-                    (NextcloudFileId.path == source) | starts_with(NextcloudFileId.path, below),
-                )
-            )
-            for row in rows:
-                row.share, row.path = dest_share, dest + row.path[len(source) :]
 
-    def deleted(self, share: str, path: str) -> None:
-        """``path`` and everything below it are gone: their numbers retire."""
-        with self._sessions.begin() as session:
-            session.execute(
-                delete(NextcloudFileId).where(
-                    NextcloudFileId.share == share,
-                    (NextcloudFileId.path == path)
-                    | starts_with(NextcloudFileId.path, path.rstrip("/") + "/"),
-                )
-            )
+def follow_move(session: Session, share: str, source: str, dest_share: str, dest: str) -> None:
+    """``source`` (and what is below it) now lives at ``dest``: the numbers follow.
+
+    What ``dest`` was numbered before (a file the MOVE replaced) retires.
+    """
+    source, dest = source.rstrip("/") or "/", dest.rstrip("/") or "/"
+    session.execute(
+        delete(NextcloudFileId).where(
+            NextcloudFileId.share == dest_share,
+            (NextcloudFileId.path == dest) | starts_with(NextcloudFileId.path, dest + "/"),
+        )
+    )
+    rows = session.scalars(
+        select(NextcloudFileId).where(
+            NextcloudFileId.share == share,
+            (NextcloudFileId.path == source) | starts_with(NextcloudFileId.path, source + "/"),
+        )
+    )
+    for row in rows:
+        row.share, row.path = dest_share, dest + row.path[len(source) :]
+
+
+def retire(session: Session, share: str, path: str) -> None:
+    """``path`` and everything below it are gone (to the trash): their numbers retire."""
+    path = path.rstrip("/") or "/"
+    session.execute(
+        delete(NextcloudFileId).where(
+            NextcloudFileId.share == share,
+            (NextcloudFileId.path == path) | starts_with(NextcloudFileId.path, path + "/"),
+        )
+    )
