@@ -116,11 +116,12 @@ class _BlockReader(StreamReader):
     copying per block.  A large read here takes what is buffered, then
     ``recv_into`` the block itself (``readinto1``: one system call each;
     ``_pyio``'s ``readinto`` miscounts a refill after a partial one).
-    Headers and small reads go cheroot's way.
+    Headers, small reads and reads larger than any block (cheroot draining
+    the rest of a refused body: never allocated up front) go cheroot's way.
     """
 
     def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < _LARGE_READ:
+        if size is None or not _LARGE_READ <= size <= _MAX_BLOCK:
             return cast(bytes, super().read(size))
         block = bytearray(size)
         with memoryview(block) as view:
@@ -132,8 +133,10 @@ class _BlockReader(StreamReader):
         return bytes(block)
 
 
-# Reads from this size up go straight into their block (a body's blocks; never headers).
+# Reads of these sizes go straight into their block: a body's blocks (server.block_size
+# is at most 16 MiB), never headers.
 _LARGE_READ = 64 * 1024
+_MAX_BLOCK = 16 * 1024 * 1024
 
 
 class _Connection(HTTPConnection):
