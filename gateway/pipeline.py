@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -153,6 +153,21 @@ class PutContext:
     # A streamed upload's filters, in stage order: every byte after the head
     # (and the head itself) passes through them into the sealed file.
     filters: list[BodyFilter] = field(default_factory=list)
+    # Parses of a streamed body that filters share (see shared): key -> (the
+    # number of filters once its last user added its own, the parse).
+    _shared: dict[str, tuple[int, object]] = field(default_factory=dict, repr=False)
+
+    def shared(self, key: str, make: Callable[[], object]) -> object:
+        """A parse of the streamed body (a JPEG's marker walk) that filters reading the same
+        bytes in turn share, so it runs once: made by the first, reused by the next only
+        when no other filter, which might change the bytes, was added between them.
+
+        Call it just before adding the filter that uses it."""
+        count, parse = self._shared.get(key, (-1, None))
+        if count != len(self.filters):
+            parse = make()
+        self._shared[key] = (len(self.filters) + 1, parse)
+        return parse
 
     def sha256(self) -> str:
         """Of the whole body; a streamed upload's is known only when it is sealed."""

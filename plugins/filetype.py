@@ -115,7 +115,8 @@ class FileTypeCheck(BaseStage):
             raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be checked whole")
         else:
             judge = functools.partial(_judge_header, row, options.max_pixels)
-            ctx.filters.append(StructureFilter(row.name, row.structure_stream(judge)))
+            walk = ctx.shared(row.name, row.walk) if row.walk is not None else None
+            ctx.filters.append(StructureFilter(row.name, row.structure_stream(judge, walk)))
 
     def streams_body(self, head: bytes) -> bool:
         row = BY_NAME.get(sniff(head[:SNIFF_BYTES]) or "")

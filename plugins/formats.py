@@ -45,6 +45,13 @@ class StructureStream(Protocol):
     def finish(self) -> bytes: ...
 
 
+class StructureStreamMaker(Protocol):
+    """Makes a format's :class:`StructureStream`: with what judges the header's size and
+    mode, and the parse of the stream it shares with the scrub (``Format.walk``), if any."""
+
+    def __call__(self, on_header: HeaderCheck, walk: object | None = None) -> StructureStream: ...
+
+
 # (offset, the bytes that may stand there): every one must match.
 Magic = tuple[tuple[int, tuple[bytes, ...]], ...]
 
@@ -66,8 +73,11 @@ class Format:
     # is the same check on a streamed body (None: whole bodies only), made
     # with what judges the header's size and mode.
     structure: Callable[[bytes], None] | None = None
-    structure_stream: Callable[[HeaderCheck], StructureStream] | None = None
+    structure_stream: StructureStreamMaker | None = None
     scrubber: Scrubber | None = None
+    # One parse of a streamed upload that the structural check and the scrub,
+    # reading the same bytes in turn, share (made per upload; PutContext.shared).
+    walk: Callable[[], object] | None = None
     inline: bool = False
 
     def matches(self, head: bytes) -> bool:
@@ -84,6 +94,7 @@ FORMATS: tuple[Format, ...] = (
         structure=jpeg.check_structure,
         structure_stream=jpeg.JpegStructure,
         scrubber=JpegScrubber(),
+        walk=jpeg.JpegWalk,
         inline=True,
     ),
     Format(

@@ -102,7 +102,7 @@ _PARSE_ERRORS = (
 
 
 @contextmanager
-def _parse_errors_as_malformed(format_name: str) -> Iterator[None]:
+def parse_errors_as_malformed(format_name: str) -> Iterator[None]:
     try:
         yield
     except UnprocessableContent:
@@ -151,9 +151,15 @@ class Scrubber(ABC):
     format_name: ClassVar[str]
 
     def scrub_stream(
-        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+        self,
+        options: ScrubOptions,
+        trailing: Callable[[bytes], None],
+        walk: object | None = None,
     ) -> ScrubStream | None:
-        """The streaming scrub of this format, or None when it needs whole files."""
+        """The streaming scrub of this format, or None when it needs whole files.
+
+        ``walk``: the format's parse of the same stream that its structural
+        check reads too (the format table's ``walk``), when they share one."""
         return None
 
     def residue_stream(self, options: ScrubOptions) -> ResidueStream | None:
@@ -185,7 +191,7 @@ class Scrubber(ABC):
 
     def clean(self, data: bytes, options: ScrubOptions) -> ScrubResult:
         """Scrub, then verify the output; raise ScrubRefused on any residue."""
-        with _parse_errors_as_malformed(self.format_name):
+        with parse_errors_as_malformed(self.format_name):
             result = self.scrub(data, options)
             found = self.residue(result.data, options)
         if found:
@@ -193,10 +199,13 @@ class Scrubber(ABC):
         return result
 
     def clean_stream(
-        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+        self,
+        options: ScrubOptions,
+        trailing: Callable[[bytes], None],
+        walk: object | None = None,
     ) -> CleanStream | None:
         """:meth:`clean` as a stream (None: this format needs whole files)."""
-        scrub = self.scrub_stream(options, trailing)
+        scrub = self.scrub_stream(options, trailing, walk)
         check = self.residue_stream(options)
         if scrub is None or check is None:
             return None
@@ -219,11 +228,11 @@ class CleanStream:
         return self._scrub
 
     def feed(self, data: bytes) -> bytes:
-        with _parse_errors_as_malformed(self._format):
+        with parse_errors_as_malformed(self._format):
             return self._check.feed(self._scrub.feed(data))
 
     def finish(self) -> bytes:
-        with _parse_errors_as_malformed(self._format):
+        with parse_errors_as_malformed(self._format):
             out = self._check.feed(self._scrub.finish())
             found = self._check.finish()
         if found:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from plugins.scrub.base import (
+    CleanStream,
     HeaderCheck,
     MalformedImage,
     Scrubber,
@@ -43,6 +44,7 @@ from plugins.scrub.base import (
     ScrubRefused,
     check_pixels,
     count,
+    parse_errors_as_malformed,
 )
 from plugins.scrub.exif import build_exif, exif_residue, kept_values, read_tiff, removed_tags
 from plugins.scrub.icc import profile_residue, sanitize_profile
@@ -102,6 +104,10 @@ class JpegWalker:
         self._pos = 0
         return events
 
+    def in_scan(self) -> bool:
+        """Whether the walk is inside a scan's coded data with nothing pending."""
+        return self._state == _SCAN and not self._buf
+
     def finish(self) -> None:
         if self._state == _SCAN:
             raise MalformedImage("jpeg: entropy-coded data runs to the end (truncated)")
@@ -109,9 +115,11 @@ class JpegWalker:
             raise MalformedImage("jpeg: truncated before EOI")
 
     def _take(self, size: int) -> bytes:
-        piece = bytes(self._buf[self._pos : self._pos + size])
+        buf, pos = self._buf, self._pos
         self._pos += size
-        return piece
+        if pos == 0 and size == len(buf) and isinstance(buf, bytes):
+            return buf  # a piece that is all coded data passes on without a copy
+        return bytes(buf[pos : pos + size])
 
     def _step(self) -> Event | None:
         left = len(self._buf) - self._pos
@@ -178,6 +186,68 @@ def walk(data: bytes) -> list[Event]:
     return events
 
 
+class JpegWalk:
+    """One marker walk of a streamed JPEG, shared by the filters that read the same bytes
+    in turn (the ``filetype`` structural check and the ``scrub``): each piece is walked
+    once, however many :meth:`reader` s see it.
+
+    Every reader must be fed the same pieces in the same order, one behind another at
+    most (:class:`~gateway.dav.provider.StreamedBody` feeds each piece through every
+    filter before the next); anything else is a RuntimeError, never a wrong walk.
+    """
+
+    def __init__(self) -> None:
+        self._walker = JpegWalker()
+        self._walked = 0  # pieces walked so far
+        self._last: bytes = b""
+        self._events: list[Event] = []
+
+    def reader(self) -> WalkReader:
+        return WalkReader(self)
+
+    @property
+    def filled(self) -> bool:
+        return self._walker.filled
+
+    def events(self, seen: int, data: bytes) -> list[Event]:
+        """The events of the piece after the ``seen`` first ones, which must be ``data``."""
+        if seen == self._walked:
+            self._events = self._walker.feed(data)
+            self._last = data
+            self._walked += 1
+        elif seen != self._walked - 1 or not (data is self._last or data == self._last):
+            raise RuntimeError("jpeg: the readers of one walk were fed different pieces")
+        return self._events
+
+    def finish(self) -> None:
+        self._walker.finish()
+
+
+class WalkReader:
+    """One reader of a :class:`JpegWalk`; used as a :class:`JpegWalker` is."""
+
+    def __init__(self, walk: JpegWalk) -> None:
+        self._walk = walk
+        self._seen = 0
+
+    @property
+    def filled(self) -> bool:
+        return self._walk.filled
+
+    def feed(self, data: bytes) -> list[Event]:
+        events = self._walk.events(self._seen, data)
+        self._seen += 1
+        return events
+
+    def finish(self) -> None:
+        self._walk.finish()
+
+
+def _reader(walk: object | None) -> WalkReader:
+    """A reader of ``walk`` when it is a shared JPEG walk, else of a walk of its own."""
+    return (walk if isinstance(walk, JpegWalk) else JpegWalk()).reader()
+
+
 def _table_sizes_fill(payload: bytes, marker: int) -> bool:
     """Do the DQT/DHT tables in ``payload`` fill it exactly?"""
     pos = 0
@@ -228,11 +298,12 @@ class JpegStructure:
     that finish coefficients (successive approximation low bit 0) cover all
     64 (a baseline scan does at once; a progressive file needs its every
     pass).  Bytes after EOI are the scrub stage's to judge.  ``on_header``
-    gets the frame's size and Pillow mode as soon as the frame header is in.
+    gets the frame's size and Pillow mode as soon as the frame header is in;
+    ``walk``: the :class:`JpegWalk` shared with the scrub of the same stream.
     """
 
-    def __init__(self, on_header: HeaderCheck | None = None) -> None:
-        self._walker = JpegWalker()
+    def __init__(self, on_header: HeaderCheck | None = None, walk: object | None = None) -> None:
+        self._walker = _reader(walk)
         self._on_header = on_header
         self._frame: int | None = None
         self._covered: dict[int, set[int]] = {}
@@ -442,11 +513,16 @@ class JpegScrubStream:
     structure and the entropy-coded data pass on as they are, metadata
     segments between scans are dropped (counted), and the bytes after EOI
     go to ``trailing``, never on.  Memory: the head's segments and one
-    piece.
+    piece.  ``walk``: the :class:`JpegWalk` shared with the structural check.
     """
 
-    def __init__(self, options: ScrubOptions, trailing: Callable[[bytes], None]) -> None:
-        self._walker = JpegWalker()
+    def __init__(
+        self,
+        options: ScrubOptions,
+        trailing: Callable[[bytes], None],
+        walk: object | None = None,
+    ) -> None:
+        self._walker = _reader(walk)
         self._rewrite = _Rewrite(options)
         self._trailing = trailing
         self._head_in = [b"\xff\xd8"]
@@ -456,20 +532,23 @@ class JpegScrubStream:
         self.removed = self._rewrite.removed
 
     def feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
+        return _joined(self.parts(data))
+
+    def parts(self, data: bytes) -> list[Part]:
+        """The cleaned bytes of ``data`` in parts, each with whether it is coded data
+        this stream's walk has searched for markers (passed on as it came)."""
+        out: list[Part] = []
         for kind, value in self._walker.feed(data):
             if kind == "entropy":
-                out.append(value)
+                out.append((value, True))
             elif kind == "trailing":
                 if "trailing-data" not in self.removed:
                     count(self.removed, "trailing-data")
                 self._trailing(value)
-            elif self._head_sent:
-                out.append(self._rewrite.tail(value))
-            else:
-                out.append(self._head(value))
+            elif part := self._rewrite.tail(value) if self._head_sent else self._head(value):
+                out.append((part, False))
         self.changed = self.changed or bool(self.removed) or self._walker.filled
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out
 
     def _head(self, seg: Segment) -> bytes:
         self._head_in.append(b"\xff" + seg.body)
@@ -487,6 +566,14 @@ class JpegScrubStream:
     def finish(self) -> bytes:
         self._walker.finish()
         return b""
+
+
+# A piece of a scrub's output, and whether it is coded data the scrub's walk searched.
+Part = tuple[bytes, bool]
+
+
+def _joined(parts: list[Part]) -> bytes:
+    return parts[0][0] if len(parts) == 1 else b"".join(part for part, _ in parts)
 
 
 class JpegResidue:
@@ -509,6 +596,13 @@ class JpegResidue:
                     self._icc.append(value)
         return data
 
+    def feed_scanned(self, data: bytes) -> None:
+        """Coded data of a scan that the scrub's walk has just searched (no marker in it,
+        nor a 0xFF at its end): taken without searching it again when this walk is inside
+        a scan with nothing pending, as it then must be; otherwise fed as any piece."""
+        if not self._walker.in_scan():
+            self.feed(data)
+
     def finish(self) -> list[str]:
         self._walker.finish()
         if self._icc:
@@ -522,12 +616,46 @@ class JpegScrubber(Scrubber):
     format_name: ClassVar[str] = "jpeg"
 
     def scrub_stream(
-        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+        self,
+        options: ScrubOptions,
+        trailing: Callable[[bytes], None],
+        walk: object | None = None,
     ) -> JpegScrubStream:
-        return JpegScrubStream(options, trailing)
+        return JpegScrubStream(options, trailing, walk)
 
     def residue_stream(self, options: ScrubOptions) -> JpegResidue:
         return JpegResidue(options)
+
+    def clean_stream(
+        self,
+        options: ScrubOptions,
+        trailing: Callable[[bytes], None],
+        walk: object | None = None,
+    ) -> JpegCleanStream:
+        return JpegCleanStream(JpegScrubStream(options, trailing, walk), JpegResidue(options))
+
+
+class JpegCleanStream(CleanStream):
+    """:class:`~plugins.scrub.base.CleanStream` of a JPEG: the re-check walks every output
+    byte, but takes the coded data that the scrub's walk has just searched for markers
+    (the same bytes, passed on as they came) as searched: a scan's data is searched once
+    per walk of the input, not again on the way out.  The rewritten head and every
+    segment passed on are parsed again as before."""
+
+    def __init__(self, scrub: JpegScrubStream, check: JpegResidue) -> None:
+        super().__init__(JpegScrubber.format_name, scrub, check)
+        self._parts = scrub.parts
+        self._recheck = check
+
+    def feed(self, data: bytes) -> bytes:
+        with parse_errors_as_malformed(JpegScrubber.format_name):
+            parts = self._parts(data)
+            for part, scanned in parts:
+                if scanned:
+                    self._recheck.feed_scanned(part)
+                else:
+                    self._recheck.feed(part)
+        return _joined(parts)
 
 
 def _segment_residue(seg: Segment, options: ScrubOptions) -> list[str]:

@@ -298,8 +298,8 @@ class PngStructure:
     from IHDR.
     """
 
-    def __init__(self, on_header: HeaderCheck | None = None) -> None:
-        self._walker = PngWalker()
+    def __init__(self, on_header: HeaderCheck | None = None, walk: object | None = None) -> None:
+        self._walker = PngWalker()  # ``walk``: none shared (a PNG's chunks are walked by each)
         self._on_header = on_header
         self._first = True
         self._image_data = False
@@ -449,7 +449,10 @@ class PngScrubber(Scrubber):
     format_name: ClassVar[str] = "png"
 
     def scrub_stream(
-        self, options: ScrubOptions, trailing: Callable[[bytes], None]
+        self,
+        options: ScrubOptions,
+        trailing: Callable[[bytes], None],
+        walk: object | None = None,  # a PNG's chunks are walked by each reader
     ) -> PngScrubStream:
         return PngScrubStream(options, trailing)
 

@@ -101,7 +101,8 @@ class ScrubStage(BaseStage):
         )
         if ctx.streamed_size is not None:
             watch = TrailingWatch()
-            stream = scrubber.clean_stream(scrub_options, watch.feed)
+            walk = ctx.shared(fmt, known.walk) if known is not None and known.walk else None
+            stream = scrubber.clean_stream(scrub_options, watch.feed, walk)
             if stream is None:
                 raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be scrubbed whole")
             ctx.filters.append(ScrubFilter(ctx, fmt, stream, watch))

@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 
+from gateway.pipeline import PutContext, RequestInfo
 from plugins.formats import BY_NAME, scrubber_for
 from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused
 from tests.scrub_corpus import dirty_file
@@ -97,3 +98,61 @@ def test_an_unknown_critical_png_chunk_is_still_refused() -> None:
     planted += data[33:]
     with pytest.raises(ScrubRefused):
         scrubber_for("png").clean(planted, ScrubOptions())
+
+
+def test_the_structure_check_and_the_scrub_share_one_walk() -> None:
+    """One marker walk per streamed JPEG: the scrub reads the walk the structural check
+    made, so it gives the whole-file result, and a piece it alone got is refused."""
+    data = dirty_file("phone.jpg").data
+    whole = scrubber_for("jpeg").clean(data, ScrubOptions())
+    row = BY_NAME["jpeg"]
+    assert row.walk is not None and row.structure_stream is not None
+    walk = row.walk()
+    check = row.structure_stream(lambda size, mode: None, walk)
+    trailing: list[bytes] = []
+    stream = scrubber_for("jpeg").clean_stream(ScrubOptions(), trailing.append, walk)
+    assert stream is not None
+    out = b"".join(stream.feed(check.feed(piece)) for piece in _pieces(data, 4096))
+    out += stream.feed(check.finish()) + stream.finish()
+    assert out == whole.data and b"".join(trailing) == whole.trailing
+    assert stream.result.removed == whole.removed
+
+    walk = row.walk()
+    check = row.structure_stream(lambda size, mode: None, walk)
+    stream = scrubber_for("jpeg").clean_stream(ScrubOptions(), lambda _: None, walk)
+    assert stream is not None
+    stream.feed(check.feed(data[:4096]))
+    check.feed(data[4096:8192])
+    with pytest.raises(RuntimeError, match="different pieces"):
+        stream.feed(data[8192:12288])
+
+
+def test_the_recheck_takes_searched_coded_data_only_inside_a_scan() -> None:
+    """Coded data handed to the re-check as searched is searched after all when the
+    re-check is not inside a scan (here: the whole file, whose head it has not seen)."""
+    clean = scrubber_for("jpeg").clean(dirty_file("phone.jpg").data, ScrubOptions()).data
+    planted = clean[:-2] + b"\xff\xfe\x00\x07after" + clean[-2:]
+    check = scrubber_for("jpeg").residue_stream(ScrubOptions())
+    assert check is not None
+    check.feed_scanned(planted)  # type: ignore[attr-defined]
+    assert check.finish() == ["COM"]
+
+
+class _PassOn:
+    changed = False
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def test_filters_share_a_parse_only_when_none_stands_between() -> None:
+    ctx = PutContext(RequestInfo("r", None, "", "", "PUT"), "clinical", "/a.jpg", b"", "")
+    first = ctx.shared("jpeg", object)
+    ctx.filters.append(_PassOn())
+    assert ctx.shared("jpeg", object) is first  # the next filter reads the same bytes
+    ctx.filters.append(_PassOn())
+    ctx.filters.append(_PassOn())  # another filter between: its bytes may differ
+    assert ctx.shared("jpeg", object) is not first
