@@ -52,8 +52,9 @@ def put_comparison(work: Path, photo: bytes, scale: Scale, reps: int) -> dict[st
     """PUT 4 MB at C=1 and C=8 on clindav (both decode modes) and rclone crypt; the
     ratios to rclone with their spread; the RSS growth of streamed photo PUTs."""
     began = time.monotonic()
-    default_config = peers.new_instance(work, DEFAULT)
-    full_config = peers.new_instance(work, FULL)
+    # Folders of their own: the main loads' instance is already ``clindav`` in a full run.
+    default_config = peers.new_instance(work, f"put-{DEFAULT}")
+    full_config = peers.new_instance(work, f"put-{FULL}")
     decode_fully(full_config)
     auth = (peers.USER, peers.PASSWORD)
     running = peers.start_many([(default_config, DEFAULT, auth), (full_config, FULL, auth)])
