@@ -199,8 +199,12 @@ def run_phase(
     per_client: int,
     fn: RequestFn,
     ok_statuses: tuple[int, ...],
+    first: Callable[[DavClient], object] | None = None,
 ) -> PhaseResult:
-    """Drive ``clients`` x ``per_client`` requests of ``fn`` at one server and measure it."""
+    """Drive ``clients`` x ``per_client`` requests of ``fn`` at one server and measure it.
+
+    ``first``, if given, is sent on each connection before the phase, unmeasured (a
+    request that logs in: the worker process it reached then has the login cached)."""
     pool = [DavClient(base_url, auth) for _ in range(clients)]
     replies: list[list[Reply]] = [[] for _ in range(clients)]
     barrier = threading.Barrier(clients + 1)
@@ -212,6 +216,8 @@ def run_phase(
 
     for c in pool:
         c.connect()
+        if first is not None:
+            first(c)
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
     for t in threads:
         t.start()

@@ -38,7 +38,7 @@ from gateway.storage.backing import split_path
 from plugins.filetype import UndecodableImage
 from plugins.formats import scrubber_for
 from plugins.scrub.base import ScrubOptions
-from tests.conftest import Gateway, Instance, ProcessGateway
+from tests.conftest import Gateway, Instance, ProcessGateway, start_gateway
 from tests.integration.test_audit import events_by_request
 from tests.integration.test_large_uploads import (
     AUTH,
@@ -96,9 +96,13 @@ def big_jpeg(total: int, seed: int, *, cut: bool = False, append: bytes = b"") -
 
 
 def put(
-    gateway: Gateway, path: str, body: Iterator[bytes], length: int
+    gateway: Gateway,
+    path: str,
+    body: Iterator[bytes],
+    length: int,
+    conn: http.client.HTTPConnection | None = None,
 ) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=300)
+    conn = conn or http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=300)
     conn.putrequest("PUT", path)
     conn.putheader("Authorization", AUTH)
     conn.putheader("Content-Length", str(length))
@@ -109,6 +113,18 @@ def put(
     response.read()
     conn.close()
     return response
+
+
+def logged_in(gateway: Gateway, folder: str) -> http.client.HTTPConnection:
+    """A connection that has logged in (a PROPFIND of ``folder``): the serving process
+    it reached (one of the workers) has the login cached, so what it does next on this
+    connection is measured without scrypt's 32 MiB of a worker's first login."""
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=300)
+    conn.request("PROPFIND", folder, headers={"Authorization": AUTH, "Depth": "0"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 207
+    return conn
 
 
 def _length(body: Iterator[bytes]) -> int:
@@ -127,23 +143,40 @@ def patient_folder(gateway: Gateway) -> str:
     return make_patient_folder(gateway)
 
 
+@pytest.fixture
+def two_workers(instance: Instance) -> Iterator[ProcessGateway]:
+    """``clindav serve`` with two serving processes, as on a 2-core machine by default."""
+    data = instance.settings()
+    data["server"]["workers"] = 2
+    instance.write_settings(data)
+    gateway = start_gateway(instance)
+    yield gateway
+    gateway.stop()
+
+
 def test_a_100_mb_photo_streams_with_flat_memory(
-    process_gateway: ProcessGateway, instance: Instance
+    two_workers: ProcessGateway, instance: Instance
 ) -> None:
-    """Under limits.max_upload_bytes (128 MiB), yet never held whole: under 32 MiB of growth
-    of the serving process (a process of its own, so that its memory is the gateway's)."""
-    gateway = process_gateway
+    """Under limits.max_upload_bytes (128 MiB), yet never held whole: each of three PUTs
+    grows the serving processes (a gateway of its own, so that its memory is the
+    gateway's) by under 16 MiB, whichever of the two workers takes it (the body's blocks, the
+    sealer's chunk and a thread's malloc arena: about 5 MiB).  Each PUT's connection has
+    logged in first: a worker's first login runs scrypt, 32 MiB, however small the body."""
+    gateway = two_workers
     patient_folder = make_patient_folder(gateway)
     total = 100 * MiB
     s = gateway.session()
     warm = dirty_file("phone.jpg").data
     assert s.put(f"{gateway.url}{patient_folder}/warm.jpg", data=warm).status_code == 201
-    peak = PeakRss(gateway)
-    r = put(gateway, f"{patient_folder}/big.jpg", big_jpeg(total, 1), total)
-    growth = peak.growth()
-    assert r.status == 201, r.read()
+    growths = []
+    for seed in (3, 2, 1):
+        conn = logged_in(gateway, patient_folder)
+        peak = PeakRss(gateway)
+        r = put(gateway, f"{patient_folder}/big.jpg", big_jpeg(total, seed), total, conn)
+        growths.append(peak.growth())
+        assert r.status in (201, 204), r.read()
     assert r.getheader("ETag") is None  # the scrub changed the bytes
-    assert growth < 32 * 1024, f"PUT grew RSS by {growth // 1024} MiB"
+    assert max(growths) < 16 * 1024, f"PUTs grew RSS by {[g // 1024 for g in growths]} MiB"
 
     (_, code, _, details) = next(
         (e.status, e.code, e.reason, e.details)
