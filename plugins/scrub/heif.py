@@ -23,6 +23,13 @@ other top-level box and every unreferenced byte.  An alpha plane, an
 unknown *essential* property, an image sequence (``moov``) or a primary item
 that is not an image raises ScrubRefused; broken structure raises
 MalformedImage.
+
+Streamed (:class:`HeifScrubStream`, :class:`HeifResidue`, :class:`HeifStructure`):
+the head is held until the meta and the Exif item the date comes from are
+in (at most :data:`HEAD_LIMIT`), then the rewritten head goes out and the
+kept items' bytes pass as they come; the output is byte for byte the
+whole-file scrub's.  :func:`streams_from` tells from a body's first bytes
+whether it can go so.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from gateway.errors import UnprocessableContent
 from gateway.pipeline import UploadTooLargeForChecks
 from plugins.scrub.base import (
+    HeaderCheck,
     MalformedImage,
     Scrubber,
     ScrubOptions,
@@ -41,6 +50,7 @@ from plugins.scrub.base import (
     ScrubResult,
     check_pixels,
     count,
+    parse_errors_as_malformed,
 )
 from plugins.scrub.bmff import (
     Box,
@@ -542,11 +552,12 @@ class _Router:
     """A streamed file from its mdat's body on: the bytes of ``spans`` (in file order)
     handed out as they pass, the boxes after the mdat walked."""
 
-    def __init__(self, spans: list[Span], mdat: Box) -> None:
+    def __init__(self, spans: list[Span], before: list[Box], mdat: Box) -> None:
         self._spans = spans
         self._mdat = mdat
         self._at = mdat.body
-        self._tail = _Tail(mdat.end, [mdat])
+        self._before = len(before)
+        self._tail = _Tail(mdat.end, [*before, mdat])  # a second meta after it is refused
 
     def feed(self, data: bytes) -> list[bytes]:
         start, out = self._at, []
@@ -575,7 +586,7 @@ class _Router:
             raise MalformedImage("heif: the mdat is cut short")
         if any(isinstance(span, tuple) for span in self._spans):
             raise MalformedImage("heif: item data lies outside the file")
-        boxes = self._tail.finish()
+        boxes = self._tail.finish()[self._before :]
         if self._mdat.end < 0:
             boxes[0] = Box(b"mdat", self._mdat.start, self._mdat.body, self._at)
         return boxes
@@ -653,7 +664,8 @@ class HeifScrubStream:
             return b""
         plan = _plan(data, head.boxes[0], meta, head.boxes, self._options, self.removed)
         self.kept = plan.kept
-        self._router = _Router([*spans, *(i.data for i in plan.items if i.data is not None)], mdat)
+        fresh = [item.data for item in plan.items if item.data is not None]
+        self._router = _Router([*spans, *fresh], head.boxes, mdat)
         head.buf = bytearray()
         return plan.head + b"".join(self._router.feed(data[mdat.body :]))
 
@@ -702,7 +714,7 @@ class HeifResidue:
             spans = [item_data(self._data, meta, exif or 0)]
         if spans != sorted(spans):
             raise ScrubRefused("heif: an Exif item's extents out of file order")
-        self._router = _Router(spans, mdat)
+        self._router = _Router(spans, head.boxes, mdat)
         rest = bytes(head.buf[mdat.body :])
         head.buf = bytearray()
         self._collect(rest)
@@ -721,6 +733,76 @@ class HeifResidue:
         exif = bytes(self._exif)
         return _residue(self._data, self._head.boxes[0], [*self._head.boxes, *after], meta,
                         self._options, lambda: exif)  # fmt: skip
+
+
+class HeifStructure:
+    """:func:`check_structure` on a stream (every byte passed on unchanged): the head
+    held until its meta parses (at most :data:`HEAD_LIMIT`), the primary image's size
+    judged from its ``ispe``, then the top-level boxes walked to the end."""
+
+    def __init__(self, on_header: HeaderCheck | None = None, walk: object | None = None) -> None:
+        self._on_header = on_header
+        self._head = _Head()
+        self._router: _Router | None = None
+        self._meta: Meta | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._router is not None:
+            self._router.feed(data)
+        elif self._head.add(data):
+            self._start()
+        else:
+            _held(self._head.buf)
+        return data
+
+    def _start(self) -> None:
+        head, meta, mdat = self._head, self._head.meta, self._head.mdat
+        assert meta is not None and mdat is not None
+        if meta.handler != b"pict":
+            raise MalformedImage("heif: meta handler is not 'pict'")
+        if self._on_header is not None:
+            self._on_header(_primary_size(bytes(head.buf[: mdat.body]), meta), "RGB")
+        self._meta, self._router = meta, _Router([], head.boxes, mdat)
+        rest = bytes(head.buf[mdat.body :])
+        head.buf = bytearray()
+        self._router.feed(rest)
+
+    def finish(self) -> bytes:
+        if self._router is None:
+            check_structure(bytes(self._head.buf))
+            return b""
+        boxes = self._router.finish()
+        assert self._meta is not None
+        check_extents(boxes[-1].end, self._meta)
+        return b""
+
+
+def _primary_size(data: bytes, meta: Meta) -> tuple[int, int]:
+    """The primary image's width and height, from its ``ispe`` property."""
+    for assoc in meta.associations.get(meta.primary, []):
+        prop = _property(meta, assoc)
+        if prop.type == b"ispe":
+            size = Cursor(data, prop.body + 4, prop.end)
+            return size.uint(4), size.uint(4)
+    raise MalformedImage("heif: no image size (ispe) property")
+
+
+def streams_from(head: bytes) -> bool:
+    """Whether a HEIF starting with ``head`` can be checked and scrubbed as a stream:
+    its meta is before its mdat, within ``head``, its kept items are in file order and
+    its Exif item ends within :data:`HEAD_LIMIT`.  Otherwise it is held whole (below
+    ``limits.max_upload_bytes``; above, refused 413)."""
+    found = _Head()
+    try:
+        with parse_errors_as_malformed("heif"):
+            if not found.add(head):
+                return False
+            meta, mdat = found.meta, found.mdat
+            assert meta is not None and mdat is not None
+            order = _stream_order(head, meta, _kept_items(meta), mdat)
+    except UnprocessableContent:
+        return False  # judged (and refused) whole
+    return order is not None and _exif_end(meta) <= HEAD_LIMIT
 
 
 class HeifScrubber(Scrubber):

@@ -13,7 +13,7 @@ compare lesions over time), ``max_pixels`` (decompression-bomb limit) and
 holds documents: formats without a scrubber are stored as they are).
 
 A streamed upload (gateway/pipeline.py) of a format whose scrubber streams
-(JPEG, PNG) gets a :class:`ScrubFilter`: cleaned as it passes into its
+(JPEG, PNG, HEIF) gets a :class:`ScrubFilter`: cleaned as it passes into its
 sealed file, every output byte checked against the allowlist again, the
 bytes after the image's end watched for foreign content
 (:class:`TrailingWatch`) and dropped; a refusal comes at the end of the
@@ -117,7 +117,9 @@ class ScrubStage(BaseStage):
     def streams_body(self, head: bytes) -> bool:
         known = BY_NAME.get(sniff(head[:SNIFF_BYTES]) or "")
         scrubber = known.scrubber if known is not None else None
-        return scrubber is None or scrubber.scrub_stream(ScrubOptions(), _ignore) is not None
+        if scrubber is None or known is None:
+            return True
+        return scrubber.scrub_stream(ScrubOptions(), _ignore) is not None and known.streams(head)
 
 
 def _ignore(_: bytes) -> None:
