@@ -111,7 +111,11 @@ class FileTypeCheck(BaseStage):
             return
         if ctx.streamed_size is None:
             check_image(ctx.body, row, options.decode, options.max_pixels)
-        elif _needs_whole(row, options.decode) or row.structure_stream is None:
+        elif (
+            row.structure_stream is None
+            or _needs_whole(row, options.decode)
+            or not row.streams(ctx.body)
+        ):
             raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be checked whole")
         else:
             judge = functools.partial(_judge_header, row, options.max_pixels)

@@ -103,7 +103,7 @@ class ScrubStage(BaseStage):
             watch = TrailingWatch()
             walk = ctx.shared(fmt, known.walk) if known is not None and known.walk else None
             stream = scrubber.clean_stream(scrub_options, watch.feed, walk)
-            if stream is None:
+            if stream is None or (known is not None and not known.streams(ctx.body)):
                 raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be scrubbed whole")
             ctx.filters.append(ScrubFilter(ctx, fmt, stream, watch))
             return
