@@ -30,7 +30,7 @@ process could never decode within ``limits.decode_memory`` is 413
 ``image-too-large-to-decode``.  Failures answer 422 ``undecodable-image``.
 
 A streamed upload (gateway/pipeline.py) is sniffed from its head; an image
-whose format has a streaming structural check (JPEG, PNG) gets it as a
+whose format has a streaming structural check (JPEG, PNG, HEIF) gets it as a
 :class:`StructureFilter` that checks the bytes as they pass (the header's
 dimensions as soon as they arrive); one that would have to be decoded
 (``decode: full``) or has no such check cannot be judged as a stream and is
@@ -111,7 +111,11 @@ class FileTypeCheck(BaseStage):
             return
         if ctx.streamed_size is None:
             check_image(ctx.body, row, options.decode, options.max_pixels)
-        elif _needs_whole(row, options.decode) or row.structure_stream is None:
+        elif (
+            row.structure_stream is None
+            or _needs_whole(row, options.decode)
+            or not row.streams(ctx.body)
+        ):
             raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be checked whole")
         else:
             judge = functools.partial(_judge_header, row, options.max_pixels)
@@ -121,7 +125,7 @@ class FileTypeCheck(BaseStage):
     def streams_body(self, head: bytes) -> bool:
         row = BY_NAME.get(sniff(head[:SNIFF_BYTES]) or "")
         options = cast(FileTypeOptions, self.options)
-        return row is None or not _needs_whole(row, options.decode)
+        return row is None or (not _needs_whole(row, options.decode) and row.streams(head))
 
 
 def _needs_whole(row: Format, decode: Decode) -> bool:

@@ -79,9 +79,16 @@ class Format:
     # reading the same bytes in turn, share (made per upload; PutContext.shared).
     walk: Callable[[], object] | None = None
     inline: bool = False
+    # Whether a body of the format that starts with this head can be checked and
+    # scrubbed as a stream (None: any); one that cannot is held whole.
+    streams_from: Callable[[bytes], bool] | None = None
 
     def matches(self, head: bytes) -> bool:
         return all(head.startswith(options, offset) for offset, options in self.magic)
+
+    def streams(self, head: bytes) -> bool:
+        """Whether a body starting with ``head`` can be taken as a stream."""
+        return self.streams_from is None or self.streams_from(head)
 
 
 FORMATS: tuple[Format, ...] = (
@@ -143,8 +150,10 @@ FORMATS: tuple[Format, ...] = (
         (*_FTYP, (8, _HEIF_BRANDS)),
         pillow="HEIF",
         structure=heif.check_structure,
+        structure_stream=heif.HeifStructure,
         scrubber=HeifScrubber(),
         inline=True,
+        streams_from=heif.streams_from,
     ),
     Format(
         "mp4",

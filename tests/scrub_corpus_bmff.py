@@ -178,6 +178,19 @@ def heif_hand_built() -> bytes:
     return ftyp + _heif_meta(items, hvcc, base) + uuid + mdat
 
 
+def heif_exif_first(padding: int) -> bytes:
+    """The hand-built HEIF laid out as an iPhone writes it, the Exif item first in the
+    mdat, with ``padding`` bytes after the primary's coded data (inside its extent)."""
+    hvcc, coded = _hevc_item()
+    items = _heif_items(hvcc, coded)
+    primary = (*items[0][:3], coded + bytes(padding), items[0][4])
+    items = [items[1], primary, *items[2:]]
+    ftyp = box(b"ftyp", b"heic", bytes(4), b"mif1", b"heic", b"miaf")
+    base = len(ftyp) + len(_heif_meta(items, hvcc, 0)) + 8
+    mdat = box(b"mdat", *(data for _, _, _, data, _ in items))
+    return ftyp + _heif_meta(items, hvcc, base) + mdat
+
+
 def heif_hand_built_markers() -> list[str]:
     places = ["HEIFITEMNAME", "HEIFTHUMBNAME", "HEIFUDES", "HEIFHDLR", "HEIFUUID", "HEIFORPHAN"]
     return (

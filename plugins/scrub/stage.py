@@ -13,7 +13,7 @@ compare lesions over time), ``max_pixels`` (decompression-bomb limit) and
 holds documents: formats without a scrubber are stored as they are).
 
 A streamed upload (gateway/pipeline.py) of a format whose scrubber streams
-(JPEG, PNG) gets a :class:`ScrubFilter`: cleaned as it passes into its
+(JPEG, PNG, HEIF) gets a :class:`ScrubFilter`: cleaned as it passes into its
 sealed file, every output byte checked against the allowlist again, the
 bytes after the image's end watched for foreign content
 (:class:`TrailingWatch`) and dropped; a refusal comes at the end of the
@@ -103,7 +103,7 @@ class ScrubStage(BaseStage):
             watch = TrailingWatch()
             walk = ctx.shared(fmt, known.walk) if known is not None and known.walk else None
             stream = scrubber.clean_stream(scrub_options, watch.feed, walk)
-            if stream is None:
+            if stream is None or (known is not None and not known.streams(ctx.body)):
                 raise UploadTooLargeForChecks.by(self.name, f"{fmt} must be scrubbed whole")
             ctx.filters.append(ScrubFilter(ctx, fmt, stream, watch))
             return
@@ -117,7 +117,9 @@ class ScrubStage(BaseStage):
     def streams_body(self, head: bytes) -> bool:
         known = BY_NAME.get(sniff(head[:SNIFF_BYTES]) or "")
         scrubber = known.scrubber if known is not None else None
-        return scrubber is None or scrubber.scrub_stream(ScrubOptions(), _ignore) is not None
+        if scrubber is None or known is None:
+            return True
+        return scrubber.scrub_stream(ScrubOptions(), _ignore) is not None and known.streams(head)
 
 
 def _ignore(_: bytes) -> None:

@@ -287,6 +287,13 @@ def test_small_bodies_stay_in_memory_and_are_checked_whole(big: Gateway) -> None
     [
         # TIFF has no streaming structural check (JPEG and PNG do: test_streamed_images.py).
         ("clinical", f"{PATIENT}/big.tif", b"II*\x00\x08\x00\x00\x00", "filetype"),
+        # A HEIF streams only when its meta comes before its mdat (test_streamed_images.py).
+        (
+            "clinical",
+            f"{PATIENT}/big.heic",
+            b"\x00\x00\x00\x14ftypheic\x00\x00\x00\x00mif1\x00\x00\x00\x00mdat",
+            "filetype",
+        ),
         ("documents", "clip.mp4", b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "scrub"),
     ],
 )

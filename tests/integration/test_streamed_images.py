@@ -24,6 +24,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import piexif
 import pytest
@@ -47,7 +48,9 @@ from tests.integration.test_large_uploads import (
     key_rows,
     temps,
 )
+from tests.integration.test_scrub_gateway import exiftool_read
 from tests.scrub_corpus import dirty_file
+from tests.scrub_corpus_bmff import heif_exif_first
 from tests.scrub_corpus_images import photo, png_chunk
 
 MiB = 1024 * 1024
@@ -355,3 +358,32 @@ def test_a_streamed_png_over_the_pixel_limit_is_refused_from_its_header(
     assert (r.status_code, r.headers.get("X-Clindav-Error")) == (422, "undecodable-image")
     assert "max_pixels" in (events_by_request(instance)[r.headers["X-Request-Id"]][0].reason or "")
     assert temps(instance, "clinical") == [] and key_rows(instance) == keys_before
+
+
+def test_a_100_mb_heic_streams_with_flat_memory(
+    process_gateway: ProcessGateway, instance: Instance, tmp_path: Path
+) -> None:
+    """An iPhone's layout (ftyp, meta, then the mdat with its Exif item first): the head is
+    held until the Exif item is in, the rest passes; the date kept, the GPS gone."""
+    gateway = process_gateway
+    patient_folder = make_patient_folder(gateway)
+    heic = heif_exif_first(100 * MiB)
+    s = gateway.session()
+    warm = dirty_file("hand-built.heic").data
+    assert s.put(f"{gateway.url}{patient_folder}/warm.heic", data=warm).status_code == 201
+    peak = PeakRss(gateway)
+    view = memoryview(heic)
+    pieces = (bytes(view[i : i + PIECE]) for i in range(0, len(heic), PIECE))
+    r = put(gateway, f"{patient_folder}/big.heic", pieces, len(heic))
+    growth = peak.growth()
+    assert r.status == 201, r.read()
+    assert growth < 32 * 1024, f"PUT grew RSS by {growth // 1024} MiB"
+    details = next(e.details for e in events_by_request(instance)[r.getheader("X-Request-Id")])
+    assert details["streamed"] is True and details["format"] == "heif"
+    assert "gps:GPSLatitude" in details["removed"] and "DateTimeOriginal" in details["kept"]
+
+    stored = s.get(f"{gateway.url}{patient_folder}/big.heic").content
+    assert stored == scrubber_for("heif").clean(heic, ScrubOptions()).data
+    del heic, view
+    tags = exiftool_read({"big.heic": stored}, tmp_path)["big.heic"]
+    assert "DateTimeOriginal" in " ".join(tags) and not any("GPS" in t for t in tags), tags

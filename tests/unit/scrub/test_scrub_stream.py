@@ -1,4 +1,4 @@
-"""Scrubbing as a stream: JPEG and PNG fed in pieces of any size give exactly what the
+"""Scrubbing as a stream: JPEG, PNG and HEIF fed in pieces of any size give exactly what the
 whole-file scrub gives, and the structural checks judge a stream like a whole file."""
 
 from __future__ import annotations
@@ -8,12 +8,16 @@ import zlib
 
 import pytest
 
-from gateway.pipeline import PutContext, RequestInfo
+from gateway.pipeline import HEAD_BYTES, PutContext, RequestInfo, UploadTooLargeForChecks
 from plugins.formats import BY_NAME, scrubber_for
+from plugins.scrub import heif
 from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused
+from plugins.scrub.bmff import read_boxes
 from tests.scrub_corpus import dirty_file
+from tests.scrub_corpus_bmff import heif_exif_first
 
 STREAMED = {"phone.jpg": "jpeg", "dirty.png": "png"}
+HEIF = ["pillow-heif.heic", "hand-built.heic"]
 
 
 def _pieces(data: bytes, size: int) -> list[bytes]:
@@ -35,6 +39,22 @@ def test_a_stream_in_pieces_is_scrubbed_as_the_whole_file(name: str, size: int) 
     assert stream.result.removed == whole.removed
     assert stream.result.kept == whole.kept
     assert stream.result.changed
+
+
+@pytest.mark.parametrize("name", HEIF)
+@pytest.mark.parametrize("size", [1, 7, 4096, 1 << 30])
+def test_a_heif_in_pieces_is_scrubbed_as_the_whole_file(name: str, size: int) -> None:
+    data = dirty_file(name).data
+    scrubber = scrubber_for("heif")
+    whole = scrubber.clean(data, ScrubOptions())
+    stream = scrubber.clean_stream(ScrubOptions(), lambda _: None)
+    assert stream is not None
+    pieces = [stream.feed(piece) for piece in _pieces(data, size)]
+    assert b"".join(pieces) + stream.finish() == whole.data
+    assert stream.result.removed == whole.removed and "DateTimeOriginal" in whole.kept
+    assert stream.result.kept == whole.kept
+    # Streamed, not held whole: the head went out before the file's last piece.
+    assert b"".join(pieces[:-1]).startswith(whole.data[:64]) or size >= len(data)
 
 
 @pytest.mark.parametrize("name", list(STREAMED))
@@ -156,3 +176,19 @@ def test_filters_share_a_parse_only_when_none_stands_between() -> None:
     ctx.filters.append(_PassOn())
     ctx.filters.append(_PassOn())  # another filter between: its bytes may differ
     assert ctx.shared("jpeg", object) is not first
+
+
+def test_a_heif_streams_only_when_its_head_shows_how() -> None:
+    """The meta before the mdat and the Exif item near the front: streamed.  The meta after
+    the mdat: held whole (below limits.max_upload_bytes), and a stream that cannot go out
+    before HEAD_LIMIT is refused 413, never passed on unscrubbed."""
+    iphone = heif_exif_first(0)
+    assert heif.streams_from(iphone[:HEAD_BYTES])
+    ftyp, meta, mdat = (iphone[b.start : b.end] for b in read_boxes(iphone, 0, len(iphone)))
+    assert not heif.streams_from(ftyp + mdat + meta)
+    late = ftyp + mdat + meta + bytes(heif.HEAD_LIMIT)
+    stream = scrubber_for("heif").clean_stream(ScrubOptions(), lambda _: None)
+    assert stream is not None
+    with pytest.raises(UploadTooLargeForChecks):
+        for piece in _pieces(late, 65536):
+            assert stream.feed(piece) == b""
