@@ -251,7 +251,7 @@ def test_a_scrubbed_upload_answers_an_etag_the_next_listing_replaces(gateway: Ga
     assert stored["getcontentlength"] == str(len(scrubbed))
 
 
-def _nextcloudcmd(gateway: Gateway, local: Path, secret: str) -> subprocess.CompletedProcess[str]:
+def nextcloudcmd(gateway: Gateway, local: Path, secret: str) -> subprocess.CompletedProcess[str]:
     tool = require_tool("nextcloudcmd")
     home = local.parent / "home"  # the client's own settings, not the user's
     home.mkdir(exist_ok=True)
@@ -298,7 +298,7 @@ def test_nextcloudcmd_syncs_both_ways_and_converges_on_the_scrubbed_photo(
     original = gps_jpeg()
     (local / "photo.jpg").write_bytes(original)
 
-    first = _nextcloudcmd(gateway, local, secret)
+    first = nextcloudcmd(gateway, local, secret)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (local / "from-server.txt").read_bytes() == b"made on the server\n"
     assert s.get(dav(gateway) + "/documents/notes.txt").content == b"made on the desktop\n"
@@ -307,7 +307,7 @@ def test_nextcloudcmd_syncs_both_ways_and_converges_on_the_scrubbed_photo(
     # Both sides change between the runs.
     (local / "notes.txt").write_bytes(b"changed on the desktop\n")
     s.put(dav(gateway) + "/documents/from-server.txt", data=b"changed on the server\n")
-    second = _nextcloudcmd(gateway, local, secret)
+    second = nextcloudcmd(gateway, local, secret)
     assert second.returncode == 0, second.stdout + second.stderr
     fetched = _reads(gateway)[read_before:]  # before this test's own GETs
     assert s.get(dav(gateway) + "/documents/notes.txt").content == b"changed on the desktop\n"
@@ -319,6 +319,6 @@ def test_nextcloudcmd_syncs_both_ways_and_converges_on_the_scrubbed_photo(
     assert not [p for p in local.iterdir() if "conflict" in p.name.lower()]
 
     read_before = len(_reads(gateway))
-    third = _nextcloudcmd(gateway, local, secret)
+    third = nextcloudcmd(gateway, local, secret)
     assert third.returncode == 0, third.stdout + third.stderr
     assert _reads(gateway)[read_before:] == []  # nothing downloaded again

@@ -17,7 +17,6 @@ import json
 import os
 import sqlite3
 import stat
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -29,11 +28,10 @@ from tests.conftest import (
     PASSWORD,
     Gateway,
     make_instance,
-    require_tool,
     run_cli,
     start_gateway,
 )
-from tests.integration.test_nextcloud_files import dav, listing
+from tests.integration.test_nextcloud_files import dav, listing, nextcloudcmd
 from tests.scrub_corpus_bmff import heif_from_pillow_heif, heif_from_pillow_heif_markers
 
 
@@ -304,26 +302,7 @@ def _sync_large_file(gateway: Gateway, tmp_path: Path) -> None:
     local.mkdir()
     big = os.urandom(12 * 1024 * 1024 + 5)
     (local / "big.bin").write_bytes(big)
-    home = tmp_path / "home"
-    home.mkdir()
-    run = subprocess.run(
-        [
-            require_tool("nextcloudcmd"),
-            "--non-interactive",
-            "-u",
-            "alice",
-            "-p",
-            secret,
-            "--path",
-            "/documents",
-            str(local),
-            gateway.url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home)},
-    )
+    run = nextcloudcmd(gateway, local, secret)
     assert run.returncode == 0, run.stdout + run.stderr
     s = gateway.session()
     assert hashlib.sha256(s.get(dav(gateway) + "/documents/big.bin").content).digest() == (
