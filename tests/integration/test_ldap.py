@@ -9,7 +9,6 @@ against the same slapd where a gateway would only add time.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -152,13 +151,17 @@ def test_unknown_user_costs_what_a_wrong_password_costs(slapd: Slapd, tmp_path: 
         assert auth.login(user, password) is None
         return time.perf_counter() - start
 
-    rounds = 15
-    known = [timed("erin", f"wrong-{i}") for i in range(rounds)]
-    unknown = [timed(f"nobody-{i}", f"wrong-{i}") for i in range(rounds)]
+    rounds = 25
+    # Interleaved, so a burst of load on the machine falls on both paths alike.
+    pairs = [
+        (timed("erin", f"wrong-{i}"), timed(f"nobody-{i}", f"wrong-{i}")) for i in range(rounds)
+    ]
+    known, unknown = [k for k, _ in pairs], [u for _, u in pairs]
     # Structure: an unknown name also costs a bind (as a DN that does not exist).
     assert slapd.log().count("cn=clindav-absent-") - absent_binds >= rounds
-    # Timing, generously: without that bind the unknown path takes about half.
-    assert statistics.median(unknown) > 0.7 * statistics.median(known), (known, unknown)
+    # Timing, on each path's floor (load only ever adds time): without that
+    # bind the unknown path's floor is about half the known path's.
+    assert min(unknown) > 0.7 * min(known), (known, unknown)
 
 
 # --- 2. groups -------------------------------------------------------------
