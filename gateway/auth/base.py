@@ -275,14 +275,22 @@ class Authenticator(ABC):
 # scrypt parameters: 2**15 x 8 costs ~50 ms and 32 MiB, the OWASP floor.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
+# Each scrypt holds its 32 MiB while it runs, and more at once than there are
+# cores buys no speed.  Unbounded, a burst of wrong passwords for distinct
+# names (each under the per-user limit) would hold one per serving thread:
+# 32 threads, 1 GiB.
+_SCRYPT_SLOTS = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    with _SCRYPT_SLOTS:
+        return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM)
 
 
 def hash_password(password: str) -> str:
     """A self-describing scrypt hash: ``scrypt$N$r$p$salt$hash`` (hex)."""
     salt = os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=_SCRYPT_MAXMEM
-    )
+    digest = _scrypt(password, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
 
 
@@ -291,14 +299,7 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        actual = hashlib.scrypt(
-            password.encode(),
-            salt=bytes.fromhex(salt),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            maxmem=_SCRYPT_MAXMEM,
-        )
+        actual = _scrypt(password, bytes.fromhex(salt), int(n), int(r), int(p))
     except ValueError:
         return False
     return hmac.compare_digest(actual, bytes.fromhex(digest))
