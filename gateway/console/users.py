@@ -22,6 +22,7 @@ from typing import Any
 from flask import Blueprint, Flask, flash, redirect, render_template, url_for
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
+from wtforms import SelectChoice
 
 from gateway.auth.users import Audit, UserStore, check_same, policy_groups, unused_groups
 from gateway.console.access import admins, require
@@ -35,7 +36,7 @@ from gateway.console.context import (
     request_info,
     services,
 )
-from gateway.console.forms import ActionForm
+from gateway.console.forms import ActionForm, options
 from gateway.console.layout import add_to_menu
 from gateway.errors import ClindavError, Conflict, NotFound
 
@@ -183,8 +184,9 @@ def _account(name: str) -> tuple[str, list[str], bool]:
     return found
 
 
-def _choices() -> list[tuple[str, str]]:
-    return [(group, group) for group in sorted(policy_groups(services().policy))]
+def _choices(also: list[str] | None = None) -> list[SelectChoice]:
+    """The policy's groups, then those of ``also`` it does not name (an account's own)."""
+    return options(dict.fromkeys([*sorted(policy_groups(services().policy)), *(also or [])]))
 
 
 def _list_page(form: UserAddForm, problem: ClindavError | None = None) -> tuple[str, int]:
@@ -204,7 +206,7 @@ def _account_page(
 ) -> tuple[str, int]:
     name, groups, disabled = found
     groups_form = groups_form or GroupsForm(formdata=None)
-    groups_form.groups.choices = _choices() + [(g, g) for g in groups if (g, g) not in _choices()]
+    groups_form.groups.choices = _choices(groups)
     if groups_form.groups.data is None:
         groups_form.groups.data = groups
     page = render_template(
