@@ -12,6 +12,11 @@ Each change commits with its audit event (``USER-ADD``, ``USER-GROUPS``,
 ``USER-PASSWORD``, ``USER-DISABLE``, ``USER-ENABLE``; the account in
 ``details.user``).  With ``auth.backend: ldap`` the accounts live in the
 directory: the page says so and changes nothing (409 ``accounts-in-directory``).
+
+An account's page also lists its devices (app passwords) with a Revoke button
+each (gateway/console/devices.py, the admin as actor).  Directory accounts
+have no page here: their devices are on the Devices page's "every account"
+list, which admins see whatever the backend.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
+from gateway.auth.apppasswords import AppPasswords
 from gateway.auth.users import Audit, UserStore, check_same, policy_groups, unused_groups
 from gateway.console.access import admins, require
 from gateway.console.admin_forms import GroupsForm, PasswordForm, UserAddForm
@@ -36,6 +42,7 @@ from gateway.console.context import (
     request_info,
     services,
 )
+from gateway.console.devices import RevokeForm
 from gateway.console.forms import ActionForm, options
 from gateway.console.layout import add_to_menu
 from gateway.errors import ClindavError, Conflict, NotFound
@@ -218,6 +225,8 @@ def _account_page(
         password_form=PasswordForm(formdata=None),
         unused=unused_groups(services().policy, groups),
         toggle_form=ActionForm(),
+        devices=AppPasswords(services().sessions).list(name),
+        revoke_form=RevokeForm(formdata=None, back="user"),
         problem=problem,
         me=principal().uid,
     )
