@@ -1,14 +1,16 @@
 """Devices in Chromium: connect a phone by its QR code, then revoke it; an admin revokes one.
 
 The phone is a requests client signing in to WebDAV with what the page showed;
-the page's QR code is checked module by module in
-tests/integration/test_console_devices.py.  With CLINDAV_SCREENSHOTS set
-this saves the pictures of docs/CONSOLE.md.
+the QR code as Chromium draws it is read back by ``zbarimg`` (Debian's
+zbar-tools), as a phone's camera would read the screen.  With
+CLINDAV_SCREENSHOTS set this saves the pictures of docs/CONSOLE.md.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.browser.conftest import Console
 from tests.conftest import Gateway
@@ -28,7 +30,17 @@ def _connect(console: Console, device: str) -> str:
     return page.inner_text("#password")
 
 
-def test_a_clinician_connects_a_phone_and_revokes_it(console: Console) -> None:
+def _scanned(console: Console, folder: Path) -> str:
+    """The text of the QR code on the page, decoded from a picture of the screen."""
+    picture = folder / "qr.png"
+    console.page.locator("#qr svg").screenshot(path=str(picture))
+    read = subprocess.run(
+        ["zbarimg", "--raw", "-q", str(picture)], capture_output=True, text=True, check=True
+    )
+    return read.stdout.strip()
+
+
+def test_a_clinician_connects_a_phone_and_revokes_it(console: Console, tmp_path: Path) -> None:
     gateway = console.gateway
     page = console.sign_in("alice")
     page.click("nav.menu >> text=Devices")
@@ -40,6 +52,8 @@ def test_a_clinician_connects_a_phone_and_revokes_it(console: Console) -> None:
     assert box is not None and box["width"] >= 150  # big enough to scan from the screen
     assert page.inner_text("#server") == gateway.url
     assert page.inner_text("#user") == "alice"
+    scanned = _scanned(console, tmp_path)
+    assert scanned == f"nc://login/user:alice&password:{secret}&server:{gateway.url}"
     console.screenshot("devices-connect")
     assert _dav_status(gateway, secret) == 207
 
