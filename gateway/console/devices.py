@@ -7,7 +7,8 @@
   device (the rules and messages of ``clindav user app-password``) and shows
   it once: as the Nextcloud apps' QR login, drawn inline, and as text to type.
   A user name the QR cannot carry is refused before anything is issued
-  (gateway/nextcloud/devices.py).
+  (gateway/nextcloud/devices.py), and so is every phone while the apps'
+  door is off (``nextcloud.enabled: false``): the page says so instead.
 * Revoke (``/app/devices/<id>/revoke``): the owner or an admin (the user page
   of an account, gateway/console/users.py, lists its devices with the same
   button); anyone else is refused 403, audited.
@@ -77,6 +78,7 @@ def connect() -> Page:
     device = form.device.data or ""
     attempt("APP-PASSWORD", change="issued", uid=who.uid, device=device[:MAX_LABEL])
     try:
+        devices.require_door_open(services())
         devices.require_qr_safe(who.uid)
         secret = devices.issue(services(), request_info(), who.uid, device, console=True)
     except ClindavError as refusal:
@@ -123,5 +125,6 @@ def _page(form: ConnectForm, problem: ClindavError | None = None) -> Page:
         form=form,
         revoke_form=RevokeForm(formdata=None),
         problem=problem,
+        door_open=services().settings.nextcloud.enabled,
     )
     return page, problem.status if problem else 200

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.auth.apppasswords import AppPasswords
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.nextcloud.records import chained_event
 from gateway.pipeline import RequestInfo
 from gateway.services import Services
@@ -32,6 +32,17 @@ class NoEnabledAccount(NotFound):
 class NotQrSafe(BadRequest):
     code = "user-name-not-qr-safe"
     message = "This user name cannot be carried by the apps' QR login."
+
+
+class NextcloudDoorOff(Conflict):
+    code = "nextcloud-door-off"
+    message = "The Nextcloud apps cannot reach this gateway (nextcloud.enabled is off)."
+
+
+def require_door_open(services: Services) -> None:
+    """NextcloudDoorOff when the apps' door is closed: a QR login would lead nowhere."""
+    if not services.settings.nextcloud.enabled:
+        raise NextcloudDoorOff("connect a phone: nextcloud.enabled is off")
 
 
 def issue(services: Services, request: RequestInfo, uid: str, device: str, **details: Any) -> str:

@@ -17,7 +17,7 @@ import sqlite3
 import requests
 import segno
 
-from tests.conftest import PASSWORD, Gateway, run_cli
+from tests.conftest import PASSWORD, Gateway, Instance, run_cli, start_in_process
 from tests.integration.test_console_http import form_token, sign_in
 from tests.integration.test_nextcloud_login import events, table
 
@@ -221,3 +221,25 @@ def test_a_user_name_the_qr_login_cannot_carry_is_refused_before_issuing(
     assert table(gateway.instance, "app_password") == []
     [event] = app_password_events(gateway)
     assert event[:3] == ("o&neil", 400, "user-name-not-qr-safe")
+
+
+def test_no_phone_is_connected_while_the_apps_door_is_off(instance: Instance) -> None:
+    data = instance.settings()
+    data["nextcloud"] = {**data.get("nextcloud", {}), "enabled": False}
+    instance.write_settings(data)
+    gateway = start_in_process(instance)
+    try:
+        alice = sign_in(gateway)
+        page = alice.get(f"{gateway.url}/app/devices").text
+        assert 'id="door-off"' in page and 'id="connect-form"' not in page
+        crafted = alice.post(
+            f"{gateway.url}/app/devices",
+            data={"csrf_token": form_token(page), "device": "ward phone 6"},
+        )
+        assert crafted.status_code == 409 and 'id="qr"' not in crafted.text
+        assert "(nextcloud-door-off)" in crafted.text
+        assert table(instance, "app_password") == []
+        [event] = app_password_events(gateway)
+        assert event[:3] == ("alice", 409, "nextcloud-door-off")
+    finally:
+        gateway.stop()
