@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,6 +64,10 @@ class DevicePassword:
     uid: str
     label: str
     created_at: dt.datetime
+
+
+def _listed(row: AppPassword) -> DevicePassword:
+    return DevicePassword(row.id, row.uid, row.label, row.created_at)
 
 
 class AppPasswords:
@@ -127,9 +131,22 @@ class AppPasswords:
                 audit(session)
             session.delete(row)
 
-    def list(self, uid: str) -> list[DevicePassword]:
+    def get(self, ident: int) -> DevicePassword:
+        """App password number ``ident`` (NotFound if there is none)."""
         with self._sessions() as session:
-            rows = session.scalars(
-                select(AppPassword).where(AppPassword.uid == uid).order_by(AppPassword.id)
-            )
-            return [DevicePassword(r.id, r.uid, r.label, r.created_at) for r in rows]
+            row = session.get(AppPassword, ident)
+            if row is None:
+                raise NotFound(f"no app password {ident}", public=f"No device {ident}.")
+            return _listed(row)
+
+    def list_all(self) -> list[DevicePassword]:
+        """Every account's, by account: directory accounts too, which no user list shows."""
+        return self._rows(select(AppPassword).order_by(AppPassword.uid))
+
+    def _rows(self, query: Select[AppPassword]) -> list[DevicePassword]:
+        with self._sessions() as session:
+            rows = session.scalars(query.order_by(AppPassword.id))
+            return [_listed(r) for r in rows]
+
+    def list(self, uid: str) -> list[DevicePassword]:
+        return self._rows(select(AppPassword).where(AppPassword.uid == uid))

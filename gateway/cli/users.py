@@ -13,7 +13,7 @@ from gateway.auth.users import UserStore, policy_groups
 from gateway.cli.actor import cli_request
 from gateway.cli.context import CommandContext
 from gateway.errors import ConfigError
-from gateway.nextcloud.records import chained_event
+from gateway.nextcloud import devices
 
 
 def add(ctx: CommandContext, args: argparse.Namespace) -> int:
@@ -107,26 +107,16 @@ def remove(ctx: CommandContext, args: argparse.Namespace) -> int:
 def app_password(ctx: CommandContext, args: argparse.Namespace) -> int:
     """``user app-password NAME``: issue one (printed once), ``--list`` or ``--revoke ID``."""
     services = ctx.services
-    store = AppPasswords(services.sessions)
     if args.list:
-        for device in store.list(args.name):
+        for device in AppPasswords(services.sessions).list(args.name):
             print(f"{device.id}\t{device.created_at:%Y-%m-%d %H:%M}\t{device.label}")
         return 0
     request = cli_request("APP-PASSWORD", args.actor)
     if args.revoke is not None:
-        event = chained_event(
-            services, request, "APP-PASSWORD", change="revoked", uid=args.name, id=args.revoke
-        )
-        store.revoke(args.name, args.revoke, event)
+        devices.revoke(services, request, args.name, args.revoke)
         print(f"revoked app password {args.revoke} of {args.name}")
         return 0
-    if services.authenticator.account(args.name) is None:
-        print(f"clindav: error: no enabled account {args.name!r}", file=sys.stderr)
-        return 1
-    event = chained_event(
-        services, request, "APP-PASSWORD", change="issued", uid=args.name, device=args.device
-    )
-    secret = store.create(args.name, args.device, event)
+    secret = devices.issue(services, request, args.name, args.device)
     print(f"app password for {args.name} ({args.device}): {secret}")
     print("It is shown only now. Sign the device in with the user name and this password.")
     return 0

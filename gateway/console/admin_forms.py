@@ -11,6 +11,7 @@ from wtforms import (
     BooleanField,
     HiddenField,
     PasswordField,
+    SelectChoice,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -51,10 +52,10 @@ class AuditSearchForm(FlaskForm):
     outcome = SelectField(
         "Outcome",
         choices=[
-            ("", "Any"),
-            ("success", "Successes"),
-            ("refusal", "Refusals"),
-            ("miss", "Misses (404, 405, junk)"),
+            SelectChoice("", "Any"),
+            SelectChoice("success", "Successes"),
+            SelectChoice("refusal", "Refusals"),
+            SelectChoice("miss", "Misses (404, 405, junk)"),
         ],
     )
     status = StringField("Status or code", render_kw={"placeholder": "e.g. 403"})

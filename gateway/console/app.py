@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from gateway.console import (
     audit_trail,
     auth,
+    devices,
     holds,
     images,
     inbox,
@@ -125,6 +126,7 @@ def _register_pages(app: Flask) -> None:
         audit_trail,
         users,
         upload_requests,
+        devices,
         nextcloud,
     )
     for page in pages:

@@ -9,11 +9,14 @@ command line's options (``clindav consent add --given-by ...``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     HiddenField,
     PasswordField,
+    SelectChoice,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -22,6 +25,14 @@ from wtforms import (
 from wtforms.widgets import CheckboxInput, DateInput, ListWidget
 
 from gateway.records.consent import GIVEN_BY, METHODS, SCOPES
+
+# A select's first, empty choice: nothing is chosen until the user chooses.
+CHOOSE = SelectChoice("", "choose...")
+
+
+def options(values: Iterable[str]) -> list[SelectChoice]:
+    """Choices shown as they are sent (each value its own label)."""
+    return [SelectChoice(value) for value in values]
 
 
 class SignInForm(FlaskForm):
@@ -46,10 +57,10 @@ class ConsentForm(FlaskForm):
     """Every field of ``clindav consent add``."""
 
     patient = StringField("Patient", render_kw={"autocomplete": "off", "spellcheck": "false"})
-    scope = Checkboxes("Scopes", choices=[(s, s) for s in SCOPES])
-    given_by = SelectField("Given by", choices=[("", "choose...")] + [(g, g) for g in GIVEN_BY])
+    scope = Checkboxes("Scopes", choices=options(SCOPES))
+    given_by = SelectField("Given by", choices=[CHOOSE, *options(GIVEN_BY)])
     given_by_name = StringField("Name of who consented (when not the patient)")
-    method = SelectField("Method", choices=[("", "choose...")] + [(m, m) for m in METHODS])
+    method = SelectField("Method", choices=[CHOOSE, *options(METHODS)])
     form = StringField("Reference to the stored consent form")
     intimate = BooleanField("Intimate images are allowed")
     dob = StringField("Date of birth", widget=DateInput())
@@ -64,7 +75,7 @@ class ConsentForm(FlaskForm):
 class WithdrawForm(FlaskForm):
     """``clindav consent withdraw ID --scope ...``; the signed-in user withdraws."""
 
-    scope = Checkboxes("Scopes to withdraw", choices=[(s, s) for s in SCOPES])
+    scope = Checkboxes("Scopes to withdraw", choices=options(SCOPES))
     note = StringField("Note")
 
 

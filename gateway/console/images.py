@@ -29,7 +29,7 @@ from gateway.console.context import (
     services,
     state,
 )
-from gateway.console.forms import CopyForm
+from gateway.console.forms import CopyForm, options
 from gateway.console.imaging import for_browser, thumbnail
 from gateway.console.library import (
     ImageEntry,
@@ -93,7 +93,7 @@ def _copy_form(image: ImageEntry) -> CopyForm | None:
     if image.held_until is not None or not targets:
         return None
     form = CopyForm()
-    form.share.choices = [(name, name) for name in targets]
+    form.share.choices = options(targets)
     if form.name.data is None:
         form.name.data = image.name
     return form

@@ -4,7 +4,8 @@ A device that starts Login Flow v2 (gateway/nextcloud/loginflow.py) opens
 ``/app/nextcloud/login/<token>`` in a browser.  A user who is not signed in
 signs in first (the console's own sign-in, same authenticator) and comes
 back here.  The page names the device; granting makes an app password of the
-signed-in user for it, committed with its ``APP-PASSWORD`` event, which the
+signed-in user for it (gateway/nextcloud/devices.py, as every door makes
+one), committed with its ``APP-PASSWORD`` event, which the
 device then collects by polling.  A refused grant (unknown or expired flow)
 is the error page, audited.
 """
@@ -19,8 +20,8 @@ from werkzeug.wrappers import Response
 from gateway.console.context import attempt, audit, principal, request_info, services
 from gateway.console.forms import ActionForm
 from gateway.console.sessions import SignedInSession
+from gateway.nextcloud import devices
 from gateway.nextcloud.loginflow import LoginFlows
-from gateway.nextcloud.records import chained_event
 
 pages = Blueprint("nextcloud", __name__)
 GRANT = "nextcloud.grant"
@@ -58,8 +59,6 @@ def granted(token: str) -> Response | tuple[str, int]:
     who = principal()
     flows = LoginFlows(services())
     device = flows.pending_client(token)
-    event = chained_event(
-        services(), request_info(), "APP-PASSWORD", change="issued", device=device, console=True
-    )
-    flows.grant(token, who.uid, event)
+    secret = devices.issue(services(), request_info(), who.uid, device, console=True)
+    flows.grant(token, who.uid, secret)
     return render_template("nextcloud_granted.html", device=device), 200

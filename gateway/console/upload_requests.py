@@ -25,10 +25,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import segno
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from markupsafe import Markup
 from werkzeug.wrappers import Response
 from wtforms import BooleanField, IntegerField, StringField, TextAreaField
 from wtforms.widgets import DateInput
@@ -47,6 +45,7 @@ from gateway.console.context import (
 from gateway.console.forms import ActionForm
 from gateway.console.layout import add_to_menu
 from gateway.console.library import ImageEntry, patient_images, patient_scheme
+from gateway.console.qr import qr_svg
 from gateway.db import UploadRequest
 from gateway.errors import ClindavError, Forbidden, PolicyDenied
 from gateway.policy import Check
@@ -108,7 +107,7 @@ def index() -> Response | Page:
             raise
         audit_refusal(refusal)
         return _list_page(form, refusal.status, error=refusal.public_message, audited=True)
-    qr = Markup(segno.make(issued.link, error="m").svg_inline(scale=6, title="Upload link"))
+    qr = qr_svg(issued.link, "Upload link")
     page = render_template(
         "upload_request_created.html",
         row=issued.row,

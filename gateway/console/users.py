@@ -12,6 +12,11 @@ Each change commits with its audit event (``USER-ADD``, ``USER-GROUPS``,
 ``USER-PASSWORD``, ``USER-DISABLE``, ``USER-ENABLE``; the account in
 ``details.user``).  With ``auth.backend: ldap`` the accounts live in the
 directory: the page says so and changes nothing (409 ``accounts-in-directory``).
+
+An account's page also lists its devices (app passwords) with a Revoke button
+each (gateway/console/devices.py, the admin as actor).  Directory accounts
+have no page here: their devices are on the Devices page's "every account"
+list, which admins see whatever the backend.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from typing import Any
 from flask import Blueprint, Flask, flash, redirect, render_template, url_for
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
+from wtforms import SelectChoice
 
+from gateway.auth.apppasswords import AppPasswords
 from gateway.auth.users import Audit, UserStore, check_same, policy_groups, unused_groups
 from gateway.console.access import admins, require
 from gateway.console.admin_forms import GroupsForm, PasswordForm, UserAddForm
@@ -35,7 +42,8 @@ from gateway.console.context import (
     request_info,
     services,
 )
-from gateway.console.forms import ActionForm
+from gateway.console.devices import RevokeForm
+from gateway.console.forms import ActionForm, options
 from gateway.console.layout import add_to_menu
 from gateway.errors import ClindavError, Conflict, NotFound
 
@@ -183,8 +191,9 @@ def _account(name: str) -> tuple[str, list[str], bool]:
     return found
 
 
-def _choices() -> list[tuple[str, str]]:
-    return [(group, group) for group in sorted(policy_groups(services().policy))]
+def _choices(also: list[str] | None = None) -> list[SelectChoice]:
+    """The policy's groups, then those of ``also`` it does not name (an account's own)."""
+    return options(dict.fromkeys([*sorted(policy_groups(services().policy)), *(also or [])]))
 
 
 def _list_page(form: UserAddForm, problem: ClindavError | None = None) -> tuple[str, int]:
@@ -204,7 +213,7 @@ def _account_page(
 ) -> tuple[str, int]:
     name, groups, disabled = found
     groups_form = groups_form or GroupsForm(formdata=None)
-    groups_form.groups.choices = _choices() + [(g, g) for g in groups if (g, g) not in _choices()]
+    groups_form.groups.choices = _choices(groups)
     if groups_form.groups.data is None:
         groups_form.groups.data = groups
     page = render_template(
@@ -216,6 +225,8 @@ def _account_page(
         password_form=PasswordForm(formdata=None),
         unused=unused_groups(services().policy, groups),
         toggle_form=ActionForm(),
+        devices=AppPasswords(services().sessions).list(name),
+        revoke_form=RevokeForm(formdata=None, back="user"),
         problem=problem,
         me=principal().uid,
     )

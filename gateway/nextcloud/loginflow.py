@@ -4,8 +4,9 @@
 which only the device holds, and a login token derived from it, which goes
 into the console address the device opens in a browser.  There the user,
 signed in to the console as anywhere else (same authenticator, throttle and
-audit), grants access (:meth:`LoginFlows.grant`): a new app password is made
-for them (gateway/auth/apppasswords.py) and kept, sealed, until the device's
+audit), grants access: a new app password is made for them
+(gateway/nextcloud/devices.py, as every door makes one) and kept, sealed
+(:meth:`LoginFlows.grant`), until the device's
 next poll (:meth:`LoginFlows.poll`) takes it, once.
 
 The database holds only hashes of both tokens, and the sealed password under
@@ -26,7 +27,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Select, delete, select
 
-from gateway.auth.apppasswords import AppPasswords, Audit
 from gateway.clock import aware
 from gateway.db import LoginFlow
 from gateway.errors import NotFound
@@ -95,21 +95,18 @@ class LoginFlows:
             row = self._open(session.scalar(_by_login(login_token)))
             return row.client
 
-    def grant(self, login_token: str, uid: str, audit: Audit | None = None) -> str:
-        """Make ``uid``'s app password for the flow's device and seal it for the poll.
+    def grant(self, login_token: str, uid: str, secret: str) -> None:
+        """Seal ``uid``'s new app password ``secret`` for the flow's poll.
 
-        Returns the device name.  The app password and its audit event commit first;
-        a flow that cannot then take it leaves an app password the user may revoke.
+        The caller made it (gateway/nextcloud/devices.py :func:`issue`, with its
+        audit event) for :meth:`pending_client`'s device; a flow that cannot take
+        it now leaves an app password the user may revoke.
         """
-        with self._sessions() as session:
-            client = self._open(session.scalar(_by_login(login_token))).client
-        secret = AppPasswords(self._sessions).create(uid, client, audit)
         nonce = os.urandom(12)
         sealed = nonce + AESGCM(_key(login_token)).encrypt(nonce, secret.encode(), uid.encode())
         with self._sessions.begin() as session:
             row = self._open(session.scalar(_by_login(login_token)))
             row.uid, row.sealed = uid, sealed
-        return client
 
     def poll(self, poll_token: str) -> Granted | None:
         """The granted app password, once; None while the user has not granted it.

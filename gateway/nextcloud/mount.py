@@ -49,6 +49,7 @@ from gateway.errors import (
 )
 from gateway.nextcloud import ocs, paths, uploads
 from gateway.nextcloud.chunks import SEED, ChunkStore
+from gateway.nextcloud.devices import server_address
 from gateway.nextcloud.loginflow import LoginFlows
 from gateway.nextcloud.records import chained_event
 from gateway.nextcloud.replies import Replies
@@ -91,10 +92,7 @@ class NextcloudRequest:
 
     @property
     def base_url(self) -> str:
-        host = self.environ.get("HTTP_HOST") or (
-            f"{self.environ.get('SERVER_NAME', 'localhost')}:{self.environ.get('SERVER_PORT')}"
-        )
-        return f"{self.environ.get('wsgi.url_scheme', 'http')}://{host}"
+        return server_address(self.environ)
 
     def authenticate(self) -> Principal:
         user, password = parse_basic(self.environ.get("HTTP_AUTHORIZATION", ""))

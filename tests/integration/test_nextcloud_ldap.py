@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Gateway, Instance, run_cli, start_gateway
-from tests.integration.test_console_http import browser_session, form_token
+from tests.integration.test_console_http import browser_session, form_token, sign_in
 from tests.integration.test_ldap import ldap_instance, slapd  # noqa: F401 - fixtures
+from tests.integration.test_nextcloud_login import events
 from tests.ldap_server import PASSWORDS, Slapd
 
 
@@ -68,6 +69,31 @@ def test_command_line_app_password_of_a_directory_account(gateway_ldap: Gateway)
     assert listing.status_code == 207
     missing = run_cli("user", "app-password", "nobody-here", config=gw.instance.config, check=False)
     assert missing.returncode == 1
+
+
+def test_an_admin_revokes_a_directory_accounts_device_in_the_console(
+    gateway_ldap: Gateway,
+) -> None:
+    gw = gateway_ldap
+    secret = _cli_app_password(gw, "frank")
+    ident = run_cli("user", "app-password", "frank", "--list", config=gw.instance.config).stdout
+    ident = ident.split("\t")[0]
+    erin = sign_in(gw, "erin", PASSWORDS["erin"])  # admins, from the directory
+    users = erin.get(gw.url + "/app/users").text
+    assert 'href="/app/devices"' in users  # the users page points directory accounts there
+    page = erin.get(gw.url + "/app/devices").text
+    every = page[page.index('id="all-devices"') :]
+    assert f'data-device="{ident}" data-user="frank"' in every
+    revoked = erin.post(
+        f"{gw.url}/app/devices/{ident}/revoke",
+        data={"csrf_token": form_token(page)},
+        allow_redirects=False,
+    )
+    assert revoked.status_code == 303
+    assert gw.session("frank", secret).get(gw.url + "/ocs/v1.php/cloud/user").status_code == 401
+    actor, status, _code, details = events(gw.instance, "APP-PASSWORD")[-1]
+    assert (actor, status) == ("erin", 200)
+    assert '"revoked"' in details and '"uid": "frank"' in details
 
 
 def test_wrong_app_passwords_are_throttled_like_passwords(gateway_ldap: Gateway) -> None:

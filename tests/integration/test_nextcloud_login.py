@@ -8,6 +8,7 @@ what the database keeps of it.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import xml.etree.ElementTree as ET
@@ -153,7 +154,10 @@ def test_login_flow_v2_gives_a_device_an_app_password_once(gateway: Gateway) -> 
     assert listing.status_code == 207
     issued = events(inst, "APP-PASSWORD")
     assert len(issued) == 1 and issued[0][:3] == ("alice", 200, "ok")
-    assert '"issued"' in issued[0][3] and "Nextcloud-android" in issued[0][3]
+    details = json.loads(issued[0][3])
+    # Recorded as every door records an issued device: the account, the device, the change.
+    assert (details["change"], details["uid"]) == ("issued", "alice")
+    assert "Nextcloud-android" in details["device"]
 
     # Removing the account on the device revokes its app password, at once.
     assert (
