@@ -91,10 +91,18 @@ class NextcloudRequest:
 
     @property
     def base_url(self) -> str:
-        host = self.environ.get("HTTP_HOST") or (
-            f"{self.environ.get('SERVER_NAME', 'localhost')}:{self.environ.get('SERVER_PORT')}"
+        """The server's URL as the client reached it: behind a proxy in
+        ``server.trusted_proxies`` (the only one whose X-Forwarded-* headers are
+        left), the scheme and host it forwards (a TLS proxy before a plain clindav)."""
+        host = (
+            _last(self.environ.get("HTTP_X_FORWARDED_HOST"))
+            or self.environ.get("HTTP_HOST")
+            or f"{self.environ.get('SERVER_NAME', 'localhost')}:{self.environ.get('SERVER_PORT')}"
         )
-        return f"{self.environ.get('wsgi.url_scheme', 'http')}://{host}"
+        scheme = _last(self.environ.get("HTTP_X_FORWARDED_PROTO")).lower()
+        if scheme not in ("http", "https"):
+            scheme = self.environ.get("wsgi.url_scheme", "http")
+        return f"{scheme}://{host}"
 
     def authenticate(self) -> Principal:
         user, password = parse_basic(self.environ.get("HTTP_AUTHORIZATION", ""))
@@ -119,6 +127,11 @@ class NextcloudRequest:
             raise BadRequest(f"form of {length} bytes")
         raw = self.environ["wsgi.input"].read(length) if length else b""
         return parse_qs(raw.decode("utf-8", "replace"))
+
+
+def _last(header: str | None) -> str:
+    """A forwarding header's last entry: our proxy's; earlier ones are the client's say."""
+    return (header or "").split(",")[-1].strip()
 
 
 Answer = tuple[int, bytes, str]  # status, body, content type
