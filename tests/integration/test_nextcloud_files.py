@@ -150,6 +150,7 @@ def test_put_mkcol_move_answer_oc_headers_and_keep_the_file_number(gateway: Gate
     assert s.get(f"{gateway.url}/documents/sub/ward notes.txt").status_code == 200
 
     gateway.stop()
+    # A new process: the number comes from the database, nothing of the first's memory.
     again = start_gateway(gateway.instance)
     try:
         s2 = again.session()

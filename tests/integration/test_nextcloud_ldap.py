@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Gateway, Instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, run_cli, start_in_process
 from tests.integration.test_console_http import browser_session, form_token
 from tests.integration.test_dav_methods import small_jpeg
 from tests.integration.test_ldap import ldap_instance, slapd  # noqa: F401 - fixtures
@@ -25,7 +25,7 @@ from tests.ldap_server import PASSWORDS, Slapd
 
 @pytest.fixture(scope="module")
 def gateway_ldap(ldap_instance: Instance) -> Iterator[Gateway]:  # noqa: F811 - the fixture
-    gw = start_gateway(ldap_instance)
+    gw = start_in_process(ldap_instance)
     yield gw
     gw.stop()
 
