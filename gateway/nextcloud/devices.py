@@ -66,11 +66,23 @@ def revoke(services: Services, request: RequestInfo, uid: str, ident: int, **det
 
 def server_address(environ: dict[str, Any]) -> str:
     """The address the device reached the gateway at (scheme and host, no path): what Login
-    Flow v2 returns as ``server`` and the QR login carries."""
-    host = environ.get("HTTP_HOST") or (
-        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT')}"
+    Flow v2 returns as ``server`` and the QR login carries.  Behind a proxy in
+    ``server.trusted_proxies`` (the only one whose X-Forwarded-* headers every door keeps),
+    the scheme and host it forwards: a TLS proxy before a plain clindav."""
+    host = (
+        _last(environ.get("HTTP_X_FORWARDED_HOST"))
+        or environ.get("HTTP_HOST")
+        or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT')}"
     )
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
+    scheme = _last(environ.get("HTTP_X_FORWARDED_PROTO")).lower()
+    if scheme not in ("http", "https"):
+        scheme = environ.get("wsgi.url_scheme", "http")
+    return f"{scheme}://{host}"
+
+
+def _last(header: str | None) -> str:
+    """A forwarding header's last entry: our proxy's; earlier ones are the client's say."""
+    return (header or "").split(",")[-1].strip()
 
 
 def require_qr_safe(uid: str) -> None:

@@ -178,11 +178,11 @@ class NextcloudMount:
 
     def _offer_inbox(self, environ: dict[str, Any]) -> None:
         """The user's camera inbox folder is made, if missing, once they are signed in."""
-        inbox, uid = self.services.settings.nextcloud.inbox_share, environ.get(paths.DAV_USER)
-        if inbox is None or uid is None:
+        inbox = self.services.settings.nextcloud.inbox_share
+        if inbox is None:
             return
         store = self.services.shares[inbox].store
-        environ[paths.MAKE_INBOX] = lambda: store.locate([uid]).mkdir(exist_ok=True)
+        environ[paths.MAKE_INBOX] = lambda uid: store.locate([uid]).mkdir(exist_ok=True)
 
     def _uploads(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Chunked upload v2 (gateway/nextcloud/uploads.py); the final MOVE becomes a PUT."""

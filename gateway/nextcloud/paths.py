@@ -10,8 +10,12 @@ headers) is added around it (gateway/nextcloud/propfind.py, replies.py).
 
 The ``<uid>`` must be the signed-in user's (:func:`check_dav_user`, called by
 the WebDAV middleware right after authentication): 403 ``other-users-files``.
-The legacy root names no user: the user name the request signs in with
-stands for it, so both roots are the same tree.
+The legacy root names no user: it is the signed-in user's own tree, the
+same as ``files/<uid>``.  WsgiDAV picks the share from the path before
+anyone is signed in, so :func:`rewrite` maps it with the name the request
+signs in with; when the authenticator's uid is spelled otherwise (a
+directory matches "Alice" to ``alice``), :func:`check_dav_user` maps it
+again for that uid (the camera inbox and the Destination depend on it).
 
 With ``nextcloud.inbox_share`` set, the apps also see a folder ``Camera
 inbox``: it is ``/<inbox share>/<uid>/``, the user's own folder there (the
@@ -22,8 +26,12 @@ inbox share itself is not listed at the top.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from wsgidav.util import normalize_path
 
 from gateway.auth.base import Principal
 from gateway.errors import Forbidden
@@ -33,12 +41,13 @@ from gateway.services import Services
 PREFIX = (
     "clindav.nextcloud.prefix"  # the apps' prefix of this request, e.g. /remote.php/dav/files/alice
 )
-DAV_USER = "clindav.nextcloud.user"  # the <uid> it names (the legacy root: the sign-in name)
+DAV_USER = "clindav.nextcloud.user"  # the <uid> it names (the legacy root: the signed-in uid)
+LEGACY = "clindav.nextcloud.legacy"  # a legacy root request, as it came (an AppsRequest)
 TARGET = "clindav.nextcloud.target"  # the WebDAV path it was rewritten to
 DESTINATION = "clindav.nextcloud.destination"  # the rewritten Destination's path, if any
 INBOX_ROOT = "clindav.nextcloud.inbox"  # the WebDAV path of this user's camera inbox
 INBOX = "Camera inbox"
-MAKE_INBOX = "clindav.nextcloud.make_inbox"  # makes the user's inbox folder, once signed in
+MAKE_INBOX = "clindav.nextcloud.make_inbox"  # makes a uid's inbox folder, once signed in
 
 _FILES = re.compile(r"^(?P<prefix>/remote\.php/dav/files/(?P<uid>[^/]+))(?P<rest>/.*)?$")
 _LEGACY = re.compile(r"^(?P<prefix>/remote\.php/webdav)(?P<rest>/.*)?$")
@@ -92,23 +101,55 @@ def shown_path(environ: dict[str, Any], path: str) -> str:
     return path
 
 
+@dataclass(frozen=True)
+class AppsRequest:
+    """What an apps' file request asked for, before it was mapped to WebDAV."""
+
+    rest: str  # its path below the user's root
+    destination: str | None  # its Destination header
+    inbox_url: str | None  # the inbox share's URL
+    script_name: str  # SCRIPT_NAME, before WsgiDAV appends the share to it
+
+
 def rewrite(environ: dict[str, Any], inbox_url: str | None, login: str | None) -> None:
     """Make an apps' file request the WebDAV request it stands for (see the module doc).
 
-    ``login``: the user name the request signs in with (the legacy root's user).
+    ``login``: the user name the request signs in with, the legacy root's user
+    until :func:`check_dav_user` knows the signed-in uid.
     """
     split = _split(_text(environ["PATH_INFO"]))
     assert split is not None  # is_file_path said so
     prefix, named, rest = split
-    uid = named if named is not None else login  # None: only the legacy root names no user
-    inbox = inbox_root(inbox_url, uid)
-    target = webdav_path(rest, inbox)
-    environ[PREFIX], environ[DAV_USER], environ[TARGET] = prefix, uid, target
-    environ[INBOX_ROOT] = inbox
-    environ["PATH_INFO"] = _wsgi(target)
-    destination = environ.get("HTTP_DESTINATION")
-    if destination:
-        environ["HTTP_DESTINATION"] = _rewrite_destination(environ, destination)
+    request = AppsRequest(
+        rest, environ.get("HTTP_DESTINATION"), inbox_url, environ.get("SCRIPT_NAME", "")
+    )
+    if named is None:
+        environ[LEGACY] = request
+    environ[PREFIX] = prefix
+    _map(environ, request, named if named is not None else login)
+    environ["PATH_INFO"] = _wsgi(environ[TARGET])
+
+
+def _map(environ: dict[str, Any], request: AppsRequest, uid: str | None) -> None:
+    """Set the request's target (and Destination) for the files of ``uid``."""
+    inbox = inbox_root(request.inbox_url, uid)
+    environ[DAV_USER], environ[INBOX_ROOT] = uid, inbox
+    environ[TARGET] = webdav_path(request.rest, inbox)
+    environ.pop(DESTINATION, None)
+    if request.destination:
+        environ["HTTP_DESTINATION"] = _rewrite_destination(environ, request.destination)
+
+
+def _remap_legacy(environ: dict[str, Any], request: AppsRequest, uid: str) -> None:
+    """The legacy root's request mapped again for the signed-in ``uid``; WsgiDAV's share
+    and SCRIPT_NAME/PATH_INFO split (made from the path before sign-in) made again too."""
+    _map(environ, request, uid)
+    target = normalize_path(environ[TARGET])
+    share, provider = environ["wsgidav.app"].resolve_provider(target)
+    environ["wsgidav.provider"] = provider
+    below_root = share not in (None, "/")
+    environ["SCRIPT_NAME"] = request.script_name + (share if below_root else "")
+    environ["PATH_INFO"] = target[len(share) :] if below_root else target
 
 
 def _rewrite_destination(environ: dict[str, Any], destination: str) -> str:
@@ -127,13 +168,17 @@ def _rewrite_destination(environ: dict[str, Any], destination: str) -> str:
 
 
 def check_dav_user(environ: dict[str, Any], principal: Principal) -> None:
-    """The ``<uid>`` of an apps' path is the signed-in user's, or OtherUsersFiles."""
+    """The ``<uid>`` of an apps' path is the signed-in user's, or OtherUsersFiles; the
+    legacy root is the signed-in user's whatever spelling they signed in with."""
+    legacy: AppsRequest | None = environ.get(LEGACY)
+    if legacy is not None and environ.get(DAV_USER) != principal.uid:
+        _remap_legacy(environ, legacy, principal.uid)
     uid = environ.get(DAV_USER)
     if uid is not None and uid != principal.uid:
         raise OtherUsersFiles(f"{principal.uid} asked for the files of {uid!r}")
-    make_inbox = environ.get(MAKE_INBOX)
+    make_inbox: Callable[[str], None] | None = environ.get(MAKE_INBOX)
     if make_inbox is not None:
-        make_inbox()
+        make_inbox(principal.uid)
 
 
 def locate(services: Services, path: str) -> tuple[str, str] | None:

@@ -22,7 +22,9 @@ import piexif
 import requests
 from PIL import Image
 
-from tests.conftest import Gateway, require_tool, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, require_tool, run_cli, start_gateway, start_in_process
+from tests.integration.test_console_http import form_token, sign_in
+from tests.integration.test_nextcloud_login import poll, start_flow
 
 NS = {"d": "DAV:", "oc": "http://owncloud.org/ns", "nc": "http://nextcloud.org/ns"}
 # The body nextcloudcmd 3.7.3 sends for every folder it lists (NEXTCLOUD.md §4.2).
@@ -148,6 +150,7 @@ def test_put_mkcol_move_answer_oc_headers_and_keep_the_file_number(gateway: Gate
     assert s.get(f"{gateway.url}/documents/sub/ward notes.txt").status_code == 200
 
     gateway.stop()
+    # A new process: the number comes from the database, nothing of the first's memory.
     again = start_gateway(gateway.instance)
     try:
         s2 = again.session()
@@ -251,7 +254,11 @@ def test_a_scrubbed_upload_answers_an_etag_the_next_listing_replaces(gateway: Ga
     assert stored["getcontentlength"] == str(len(scrubbed))
 
 
-def nextcloudcmd(gateway: Gateway, local: Path, secret: str) -> subprocess.CompletedProcess[str]:
+def nextcloudcmd(
+    gateway: Gateway, local: Path, secret: str, *, trust: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """One sync of ``local`` with /documents; ``trust``: accept a certificate no CA signed
+    (nextcloudcmd has no CA option and reads no SSL_CERT_FILE)."""
     tool = require_tool("nextcloudcmd")
     home = local.parent / "home"  # the client's own settings, not the user's
     home.mkdir(exist_ok=True)
@@ -259,6 +266,7 @@ def nextcloudcmd(gateway: Gateway, local: Path, secret: str) -> subprocess.Compl
         [
             tool,
             "--non-interactive",
+            *(["--trust"] if trust else []),
             "-u",
             "alice",
             "-p",
@@ -322,3 +330,51 @@ def test_nextcloudcmd_syncs_both_ways_and_converges_on_the_scrubbed_photo(
     third = nextcloudcmd(gateway, local, secret)
     assert third.returncode == 0, third.stdout + third.stderr
     assert _reads(gateway)[read_before:] == []  # nothing downloaded again
+
+
+def _granted_app_password(gw: Gateway) -> str:
+    """Login Flow v2 as the desktop wizard runs it; the poll must name the https server."""
+    token, endpoint, login = start_flow(gw)
+    browser = sign_in(gw)
+    grant = browser.get(login)
+    assert browser.post(login, data={"csrf_token": form_token(grant.text)}).ok
+    creds = poll(gw, endpoint, token).json()
+    assert creds["server"] == gw.url and gw.url.startswith("https://")
+    return creds["appPassword"]
+
+
+def test_nextcloudcmd_syncs_over_tls_with_the_instance_certificate(
+    instance: Instance, tmp_path: Path
+) -> None:
+    """clindav serving https with the certificate `clindav init` made: the desktop
+    client signs in by Login Flow v2, syncs up and down, and the files are stored
+    encrypted; without accepting the certificate it does not talk at all."""
+    gw = start_in_process(instance, tls=True)
+    try:
+        status = gw.session(user=None).get(gw.url + "/status.php")
+        assert status.json()["installed"] is True
+        assert status.headers["Strict-Transport-Security"].startswith("max-age=")
+        secret = _granted_app_password(gw)
+        gw.session().put(dav(gw) + "/documents/from-server.txt", data=b"made on the server\n")
+        local = tmp_path / "sync"
+        local.mkdir()
+        (local / "notes.txt").write_bytes(b"made on the desktop over tls\n")
+
+        untrusted = nextcloudcmd(gw, local, secret)
+        assert untrusted.returncode != 0
+        assert "self-signed" in untrusted.stdout + untrusted.stderr
+        assert not (local / "from-server.txt").exists()
+
+        synced = nextcloudcmd(gw, local, secret, trust=True)
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        assert (local / "from-server.txt").read_bytes() == b"made on the server\n"
+        uploaded = gw.session().get(dav(gw) + "/documents/notes.txt")
+        assert uploaded.content == b"made on the desktop over tls\n"
+        stored = [f for f in instance.share_dir("documents").rglob("*") if f.is_file()]
+        stored = [f for f in stored if not f.name.startswith(".clindav-share")]
+        assert len(stored) == 2
+        for path in stored:
+            data = path.read_bytes()
+            assert data[:4] == b"CLDV" and b"made on the" not in data  # encrypted at rest
+    finally:
+        gw.stop()

@@ -22,7 +22,7 @@ from tests.conftest import (
     InstanceClock,
     make_instance,
     run_cli,
-    start_gateway,
+    start_in_process,
 )
 from tests.integration.test_nextcloud_files import gps_jpeg, listing
 from tests.scrub_corpus_bmff import heif_from_pillow_heif, heif_from_pillow_heif_markers
@@ -37,7 +37,7 @@ def inbox_gateway(tmp_path: Path, clock: InstanceClock) -> Iterator[Gateway]:
     settings = inst.settings()
     settings["trash"] = {"sweep_interval": 1, "max_clock_jump": "30d"}
     inst.write_settings(settings)
-    gw = start_gateway(inst)
+    gw = start_in_process(inst)
     yield gw
     gw.stop()
 

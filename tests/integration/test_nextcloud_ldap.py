@@ -10,20 +10,23 @@ the directory down an app password is refused with 503, never accepted blind.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Gateway, Instance, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, run_cli, start_in_process
 from tests.integration.test_console_http import browser_session, form_token, sign_in
+from tests.integration.test_dav_methods import small_jpeg
 from tests.integration.test_ldap import ldap_instance, slapd  # noqa: F401 - fixtures
+from tests.integration.test_nextcloud_files import listing
 from tests.integration.test_nextcloud_login import events
 from tests.ldap_server import PASSWORDS, Slapd
 
 
 @pytest.fixture(scope="module")
 def gateway_ldap(ldap_instance: Instance) -> Iterator[Gateway]:  # noqa: F811 - the fixture
-    gw = start_gateway(ldap_instance)
+    gw = start_in_process(ldap_instance)
     yield gw
     gw.stop()
 
@@ -118,3 +121,84 @@ def test_directory_down_refuses_app_passwords_with_503(gateway_ldap: Gateway, sl
     finally:
         slapd.start()
     assert gw.session("carol", secret).get(gw.url + "/ocs/v1.php/cloud/user").status_code == 200
+
+
+def _stored(gw: Gateway, share: str) -> list[str]:
+    with sqlite3.connect(gw.instance.folder / "clindav.db") as db:
+        rows = db.execute(
+            "SELECT logical_path FROM stored_object WHERE share = ? ORDER BY id", (share,)
+        ).fetchall()
+    return [path for (path,) in rows]
+
+
+@pytest.mark.parametrize("typed", ["Alice", "ALICE"])
+def test_a_differently_spelled_sign_in_has_its_own_tree_under_the_legacy_root(
+    gateway_ldap: Gateway, typed: str
+) -> None:
+    """The directory matches "Alice" to the account ``alice``: the legacy root, its
+    camera inbox and its Destinations are alice's, never a 403 for the spelling."""
+    gw = gateway_ldap
+    s = gw.session(typed, PASSWORDS["alice"])
+    legacy = gw.url + "/remote.php/webdav"
+    root = listing(s, legacy + "/")
+    assert "/remote.php/webdav/Camera%20inbox/" in root
+    assert "/remote.php/webdav/documents/" in root
+    put = s.put(f"{legacy}/Camera%20inbox/{typed}.jpg", data=small_jpeg())
+    assert put.status_code == 201, put.text
+    assert f"/alice/{typed}.jpg" in _stored(gw, "inbox")
+    inbox = listing(s, f"{legacy}/Camera%20inbox/")
+    assert f"/remote.php/webdav/Camera%20inbox/{typed}.jpg" in inbox
+    moved = s.request(
+        "MOVE",
+        f"{legacy}/Camera%20inbox/{typed}.jpg",
+        headers={"Destination": f"{legacy}/Camera%20inbox/{typed}-moved.jpg"},
+    )
+    assert moved.status_code == 201, moved.text
+    # The apps take the account's id from OCS and address files/<id>: alice's.
+    user = s.get(gw.url + "/ocs/v2.php/cloud/user?format=json").json()["ocs"]["data"]
+    assert user["id"] == "alice"
+    canonical = gw.url + "/remote.php/dav/files/alice"
+    assert f"/remote.php/dav/files/alice/Camera%20inbox/{typed}-moved.jpg" in listing(
+        s, canonical + "/Camera%20inbox/"
+    )
+    # A Destination in files/alice, from the legacy root, and the other way round.
+    filed = s.request(
+        "MOVE",
+        f"{legacy}/Camera%20inbox/{typed}-moved.jpg",
+        headers={"Destination": f"{canonical}/Camera%20inbox/{typed}-filed.jpg"},
+    )
+    assert filed.status_code == 201, filed.text
+    back = s.request(
+        "COPY",
+        f"{canonical}/Camera%20inbox/{typed}-filed.jpg",
+        headers={"Destination": f"{legacy}/Camera%20inbox/{typed}-copy.jpg"},
+    )
+    assert back.status_code == 201, back.text
+    assert {f"/alice/{typed}-filed.jpg", f"/alice/{typed}-copy.jpg"} <= set(_stored(gw, "inbox"))
+    assert not any(path.startswith(f"/{typed}/") for path in _stored(gw, "inbox"))
+
+
+def test_a_differently_spelled_sign_in_still_reaches_no_one_elses_files(
+    gateway_ldap: Gateway,
+) -> None:
+    gw = gateway_ldap
+    frank = gw.session("frank", PASSWORDS["frank"])
+    assert frank.put(gw.url + "/remote.php/webdav/Camera%20inbox/franks.jpg", data=small_jpeg()).ok
+    s = gw.session("ALICE", PASSWORDS["alice"])
+    for path in ("/remote.php/dav/files/frank/", "/remote.php/dav/files/ALICE/"):
+        refused = s.request("PROPFIND", gw.url + path, headers={"Depth": "0"})
+        assert refused.status_code == 403, path
+        assert refused.headers["X-Clindav-Error"] == "other-users-files"
+    assert (
+        "franks.jpg"
+        not in s.request(
+            "PROPFIND", gw.url + "/remote.php/webdav/Camera%20inbox/", headers={"Depth": "1"}
+        ).text
+    )
+    into_franks = s.request(
+        "COPY",
+        gw.url + "/remote.php/webdav/documents/",
+        headers={"Destination": gw.url + "/remote.php/dav/files/frank/Camera%20inbox/x/"},
+    )
+    assert into_franks.status_code == 403, into_franks.text
+    assert s.get(gw.url + "/inbox/frank/franks.jpg").status_code == 404

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import requests
 
-from tests.conftest import PASSWORD, Gateway, Instance, run_cli
+from tests.conftest import PASSWORD, Gateway, Instance, run_cli, start_in_process
 from tests.integration.test_console_http import browser_session, form_token
 
 OCS = {"OCS-APIREQUEST": "true"}
@@ -94,7 +94,7 @@ def test_cloud_user_needs_the_account_and_names_the_dav_user(gateway: Gateway) -
         assert data["quota"]["quota"] == -3
 
 
-def _start_flow(gateway: Gateway) -> tuple[str, str, str]:
+def start_flow(gateway: Gateway) -> tuple[str, str, str]:
     start = gateway.session(user=None).post(
         gateway.url + "/index.php/login/v2", headers={"User-Agent": UA}
     )
@@ -105,14 +105,14 @@ def _start_flow(gateway: Gateway) -> tuple[str, str, str]:
     return body["poll"]["token"], body["poll"]["endpoint"], body["login"]
 
 
-def _poll(gateway: Gateway, endpoint: str, token: str) -> requests.Response:
+def poll(gateway: Gateway, endpoint: str, token: str) -> requests.Response:
     return gateway.session(user=None).post(endpoint, data={"token": token})
 
 
 def test_login_flow_v2_gives_a_device_an_app_password_once(gateway: Gateway) -> None:
     inst = gateway.instance
-    token, endpoint, login = _start_flow(gateway)
-    assert _poll(gateway, endpoint, token).status_code == 404  # not granted yet
+    token, endpoint, login = start_flow(gateway)
+    assert poll(gateway, endpoint, token).status_code == 404  # not granted yet
 
     # The phone's browser: not signed in, so the console's sign-in first, then back here.
     browser = browser_session(gateway)
@@ -135,14 +135,14 @@ def test_login_flow_v2_gives_a_device_an_app_password_once(gateway: Gateway) -> 
     flows = table(inst, "login_flow")
     assert len(flows) == 1 and token not in repr(flows)
 
-    answer = _poll(gateway, endpoint, token)
+    answer = poll(gateway, endpoint, token)
     assert answer.status_code == 200
     creds = answer.json()
     assert creds["server"] == gateway.url and creds["loginName"] == "alice"
     secret = creds["appPassword"]
     assert re.fullmatch(r"[a-z0-9]{5}(-[a-z0-9]{5}){4}", secret)
     assert secret.encode() not in (inst.folder / "clindav.db").read_bytes()
-    assert _poll(gateway, endpoint, token).status_code == 404  # single use
+    assert poll(gateway, endpoint, token).status_code == 404  # single use
     assert table(inst, "login_flow") == []
 
     device = gateway.session("alice", secret)
@@ -182,7 +182,7 @@ def test_a_flow_for_a_token_never_issued_is_refused(gateway: Gateway) -> None:
     forged = browser.get(gateway.url + "/app/nextcloud/login/" + "0" * 64)
     assert forged.status_code == 404
     assert forged.headers["X-Clindav-Error"] == "login-flow-unknown"
-    assert _poll(gateway, gateway.url + "/index.php/login/v2/poll", "nope").status_code == 404
+    assert poll(gateway, gateway.url + "/index.php/login/v2/poll", "nope").status_code == 404
 
 
 def test_the_account_password_cannot_be_revoked_as_a_device(gateway: Gateway) -> None:
@@ -262,3 +262,33 @@ def test_fail_closed_when_the_app_password_store_is_unreadable(gateway: Gateway)
 
 def dav_root(gateway: Gateway) -> str:
     return gateway.url + "/remote.php/dav/files/alice/"
+
+
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dav.example.org"}
+
+
+def test_behind_a_trusted_tls_proxy_the_flow_names_the_https_address(instance: Instance) -> None:
+    """A TLS proxy before a plain clindav: the URLs the app is given are the proxy's
+    (as Nextcloud's overwriteprotocol gives), from a trusted proxy only."""
+    untrusted = start_in_process(instance)
+    try:
+        body = untrusted.session(user=None).post(
+            untrusted.url + "/index.php/login/v2", headers=FORWARDED
+        )
+        assert body.json()["poll"]["endpoint"] == untrusted.url + "/index.php/login/v2/poll"
+    finally:
+        untrusted.stop()
+    settings = instance.settings()
+    settings["server"]["trusted_proxies"] = ["127.0.0.1"]
+    instance.write_settings(settings)
+    gw = start_in_process(instance)
+    try:
+        start = gw.session(user=None).post(
+            gw.url + "/index.php/login/v2",
+            headers={**FORWARDED, "X-Forwarded-Proto": "http, https"},  # the last is the proxy's
+        )
+        body = start.json()
+        assert body["poll"]["endpoint"] == "https://dav.example.org/index.php/login/v2/poll"
+        assert body["login"].startswith("https://dav.example.org/app/nextcloud/login/")
+    finally:
+        gw.stop()

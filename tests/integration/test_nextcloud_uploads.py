@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import stat
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from tests.conftest import (
     Gateway,
     make_instance,
     run_cli,
-    start_gateway,
+    start_in_process,
 )
 from tests.integration.test_nextcloud_files import dav, listing, nextcloudcmd
 from tests.scrub_corpus_bmff import heif_from_pillow_heif, heif_from_pillow_heif_markers
@@ -238,11 +239,13 @@ def _plaintext_on_disk(roots: list[Path], marker: bytes) -> list[str]:
 def test_no_chunk_plaintext_on_disk_while_the_upload_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The gateway's temp folder is one of the scanned places: its own, not the host's.
+    # The gateway's temp folder is one of the scanned places: its own, not the host's
+    # (for the programs it runs, and for Python's tempfile, which read TMPDIR once).
     temp = tmp_path / "gateway-tmp"
     temp.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp))
-    gateway = start_gateway(make_instance(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    gateway = start_in_process(make_instance(tmp_path))
     try:
         _watch_a_chunked_upload(gateway, [gateway.instance.folder, temp])
     finally:
@@ -288,7 +291,7 @@ def test_nextcloudcmd_sends_a_large_file_with_chunking_v2(tmp_path: Path) -> Non
     settings = instance.settings()
     settings["limits"] = {"max_upload_bytes": 4 * 1024 * 1024}  # 12 MB is then streamed
     instance.write_settings(settings)
-    gateway = start_gateway(instance)
+    gateway = start_in_process(instance)
     try:
         _sync_large_file(gateway, tmp_path)
     finally:

@@ -38,6 +38,7 @@ from tests.conftest import (
     read_answer,
     run_cli,
     start_gateway,
+    start_in_process,
 )
 from tests.integration.test_console_http import form_token, sign_in
 from tests.integration.test_instance_integrity import write_key
@@ -113,7 +114,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uploads]:
         "email_template": notify.email_template,
     }
     instance.write_settings(data)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     yield Uploads(gw, notify, InstanceClock(clock_file))
     gw.stop()
     notify.stop()
@@ -691,7 +692,7 @@ def small_clinical(tmp_path: Path) -> Iterator[Uploads]:
     )
     for name in markers:  # the instance's mark goes with the share
         (share / name).mkdir(mode=0o700)
-    gw = start_gateway(instance)
+    gw = start_in_process(instance)
     try:
         yield Uploads(gw)
     finally:
@@ -759,7 +760,7 @@ def test_the_limits_count_across_the_gateways_worker_processes(tmp_path: Path) -
     data = instance.settings()
     data["server"]["workers"] = 2
     instance.write_settings(data)
-    gw = start_gateway(instance)
+    gw = start_gateway(instance)  # its own process: it forks the two workers
     try:
         assert _wait_until(lambda: len(_children(gw.process.pid)) == 2), gw.log()
         workers = _children(gw.process.pid)
@@ -792,7 +793,7 @@ def test_a_gateway_killed_while_filing_takes_the_retry_after_the_lease(
     tmp_path: Path, clock: InstanceClock
 ) -> None:
     instance = uploads_instance(tmp_path)
-    up = Uploads(start_gateway(instance), clock=clock)
+    up = Uploads(start_gateway(instance), clock=clock)  # its own process: killed mid-filing
     try:
         patient = next(_PATIENTS)
         request_id, token, _ = up.create(patient)
@@ -818,7 +819,7 @@ def test_a_gateway_killed_while_filing_takes_the_retry_after_the_lease(
         assert 1 <= filed < len(photos), filed
         assert isinstance(answers[0], requests.ConnectionError)
 
-        up.gw = start_gateway(instance)
+        up.gw = start_in_process(instance)  # the restart: any gateway of the instance
         soon = send(up, token, secret, photos)  # within the lease: the filing may still run
         assert soon.status_code == 410 and soon.headers["X-Clindav-Error"] == "upload-link-used"
         clock.advance("11m")
