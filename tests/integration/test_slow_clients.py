@@ -59,14 +59,14 @@ def nginx_conf(instance: Instance, gateway_port: int, port: int, prefix: Path) -
     return main
 
 
-@pytest.fixture
-def production(instance: Instance, tmp_path: Path) -> Iterator[tuple[Gateway, str]]:
+@contextlib.contextmanager
+def behind_nginx(instance: Instance, gateway: Gateway, prefix: Path) -> Iterator[str]:
+    """nginx with the shipped config in front of ``gateway`` (TLS); yields its URL."""
     nginx = require_tool("nginx")
-    gw = start_gateway(instance, tls=True)
     port = free_port()
-    conf = nginx_conf(instance, gw.port, port, tmp_path)
+    conf = nginx_conf(instance, gateway.port, port, prefix)
     proc = subprocess.Popen(
-        [nginx, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"], stderr=subprocess.PIPE
+        [nginx, "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"], stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -76,10 +76,19 @@ def production(instance: Instance, tmp_path: Path) -> Iterator[tuple[Gateway, st
         except OSError:
             time.sleep(0.1)
     try:
-        yield gw, f"https://127.0.0.1:{port}"
+        yield f"https://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def production(instance: Instance, tmp_path: Path) -> Iterator[tuple[Gateway, str]]:
+    gw = start_gateway(instance, tls=True)
+    try:
+        with behind_nginx(instance, gw, tmp_path) as url:
+            yield gw, url
+    finally:
         gw.stop()
 
 
