@@ -32,14 +32,7 @@ from plugins.scrub.base import (
     check_pixels,
     count,
 )
-from plugins.scrub.exif import (
-    build_exif,
-    exif_residue,
-    kept_values,
-    read_tiff,
-    removed_tags,
-    strip_exif_prefix,
-)
+from plugins.scrub.exif import exif_residue, minimal_exif, strip_exif_prefix
 from plugins.scrub.icc import profile_residue, sanitize_profile
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -250,19 +243,13 @@ class _Rewrite:
             self.kept.append("icc-profile")
         elif chunk.type == b"eXIf" and not self.exif_seen:
             self.exif_seen = True
-            self.exif = self._minimal_exif(strip_exif_prefix(chunk.data))
+            tiff = strip_exif_prefix(chunk.data)
+            self.exif, kept = minimal_exif(tiff, self.options, self.removed)
+            self.kept += kept
         elif chunk.type[:1].isupper():
             raise ScrubRefused(f"png: unknown critical chunk {chunk.type!r}")
         else:
             count(self.removed, chunk.type.decode("ascii"))
-
-    def _minimal_exif(self, tiff: bytes) -> bytes | None:
-        layout = read_tiff(tiff)
-        orientation, date = kept_values(layout, self.options)
-        for name in removed_tags(layout, orientation, date):
-            count(self.removed, name)
-        self.kept += ["orientation"] * bool(orientation) + ["DateTimeOriginal"] * bool(date)
-        return build_exif(orientation, date)
 
     def head(self) -> bytes:
         """The kept chunks before the first image data, and the minimal eXIf (which must
