@@ -39,6 +39,7 @@ from plugins.scrub.base import (
     CleanStream,
     HeaderCheck,
     MalformedImage,
+    PieceWalk,
     Scrubber,
     ScrubOptions,
     ScrubRefused,
@@ -76,7 +77,7 @@ Event = tuple[str, Any]
 _START, _SEGMENTS, _SCAN, _TRAILING = range(4)
 
 
-class JpegWalker:
+class JpegWalker(PieceWalk):
     """The marker walk SOI .. EOI of a JPEG fed in pieces of any size.
 
     Memory: at most one marker segment (64 KiB) and the piece being fed; the
@@ -87,22 +88,14 @@ class JpegWalker:
     """
 
     def __init__(self) -> None:
-        self._buf: bytes | bytearray = b""
-        self._pos = 0  # what is consumed of _buf (dropped at the end of each feed)
+        super().__init__()
         self._state = _START
         self.filled = False  # fill bytes seen before a marker (a rewrite drops them)
 
     def feed(self, data: bytes) -> list[Event]:
         if self._state == _TRAILING:
             return [("trailing", data)] if data else []
-        # The piece itself when nothing is pending: no copy of a whole body.
-        self._buf = self._buf + data if self._buf else data
-        events: list[Event] = []
-        while (event := self._step()) is not None:
-            events.append(event)
-        self._buf = self._buf[self._pos :]
-        self._pos = 0
-        return events
+        return self._walk(data)
 
     def in_scan(self) -> bool:
         """Whether the walk is inside a scan's coded data with nothing pending."""

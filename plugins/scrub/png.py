@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from plugins.scrub.base import (
     HeaderCheck,
     MalformedImage,
+    PieceWalk,
     Scrubber,
     ScrubOptions,
     ScrubRefused,
@@ -72,7 +73,7 @@ _STREAMED = (b"IDAT", b"fdAT")
 _HELD_LIMIT = 16 << 20
 
 
-class PngWalker:
+class PngWalker(PieceWalk):
     """The chunk walk of a PNG fed in pieces of any size, every CRC checked.
 
     Memory: at most one chunk of up to 16 MiB other than image data (which
@@ -82,8 +83,7 @@ class PngWalker:
     """
 
     def __init__(self) -> None:
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
+        super().__init__()
         self._started = False
         self._ended = False
         self._open: tuple[bytes, int, int] | None = None  # type, bytes left, running CRC
@@ -92,14 +92,7 @@ class PngWalker:
     def feed(self, data: bytes) -> list[Event]:
         if self._ended:
             return [("trailing", data)] if data else []
-        # The piece itself when nothing is pending: no copy of a whole body.
-        self._buf = self._buf + data if self._buf else data
-        events: list[Event] = []
-        while (event := self._step()) is not None:
-            events.append(event)
-        self._buf = self._buf[self._pos :]
-        self._pos = 0
-        return events
+        return self._walk(data)
 
     def finish(self) -> None:
         if not self._ended:
