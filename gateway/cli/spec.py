@@ -93,12 +93,11 @@ def json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def scheme_and_json_args(parser: argparse.ArgumentParser) -> None:
-    """``--scheme`` and ``--json``: every command that takes a patient id reads it alike."""
+def scheme_arg(parser: argparse.ArgumentParser) -> None:
+    """``--scheme``: every command that takes a patient id reads it alike."""
     parser.add_argument(
         "--scheme", default="nhs-number", help="patient id scheme (default nhs-number)"
     )
-    json_arg(parser)
 
 
 def positive(text: str) -> int:

@@ -6,16 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gateway.cli.spec import (
-    Command,
-    Group,
-    Needs,
-    actor_arg,
-    date,
-    json_arg,
-    scheme_and_json_args,
-    when,
-)
+from gateway.cli.spec import Command, Group, Needs, actor_arg, date, json_arg, scheme_arg, when
 from gateway.records.consent_terms import GIVEN_BY, METHODS, SCOPES
 
 
@@ -203,7 +194,8 @@ def _consent_add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-until", type=date, help="YYYY-MM-DD (default: no end)")
     parser.add_argument("--recorded-by", required=True, help="the clinician recording it")
     parser.add_argument("--note", default="")
-    scheme_and_json_args(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _consent_withdraw(parser: argparse.ArgumentParser) -> None:
@@ -212,12 +204,14 @@ def _consent_withdraw(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scope", action="append", required=True, choices=SCOPES)
     parser.add_argument("--by", required=True, help="who records the withdrawal")
     parser.add_argument("--note", default="")
-    scheme_and_json_args(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _consent_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient", help="NHS number (spaces allowed) or MRN")
-    scheme_and_json_args(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _consent_show(parser: argparse.ArgumentParser) -> None:

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.cli.spec import (
-    Command,
-    Group,
-    Needs,
-    actor_arg,
-    date,
-    json_arg,
-    positive,
-    scheme_and_json_args,
-)
+from gateway.cli.spec import Command, Group, Needs, actor_arg, date, json_arg, positive, scheme_arg
 
 
 def _create(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +21,8 @@ def _create(parser: argparse.ArgumentParser) -> None:
         "--intimate", action="store_true", help="intimate images are asked for (intimate folder)"
     )
     actor_arg(parser)
-    scheme_and_json_args(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _list(parser: argparse.ArgumentParser) -> None:
