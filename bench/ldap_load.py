@@ -33,7 +33,7 @@ from typing import Any
 
 from bench import compare, loads, peers, report
 from bench.client import DavClient
-from bench.loads import PUT_OK, PhaseSpec, Scale
+from bench.loads import PhaseSpec, Scale
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "ldap_server.py"
@@ -95,26 +95,7 @@ def as_users(credentials: list[tuple[str, str]], fn: loads.RequestFn) -> loads.R
 
 def transfer_specs(scale: Scale, photo: bytes, rep: int) -> list[PhaseSpec]:
     """PUT and GET of the photo at C=1 and C=8, as in the main loads."""
-    return [
-        PhaseSpec(
-            "put_4mb_c1",
-            1,
-            scale.put_c1,
-            loads.put_photo(photo, 2000 + rep),
-            PUT_OK,
-            loads.delete_photos(2000 + rep, 1, scale.put_c1),
-        ),
-        PhaseSpec(
-            "put_4mb_c8",
-            8,
-            scale.put_c8,
-            loads.put_photo(photo, 2100 + rep),
-            PUT_OK,
-            loads.delete_photos(2100 + rep, 8, scale.put_c8),
-        ),
-        PhaseSpec("get_4mb_c1", 1, scale.get_c1, loads.get_photo, (200,)),
-        PhaseSpec("get_4mb_c8", 8, scale.get_c8, loads.get_photo, (200,)),
-    ]
+    return [*loads.put_specs(scale, photo, 2000 + rep), *loads.get_specs(scale)]
 
 
 def login_specs(scale: Scale) -> list[PhaseSpec]:

@@ -228,27 +228,42 @@ def delete_photos(rep: int, clients: int, per_client: int) -> Callable[[Peer], l
     return cleanup
 
 
-def phases(scale: Scale, photo: bytes, piece: bytes, rep: int) -> list[PhaseSpec]:
-    """The timed phases of one repetition, in the order they run."""
+def put_specs(scale: Scale, photo: bytes, first: int) -> list[PhaseSpec]:
+    """PUT of the photo at C=1 and C=8, named from ``first`` and ``first + 100``
+    (each run's own names), every photo deleted again untimed."""
     return [
         PhaseSpec(
             "put_4mb_c1",
             1,
             scale.put_c1,
-            put_photo(photo, rep),
+            put_photo(photo, first),
             PUT_OK,
-            delete_photos(rep, 1, scale.put_c1),
+            delete_photos(first, 1, scale.put_c1),
         ),
         PhaseSpec(
             "put_4mb_c8",
             8,
             scale.put_c8,
-            put_photo(photo, rep + 100),
+            put_photo(photo, first + 100),
             PUT_OK,
-            delete_photos(rep + 100, 8, scale.put_c8),
+            delete_photos(first + 100, 8, scale.put_c8),
         ),
+    ]
+
+
+def get_specs(scale: Scale) -> list[PhaseSpec]:
+    """GET of the prepared photo at C=1 and C=8."""
+    return [
         PhaseSpec("get_4mb_c1", 1, scale.get_c1, get_photo, (200,)),
         PhaseSpec("get_4mb_c8", 8, scale.get_c8, get_photo, (200,)),
+    ]
+
+
+def phases(scale: Scale, photo: bytes, piece: bytes, rep: int) -> list[PhaseSpec]:
+    """The timed phases of one repetition, in the order they run."""
+    return [
+        *put_specs(scale, photo, rep),
+        *get_specs(scale),
         PhaseSpec("propfind_2000_c1", 1, scale.propfind_c1, propfind_listing, (207,)),
         PhaseSpec("propfind_2000_c8", 8, scale.propfind_c8, propfind_listing, (207,)),
         PhaseSpec("connect_burst_c8", 8, scale.burst_c8, propfind_new_connection, (207,)),

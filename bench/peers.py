@@ -127,6 +127,17 @@ def _spawn(
         log.close()
 
 
+def _serve(
+    cmd: list[str], log_path: Path, cwd: Path, port: int, timeout: float
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a peer that listens on ``port`` of loopback; its process and URL once it answers."""
+    process = _spawn(cmd, log_path, cwd)
+    _drain(process, log_path)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process, log_path, timeout)
+    return process, url
+
+
 def _drain(process: subprocess.Popen[bytes], log_path: Path) -> None:
     """Copy the rest of the child's stdout to its log so the pipe never fills."""
 
@@ -163,10 +174,7 @@ def start_wsgidav(work: Path) -> Peer:
     exe = Path(sys.executable).parent / "wsgidav"
     cmd = [str(exe), "--config", str(config)]
     log_path = work / "wsgidav.log"
-    process = _spawn(cmd, log_path, work)
-    _drain(process, log_path)
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, process, log_path, 60)
+    process, url = _serve(cmd, log_path, work, port, 60)
     return Peer(
         "wsgidav",
         url,
@@ -378,10 +386,7 @@ def start_rclone(work: Path) -> Peer:
         PASSWORD,
     ]
     log_path = work / "rclone.log"
-    process = _spawn(cmd, log_path, work)
-    _drain(process, log_path)
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, process, log_path, 30)
+    process, url = _serve(cmd, log_path, work, port, 30)
     return Peer(
         "rclone",
         url,
@@ -434,10 +439,7 @@ def start_apache(work: Path) -> Peer:
     config = home / "httpd.conf"
     config.write_text(_apache_config(home, root, port, user))
     log_path = work / "apache.log"
-    process = _spawn([exe, "-f", str(config), "-DFOREGROUND"], log_path, home)
-    _drain(process, log_path)
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, process, log_path, 30)
+    process, url = _serve([exe, "-f", str(config), "-DFOREGROUND"], log_path, home, port, 30)
     version = subprocess.run([exe, "-v"], capture_output=True, text=True).stdout.splitlines()
     return Peer(
         "apache",

@@ -28,7 +28,7 @@ import yaml
 
 from bench import compare, loads, peers, report
 from bench.client import DavClient, run_phase
-from bench.loads import PUT_OK, PhaseSpec, Scale
+from bench.loads import PUT_OK, Scale
 from bench.media import jpeg_pieces
 
 DEFAULT, FULL, RCLONE = "clindav", "clindav-full-decode", "rclone"
@@ -69,7 +69,9 @@ def put_comparison(work: Path, photo: bytes, scale: Scale, reps: int) -> dict[st
             loads.prepare_photos(peer, photo, 1)
             loads.warm_up(peer, photo)
         print("[bench] PUT path (issue 21): clindav, clindav-full-decode, rclone", flush=True)
-        raw = compare.interleaved(running, lambda rep: _specs(photo, scale, rep), reps)
+        raw = compare.interleaved(
+            running, lambda rep: loads.put_specs(scale, photo, 4000 + rep), reps
+        )
     finally:
         for peer in running:
             peer.stop()
@@ -94,27 +96,6 @@ def put_comparison(work: Path, photo: bytes, scale: Scale, reps: int) -> dict[st
         "errors": compare.errors_in(raw),
         "duration_s": time.monotonic() - began,
     }
-
-
-def _specs(photo: bytes, scale: Scale, rep: int) -> list[PhaseSpec]:
-    return [
-        PhaseSpec(
-            "put_4mb_c1",
-            1,
-            scale.put_c1,
-            loads.put_photo(photo, 4000 + rep),
-            PUT_OK,
-            loads.delete_photos(4000 + rep, 1, scale.put_c1),
-        ),
-        PhaseSpec(
-            "put_4mb_c8",
-            8,
-            scale.put_c8,
-            loads.put_photo(photo, 4100 + rep),
-            PUT_OK,
-            loads.delete_photos(4100 + rep, 8, scale.put_c8),
-        ),
-    ]
 
 
 def streamed_photo_memory(work: Path, photo: bytes, scale: Scale) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bench.client import median
@@ -534,14 +535,32 @@ def _ratio_cell(ratio: dict[str, Any] | None) -> tuple[str, str]:
     return f"**{ratio['median']:.2f}**", f"{ratio['min']:.2f}-{ratio['max']:.2f}"
 
 
-def _ldap_section(result: dict[str, Any]) -> str:
-    ldap = result.get("ldap")
-    if ldap is None:
-        return ""
-    title = "### LDAP against local auth (issue 7)"
-    if "raw" not in ldap:
-        why = ldap.get("unavailable") or ldap.get("error", "")
-        return f"{title}\n\nNot measured: {why}"
+PartSection = Callable[[dict[str, Any]], str]
+
+
+def _part_section(
+    name: str, title: str, needs: str
+) -> Callable[[Callable[[str, dict[str, Any]], str]], PartSection]:
+    """A section of one comparison part: nothing when the part did not run, why not
+    (unavailable or failed) when its result lacks ``needs``, else the body's text."""
+
+    def wrap(body: Callable[[str, dict[str, Any]], str]) -> PartSection:
+        def section(result: dict[str, Any]) -> str:
+            part = result.get(name)
+            if part is None:
+                return ""
+            if needs not in part:
+                why = part.get("unavailable") or part.get("error", "")
+                return f"{title}\n\nNot measured: {why}"
+            return body(title, part)
+
+        return section
+
+    return wrap
+
+
+@_part_section("ldap", "### LDAP against local auth (issue 7)", needs="raw")
+def _ldap_section(title: str, ldap: dict[str, Any]) -> str:
     local, directory, nocache = "clindav-local", "clindav-ldap", "clindav-ldap-nocache"
     summary, summary_nc = ldap["summary"], ldap["summary_nocache"]
     lines = [
@@ -597,13 +616,8 @@ def _ldap_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _idle_section(result: dict[str, Any]) -> str:
-    idle = result.get("idle")
-    if idle is None:
-        return ""
-    title = "### Idle worker memory (issue 21)"
-    if "idle" not in idle:
-        return f"{title}\n\nNot measured: {idle.get('error', '')}"
+@_part_section("idle", "### Idle worker memory (issue 21)", needs="idle")
+def _idle_section(title: str, idle: dict[str, Any]) -> str:
     lines = [
         title,
         "",
@@ -629,13 +643,8 @@ def _idle_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _migrate_section(result: dict[str, Any]) -> str:
-    migrate = result.get("migrate")
-    if migrate is None:
-        return ""
-    title = "### Migration with worker processes (issue 21)"
-    if "runs" not in migrate:
-        return f"{title}\n\nNot measured: {migrate.get('error', '')}"
+@_part_section("migrate", "### Migration with worker processes (issue 21)", needs="runs")
+def _migrate_section(title: str, migrate: dict[str, Any]) -> str:
     lines = [
         title,
         "",
@@ -657,13 +666,8 @@ def _migrate_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _console_section(result: dict[str, Any]) -> str:
-    console = result.get("console")
-    if console is None:
-        return ""
-    title = "### Staff console (issue 18)"
-    if "inbox" not in console:
-        return f"{title}\n\nNot measured: {console.get('error', '')}"
+@_part_section("console", "### Staff console (issue 18)", needs="inbox")
+def _console_section(title: str, console: dict[str, Any]) -> str:
     lines = [
         title,
         "",
@@ -690,13 +694,8 @@ def _console_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _nextcloud_section(result: dict[str, Any]) -> str:
-    nextcloud = result.get("nextcloud")
-    if nextcloud is None:
-        return ""
-    title = "### Nextcloud apps' listings (issue 20)"
-    if "clindav" not in nextcloud:
-        return f"{title}\n\nNot measured: {nextcloud.get('error', '')}"
+@_part_section("nextcloud", "### Nextcloud apps' listings (issue 20)", needs="clindav")
+def _nextcloud_section(title: str, nextcloud: dict[str, Any]) -> str:
     lines = [
         title,
         "",
@@ -718,13 +717,8 @@ def _nextcloud_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _consent_section(result: dict[str, Any]) -> str:
-    consent = result.get("consent")
-    if consent is None:
-        return ""
-    title = "### Consent stage cost (issue 5)"
-    if "raw" not in consent:
-        return f"{title}\n\nNot measured: {consent.get('error', '')}"
+@_part_section("consent", "### Consent stage cost (issue 5)", needs="raw")
+def _consent_section(title: str, consent: dict[str, Any]) -> str:
     without = "clindav-no-consent"
     summary = consent["summary"].get("put_4mb_c1", {})
     lines = [
@@ -764,13 +758,8 @@ def _consent_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _put_section(result: dict[str, Any]) -> str:
-    put = result.get("put")
-    if put is None:
-        return ""
-    title = "### The PUT path against rclone crypt (issue 21)"
-    if "raw" not in put:
-        return f"{title}\n\nNot measured: {put.get('unavailable') or put.get('error', '')}"
+@_part_section("put", "### The PUT path against rclone crypt (issue 21)", needs="raw")
+def _put_section(title: str, put: dict[str, Any]) -> str:
     lines = [
         title,
         "",
@@ -803,13 +792,8 @@ def _put_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _audit_section(result: dict[str, Any]) -> str:
-    audit = result.get("audit")
-    if audit is None:
-        return ""
-    title = "### Audit trail at scale (issue 8)"
-    if "big_export" not in audit:
-        return f"{title}\n\nNot measured: {audit.get('error', '')}"
+@_part_section("audit", "### Audit trail at scale (issue 8)", needs="big_export")
+def _audit_section(title: str, audit: dict[str, Any]) -> str:
     lines = [
         title,
         "",
@@ -876,13 +860,8 @@ def _audit_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cli_section(result: dict[str, Any]) -> str:
-    cli = result.get("cli")
-    if cli is None:
-        return ""
-    title = "### Command-line start (issue 21)"
-    if "commands" not in cli:
-        return f"{title}\n\nNot measured: {cli.get('error', '')}"
+@_part_section("cli", "### Command-line start (issue 21)", needs="commands")
+def _cli_section(title: str, cli: dict[str, Any]) -> str:
     load = cli["loadavg_1min"]
     lines = [
         title,

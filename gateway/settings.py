@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.clock import Duration
+from gateway.clock import Duration, parse_duration
 from gateway.errors import ConfigError, ConfigProblem
 
 MiB = 1024 * 1024
@@ -37,6 +37,13 @@ MiB = 1024 * 1024
 NEXTCLOUD_PREFIXES = frozenset({"status.php", "ocs", "index.php", "remote.php", "nextcloud"})
 # server.workers: 0 runs one process per core, up to this many.
 MAX_AUTO_WORKERS = 4
+
+
+def _at_least(value: dt.timedelta, least: str) -> dt.timedelta:
+    """A duration setting's lower bound, ``least`` written as in the settings file (e.g. 1m)."""
+    if value < parse_duration(least):
+        raise ValueError(f"at least {least}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -325,9 +332,7 @@ class TrashSettings(_Strict):
     @classmethod
     def _jump_bound(cls, value: dt.timedelta) -> dt.timedelta:
         # Sweeps are remembered in the audit trail at most hourly (gateway/records/scheduler.py).
-        if value < dt.timedelta(hours=2):
-            raise ValueError("at least 2h")
-        return value
+        return _at_least(value, "2h")
 
 
 class AuditSettings(_Strict):
@@ -351,9 +356,7 @@ class ConsoleSettings(_Strict):
     @field_validator("idle_timeout", "max_session")
     @classmethod
     def _positive(cls, value: dt.timedelta) -> dt.timedelta:
-        if value < dt.timedelta(seconds=10):
-            raise ValueError("at least 10s")
-        return value
+        return _at_least(value, "10s")
 
 
 class NotifySettings(_Strict):
@@ -439,9 +442,7 @@ class NextcloudSettings(_Strict):
     @field_validator("login_flow_timeout", "upload_expiry")
     @classmethod
     def _positive(cls, value: dt.timedelta) -> dt.timedelta:
-        if value < dt.timedelta(minutes=1):
-            raise ValueError("at least 1m")
-        return value
+        return _at_least(value, "1m")
 
 
 class MetricsSettings(_Strict):

@@ -393,23 +393,22 @@ class LdapAuthenticator(Authenticator):
         if not plausible_name(user):
             log.info("ldap: login refused for %r: not a plausible user name", user[:64])
             return None
-        try:
-            principal = self.directory.authenticate(user, password, self.throttle)
-        except ServiceUnavailable as exc:
-            log.warning("ldap: login for %r failed: %s", user, exc.detail)
-            self._note_health(False)
-            raise
-        self._note_health(True)
-        return principal
+        return self._asked(
+            "login", user, lambda: self.directory.authenticate(user, password, self.throttle)
+        )
 
     def _principal_of(self, uid: str) -> Principal | None:
         """An app password's account: found with the service account, enabled, its groups."""
         if not plausible_name(uid):
             return None
+        return self._asked("app password login", uid, lambda: self.directory.account(uid))
+
+    def _asked(self, what: str, user: str, ask: Callable[[], Principal | None]) -> Principal | None:
+        """The directory's answer to ``ask``; whether it could be reached is noted either way."""
         try:
-            principal = self.directory.account(uid)
+            principal = ask()
         except ServiceUnavailable as exc:
-            log.warning("ldap: app password login for %r failed: %s", uid, exc.detail)
+            log.warning("ldap: %s for %r failed: %s", what, user, exc.detail)
             self._note_health(False)
             raise
         self._note_health(True)

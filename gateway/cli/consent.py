@@ -9,10 +9,12 @@ message that says what to fix; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from gateway.admin.migrate import legacy_unverified
 from gateway.cli.actor import cli_request
 from gateway.cli.context import CommandContext
+from gateway.db import StoredObject
 from gateway.errors import BadRequest
 from gateway.patients import PatientScheme
 from gateway.records.consent import (
@@ -96,34 +98,14 @@ def show(ctx: CommandContext, args: argparse.Namespace) -> int:
 def pending(ctx: CommandContext, args: argparse.Namespace) -> int:
     services = ctx.services
     held = ConsentService(services).pending()
-    rows = [
-        {
-            "share": o.share,
-            "path": o.logical_path,
-            "patient": o.patient_id,
-            "uploader": o.uploader,
-            "held_until": str(o.held_until),
-            "status": "held",
-        }
-        for o in held
-    ]
+    rows = [_pending_row(o, str(o.held_until), "held") for o in held]
     lines = [
         f"{r['share']}:{r['path']}\tpatient {r['patient']}\tby {r['uploader']}"
         f"\tpurged after {r['held_until']}"
         for r in rows
     ]
     # Migrated legacy images: kept and visible, never consent-checked (docs/MIGRATION.md).
-    legacy = [
-        {
-            "share": o.share,
-            "path": o.logical_path,
-            "patient": o.patient_id,
-            "uploader": o.uploader,
-            "held_until": None,
-            "status": "legacy-unverified",
-        }
-        for o in legacy_unverified(services)
-    ]
+    legacy = [_pending_row(o, None, "legacy-unverified") for o in legacy_unverified(services)]
     lines += [
         f"{r['share']}:{r['path']}\tpatient {r['patient']}\tlegacy-unverified: no consent recorded"
         for r in legacy
@@ -133,3 +115,15 @@ def pending(ctx: CommandContext, args: argparse.Namespace) -> int:
         summary += f", {len(legacy)} migrated images have no recorded consent"
     ctx.show([*rows, *legacy], [*lines, summary])
     return 0
+
+
+def _pending_row(image: StoredObject, held_until: str | None, status: str) -> dict[str, Any]:
+    """One image of ``consent pending``, held or migrated (both lists show the same fields)."""
+    return {
+        "share": image.share,
+        "path": image.logical_path,
+        "patient": image.patient_id,
+        "uploader": image.uploader,
+        "held_until": held_until,
+        "status": status,
+    }

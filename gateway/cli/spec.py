@@ -93,6 +93,13 @@ def json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def scheme_arg(parser: argparse.ArgumentParser) -> None:
+    """``--scheme``: every command that takes a patient id reads it alike."""
+    parser.add_argument(
+        "--scheme", default="nhs-number", help="patient id scheme (default nhs-number)"
+    )
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -27,6 +27,7 @@ import datetime as dt
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from gateway.auth.base import Principal
 from gateway.console.context import (
     attempt,
     audit,
@@ -116,13 +117,13 @@ def consent(patient: str) -> Response | Page:
     form = ConsentForm()
     if request.method == "GET":
         attempt("VIEW", patient=patient, page="consent-form")
-        _require_recorder()
+        require_consent_recorder(who)
         form.patient.data, form.recorded_by.data = patient, who.uid
         form.back.data = "inbox" if request.args.get("back") == "inbox" else ""
         audit()
         return render_template("consent_form.html", form=form, patient=patient), 200
     attempt("CONSENT-ADD", patient=patient)
-    _require_recorder()
+    require_consent_recorder(who)
     try:
         recorded, released = _record(form)
     except ClindavError as refusal:
@@ -142,9 +143,10 @@ def consent(patient: str) -> Response | Page:
     return redirect(url_for("patient.show", patient=recorded.record.patient_id), 303)
 
 
-def _require_recorder() -> None:
-    if not may_record_consent(principal()):
-        raise ConsentRecordersOnly(f"{principal().uid} is not in the policy's consent_recorders")
+def require_consent_recorder(who: Principal) -> None:
+    """The consent pages' and the upload links' rule: the policy's consent recorders only."""
+    if not may_record_consent(who):
+        raise ConsentRecordersOnly(f"{who.uid} is not in the policy's consent_recorders")
 
 
 def _record(form: ConsentForm) -> tuple[ConsentView, int]:
@@ -185,7 +187,7 @@ def _day(text: str | None, field: str) -> dt.date | None:
 def withdraw(patient: str, consent_id: int) -> Response | Page:
     patient = patient_scheme(services()).check(patient)
     attempt("CONSENT-WITHDRAW", patient=patient, consent_id=consent_id)
-    _require_recorder()
+    require_consent_recorder(principal())
     service = ConsentService(services())
     if service.get(consent_id).record.patient_id != patient:
         raise ConsentNotFound(f"consent {consent_id} is not patient {patient}'s")

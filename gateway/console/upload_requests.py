@@ -45,9 +45,10 @@ from gateway.console.context import (
 from gateway.console.forms import ActionForm
 from gateway.console.layout import add_to_menu
 from gateway.console.library import ImageEntry, patient_images, patient_scheme
+from gateway.console.patient import ConsentRecordersOnly, require_consent_recorder
 from gateway.console.qr import qr_svg
 from gateway.db import UploadRequest
-from gateway.errors import ClindavError, Forbidden, PolicyDenied
+from gateway.errors import ClindavError, PolicyDenied
 from gateway.policy import Check
 from gateway.records.consent_terms import parse_day
 from gateway.records.upload_requests import (
@@ -75,11 +76,6 @@ class RequestForm(FlaskForm):
     intimate = BooleanField("Intimate images are asked for (intimate folder, intimate group only)")
 
 
-class RequestersOnly(Forbidden):
-    code = "consent-recorders-only"
-    message = "Only the groups the policy names as consent recorders may see or change consent."
-
-
 def register(app: Flask) -> None:
     app.register_blueprint(pages)
     add_to_menu(app, "requests.index", "Upload links", may_record_consent)
@@ -91,12 +87,12 @@ def index() -> Response | Page:
     form = RequestForm()
     if request.method == "GET":
         attempt("VIEW", page="upload-requests")
-        _require_recorder(who)
+        require_consent_recorder(who)
         form.max_files.data = services().settings.uploads.max_files
         form.expires.data = services().settings.uploads.expiry_days
         return _list_page(form, 200)
     attempt("UPLOAD-REQUEST")
-    _require_recorder(who)
+    require_consent_recorder(who)
     try:
         new = _new_request(form, who)
         _require_writable(who, new)
@@ -156,11 +152,6 @@ def _new_request(form: RequestForm, who: Principal) -> NewUploadRequest:
     )
 
 
-def _require_recorder(who: Principal) -> None:
-    if not may_record_consent(who):
-        raise RequestersOnly(f"{who.uid} is not in the policy's consent_recorders")
-
-
 def _require_writable(who: Principal, new: NewUploadRequest) -> None:
     """The user may write where the photos will go, as a WebDAV PUT there would be judged."""
     settings = services().settings.uploads
@@ -179,11 +170,11 @@ def _require_writable(who: Principal, new: NewUploadRequest) -> None:
 def cancel(request_id: int) -> Response:
     who = principal()
     attempt("UPLOAD-CANCEL", request=request_id)
-    _require_recorder(who)
+    require_consent_recorder(who)
     service = UploadRequestService(services())
     row = service.get(request_id)
     if row.created_by != who.uid and not is_admin(who):
-        raise RequestersOnly(f"request {request_id} is {row.created_by}'s")
+        raise ConsentRecordersOnly(f"request {request_id} is {row.created_by}'s")
     service.cancel(request_id, request_info())
     flash(f"Upload link #{request_id} cancelled: it no longer works.")
     return redirect(url_for("requests.index"), 303)

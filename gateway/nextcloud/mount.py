@@ -319,20 +319,12 @@ class NextcloudMount:
             log.error("request %s: %s %s", request_id(environ), refusal.code, refusal.detail)
         bare_challenge = refusal.status == 401 and request.action != "LOGIN"
         if not bare_challenge and not isinstance(refusal, _Unaudited):
-            try:
-                self.services.audit.record(
-                    request_info(environ, request.principal),
-                    action=request.action,
-                    share=None,
-                    path=environ.get("PATH_INFO", "")[:255],
-                    status=refusal.status,
-                    code=refusal.code,
-                    reason=refusal.detail or refusal.public_message,
-                )
-            except ClindavError as failure:
-                refusal = failure if refusal.status < 500 else refusal
-            except SQLAlchemyError as exc:
-                refusal = DatabaseUnavailable(f"audit: {type(exc).__name__}")
+            refusal = self.services.audit.record_refusal(
+                request_info(environ, request.principal),
+                refusal,
+                action=request.action,
+                path=environ.get("PATH_INFO", "")[:255],
+            )
         answer = error_answer(
             refusal.status,
             refusal.code,

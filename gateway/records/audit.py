@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from gateway.db import AuditEvent, AuditHead, utcnow
-from gateway.errors import ClindavError, ServiceUnavailable
+from gateway.errors import ClindavError, DatabaseUnavailable, ServiceUnavailable
 
 if TYPE_CHECKING:  # an annotation only: reading the trail needs no pipeline
     from gateway.pipeline import RequestInfo
@@ -336,6 +336,31 @@ class AuditLog:
                 event.code,
                 event.reason,
             )
+
+    def record_refusal(
+        self, request: RequestInfo, refusal: ClindavError, *, action: str, path: str | None
+    ) -> ClindavError:
+        """Record a refusal made outside any share; what to answer once it is recorded.
+
+        When the event cannot be written the answer is the audit's own failure
+        (503): an unrecorded refusal must not look like a recorded one.  A
+        refusal that is already a server error is answered as it is.
+        """
+        try:
+            self.record(
+                request,
+                action=action,
+                share=None,
+                path=path,
+                status=refusal.status,
+                code=refusal.code,
+                reason=refusal.detail or refusal.public_message,
+            )
+        except ClindavError as failure:
+            return failure if refusal.status < 500 else refusal
+        except SQLAlchemyError as exc:
+            return DatabaseUnavailable(f"audit: {type(exc).__name__}")
+        return refusal
 
     def head(self) -> tuple[int, str]:
         with self._sessions() as session:

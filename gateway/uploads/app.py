@@ -346,21 +346,8 @@ def _refused(refusal: ClindavError) -> Page:
     """A refusal the service did not record yet: recorded now (503 if it cannot be)."""
     if refusal.status >= 500:
         log.error("request %s: %s %s", g.get("request_id"), refusal.code, refusal.detail)
-    try:
-        _service().services.audit.record(
-            _info(),
-            action="UPLOAD",
-            share=None,
-            path=None,
-            status=refusal.status,
-            code=refusal.code,
-            reason=refusal.detail or refusal.public_message,
-        )
-    except ClindavError as failure:
-        refusal = failure if refusal.status < 500 else refusal
-    except SQLAlchemyError as exc:
-        refusal = DatabaseUnavailable(f"audit: {type(exc).__name__}")
-    return _page(refusal)
+    audit = _service().services.audit
+    return _page(audit.record_refusal(_info(), refusal, action="UPLOAD", path=None))
 
 
 def _database_failed(exc: SQLAlchemyError) -> Page:

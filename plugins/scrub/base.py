@@ -33,7 +33,7 @@ from abc import ABC
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from PIL import Image
 
@@ -109,6 +109,33 @@ def parse_errors_as_malformed(format_name: str) -> Iterator[None]:
         raise
     except _PARSE_ERRORS as exc:
         raise MalformedImage(f"{format_name}: {type(exc).__name__}: {exc}") from exc
+
+
+# What a format's walk yields: a kind ("segment", "chunk", "trailing"...) and its value.
+WalkEvent = tuple[str, Any]
+
+
+class PieceWalk:
+    """A format's walk over a file fed in pieces of any size: :meth:`_step` reads the
+    next event from ``_buf`` at ``_pos`` (None: it needs more bytes)."""
+
+    def __init__(self) -> None:
+        self._buf: bytes | bytearray = b""
+        self._pos = 0  # what is consumed of _buf (dropped at the end of each feed)
+
+    def _walk(self, data: bytes) -> list[WalkEvent]:
+        """Every event the piece ``data`` completes."""
+        # The piece itself when nothing is pending: no copy of a whole body.
+        self._buf = self._buf + data if self._buf else data
+        events: list[WalkEvent] = []
+        while (event := self._step()) is not None:
+            events.append(event)
+        self._buf = self._buf[self._pos :]
+        self._pos = 0
+        return events
+
+    def _step(self) -> WalkEvent | None:
+        raise NotImplementedError
 
 
 class ScrubStream(Protocol):

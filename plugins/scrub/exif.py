@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from PIL.ExifTags import GPSTAGS, TAGS
 
-from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused
+from plugins.scrub.base import MalformedImage, ScrubOptions, ScrubRefused, count
 
 ORIENTATION = 0x0112
 EXIF_POINTER = 0x8769
@@ -188,6 +188,19 @@ def build_exif(orientation: int | None, date: bytes | None) -> bytes | None:
         blob += struct.pack("<HHHII", 1, DATE_TIME_ORIGINAL, 2, len(date), date_at)
         blob += b"\x00" * 4 + date
     return blob
+
+
+def minimal_exif(
+    tiff: bytes, options: ScrubOptions, removed: dict[str, int]
+) -> tuple[bytes | None, list[str]]:
+    """The minimal EXIF rebuilt from ``tiff`` (None: nothing worth keeping), every tag
+    it drops counted in ``removed``, and the names of what it keeps."""
+    layout = read_tiff(tiff)
+    orientation, date = kept_values(layout, options)
+    for name in removed_tags(layout, orientation, date):
+        count(removed, name)
+    kept = ["orientation"] * bool(orientation) + ["DateTimeOriginal"] * bool(date)
+    return build_exif(orientation, date), kept
 
 
 def exif_residue(blob: bytes, options: ScrubOptions) -> list[str]:

@@ -680,49 +680,68 @@ class HeifScrubStream:
         return b""
 
 
-class HeifResidue:
+class _PassedOn:
+    """A check of a streamed HEIF that passes every byte on unchanged: the head held
+    until its meta parses (at most :data:`HEAD_LIMIT`), then what follows routed by
+    the :class:`_Router` that :meth:`_routing` makes, each picked piece to :meth:`_take`."""
+
+    def __init__(self) -> None:
+        self._head = _Head()
+        self._router: _Router | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._router is not None:
+            self._route(data)
+        elif self._head.add(data):
+            head, meta, mdat = self._head, self._head.meta, self._head.mdat
+            assert meta is not None and mdat is not None
+            self._router = self._routing(meta, mdat)
+            rest = bytes(head.buf[mdat.body :])
+            head.buf = bytearray()
+            self._route(rest)
+        else:
+            _held(self._head.buf)
+        return data
+
+    def _route(self, data: bytes) -> None:
+        assert self._router is not None
+        for piece in self._router.feed(data):
+            self._take(piece)
+
+    def _routing(self, meta: Meta, mdat: Box) -> _Router:
+        """The router for what follows the mdat's header, once the head is judged."""
+        raise NotImplementedError
+
+    def _take(self, piece: bytes) -> None:
+        """A piece of a span :meth:`_routing` named (a check that names none takes none)."""
+
+
+class HeifResidue(_PassedOn):
     """The allowlist checked again on a HEIF as it streams
     (:class:`~plugins.scrub.base.ResidueStream`): the head held, the primary's Exif
     item picked out of the mdat, the rest passed on."""
 
     def __init__(self, options: ScrubOptions) -> None:
+        super().__init__()
         self._options = options
-        self._head = _Head()
-        self._router: _Router | None = None
         self._exif = bytearray()
         self._data = b""
 
-    def feed(self, data: bytes) -> bytes:
-        if self._router is not None:
-            self._collect(data)
-        elif self._head.add(data):
-            self._start()
-        else:
-            _held(self._head.buf)
-        return data
-
-    def _start(self) -> None:
-        head, meta, mdat = self._head, self._head.meta, self._head.mdat
-        assert meta is not None and mdat is not None
+    def _routing(self, meta: Meta, mdat: Box) -> _Router:
         exif = _primary_exif(meta)
         extents = meta.extents.get(exif, []) if exif is not None else []
         if sum(n for _, _, n in extents) > HEAD_LIMIT:
             raise ScrubRefused("heif: an Exif item too large to check")
-        self._data = bytes(head.buf[: mdat.body])
+        self._data = bytes(self._head.buf[: mdat.body])
         spans: list[Span] = [(o, o + n) for m, o, n in extents if m == 0]
         if any(m == 1 for m, _, _ in extents):
             spans = [item_data(self._data, meta, exif or 0)]
         if spans != sorted(spans):
             raise ScrubRefused("heif: an Exif item's extents out of file order")
-        self._router = _Router(spans, head.boxes, mdat)
-        rest = bytes(head.buf[mdat.body :])
-        head.buf = bytearray()
-        self._collect(rest)
+        return _Router(spans, self._head.boxes, mdat)
 
-    def _collect(self, data: bytes) -> None:
-        assert self._router is not None
-        for piece in self._router.feed(data):
-            self._exif += piece
+    def _take(self, piece: bytes) -> None:
+        self._exif += piece
 
     def finish(self) -> list[str]:
         if self._router is None:
@@ -735,37 +754,23 @@ class HeifResidue:
                         self._options, lambda: exif)  # fmt: skip
 
 
-class HeifStructure:
+class HeifStructure(_PassedOn):
     """:func:`check_structure` on a stream (every byte passed on unchanged): the head
     held until its meta parses (at most :data:`HEAD_LIMIT`), the primary image's size
     judged from its ``ispe``, then the top-level boxes walked to the end."""
 
     def __init__(self, on_header: HeaderCheck | None = None, walk: object | None = None) -> None:
+        super().__init__()
         self._on_header = on_header
-        self._head = _Head()
-        self._router: _Router | None = None
         self._meta: Meta | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        if self._router is not None:
-            self._router.feed(data)
-        elif self._head.add(data):
-            self._start()
-        else:
-            _held(self._head.buf)
-        return data
-
-    def _start(self) -> None:
-        head, meta, mdat = self._head, self._head.meta, self._head.mdat
-        assert meta is not None and mdat is not None
+    def _routing(self, meta: Meta, mdat: Box) -> _Router:
         if meta.handler != b"pict":
             raise MalformedImage("heif: meta handler is not 'pict'")
         if self._on_header is not None:
-            self._on_header(_primary_size(bytes(head.buf[: mdat.body]), meta), "RGB")
-        self._meta, self._router = meta, _Router([], head.boxes, mdat)
-        rest = bytes(head.buf[mdat.body :])
-        head.buf = bytearray()
-        self._router.feed(rest)
+            self._on_header(_primary_size(bytes(self._head.buf[: mdat.body]), meta), "RGB")
+        self._meta = meta
+        return _Router([], self._head.boxes, mdat)  # no item picked: only boxes walked
 
     def finish(self) -> bytes:
         if self._router is None:

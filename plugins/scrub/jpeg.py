@@ -39,6 +39,7 @@ from plugins.scrub.base import (
     CleanStream,
     HeaderCheck,
     MalformedImage,
+    PieceWalk,
     Scrubber,
     ScrubOptions,
     ScrubRefused,
@@ -46,7 +47,7 @@ from plugins.scrub.base import (
     count,
     parse_errors_as_malformed,
 )
-from plugins.scrub.exif import build_exif, exif_residue, kept_values, read_tiff, removed_tags
+from plugins.scrub.exif import exif_residue, minimal_exif
 from plugins.scrub.icc import profile_residue, sanitize_profile
 
 SOI, EOI, SOS, APP0, APP1, APP2, APP14 = 0xD8, 0xD9, 0xDA, 0xE0, 0xE1, 0xE2, 0xEE
@@ -76,7 +77,7 @@ Event = tuple[str, Any]
 _START, _SEGMENTS, _SCAN, _TRAILING = range(4)
 
 
-class JpegWalker:
+class JpegWalker(PieceWalk):
     """The marker walk SOI .. EOI of a JPEG fed in pieces of any size.
 
     Memory: at most one marker segment (64 KiB) and the piece being fed; the
@@ -87,22 +88,14 @@ class JpegWalker:
     """
 
     def __init__(self) -> None:
-        self._buf: bytes | bytearray = b""
-        self._pos = 0  # what is consumed of _buf (dropped at the end of each feed)
+        super().__init__()
         self._state = _START
         self.filled = False  # fill bytes seen before a marker (a rewrite drops them)
 
     def feed(self, data: bytes) -> list[Event]:
         if self._state == _TRAILING:
             return [("trailing", data)] if data else []
-        # The piece itself when nothing is pending: no copy of a whole body.
-        self._buf = self._buf + data if self._buf else data
-        events: list[Event] = []
-        while (event := self._step()) is not None:
-            events.append(event)
-        self._buf = self._buf[self._pos :]
-        self._pos = 0
-        return events
+        return self._walk(data)
 
     def in_scan(self) -> bool:
         """Whether the walk is inside a scan's coded data with nothing pending."""
@@ -382,7 +375,9 @@ class _Rewrite:
         elif seg.marker == APP0 and seg.payload.startswith(b"JFIF\x00") and self.jfif is None:
             self.jfif = _fresh_jfif(seg.payload, self.removed)
         elif seg.marker == APP1 and seg.payload.startswith(_EXIF) and self.exif is None:
-            self.exif = self._minimal_exif(seg.payload[len(_EXIF) :])
+            tiff = seg.payload[len(_EXIF) :]
+            exif, self.exif_kept = minimal_exif(tiff, self.options, self.removed)
+            self.exif = exif or b""  # read once: any later Exif segment is dropped
         elif seg.marker == APP2 and seg.payload.startswith(_ICC):
             self.icc.append(seg)
         elif seg.marker == APP14 and seg.payload.startswith(b"Adobe") and self.adobe is None:
@@ -413,14 +408,6 @@ class _Rewrite:
             count(self.removed, _label(seg))
             return b""
         raise ScrubRefused(f"jpeg: unknown marker {seg.marker:#04x}")
-
-    def _minimal_exif(self, tiff: bytes) -> bytes:
-        layout = read_tiff(tiff)
-        orientation, date = kept_values(layout, self.options)
-        for name in removed_tags(layout, orientation, date):
-            count(self.removed, name)
-        self.exif_kept = ["orientation"] * bool(orientation) + ["DateTimeOriginal"] * bool(date)
-        return build_exif(orientation, date) or b""
 
     def output(self) -> tuple[bytes, tuple[str, ...]]:
         if self.frames != 1:

@@ -26,20 +26,14 @@ from typing import Any, ClassVar
 from plugins.scrub.base import (
     HeaderCheck,
     MalformedImage,
+    PieceWalk,
     Scrubber,
     ScrubOptions,
     ScrubRefused,
     check_pixels,
     count,
 )
-from plugins.scrub.exif import (
-    build_exif,
-    exif_residue,
-    kept_values,
-    read_tiff,
-    removed_tags,
-    strip_exif_prefix,
-)
+from plugins.scrub.exif import exif_residue, minimal_exif, strip_exif_prefix
 from plugins.scrub.icc import profile_residue, sanitize_profile
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -79,7 +73,7 @@ _STREAMED = (b"IDAT", b"fdAT")
 _HELD_LIMIT = 16 << 20
 
 
-class PngWalker:
+class PngWalker(PieceWalk):
     """The chunk walk of a PNG fed in pieces of any size, every CRC checked.
 
     Memory: at most one chunk of up to 16 MiB other than image data (which
@@ -89,8 +83,7 @@ class PngWalker:
     """
 
     def __init__(self) -> None:
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
+        super().__init__()
         self._started = False
         self._ended = False
         self._open: tuple[bytes, int, int] | None = None  # type, bytes left, running CRC
@@ -99,14 +92,7 @@ class PngWalker:
     def feed(self, data: bytes) -> list[Event]:
         if self._ended:
             return [("trailing", data)] if data else []
-        # The piece itself when nothing is pending: no copy of a whole body.
-        self._buf = self._buf + data if self._buf else data
-        events: list[Event] = []
-        while (event := self._step()) is not None:
-            events.append(event)
-        self._buf = self._buf[self._pos :]
-        self._pos = 0
-        return events
+        return self._walk(data)
 
     def finish(self) -> None:
         if not self._ended:
@@ -250,19 +236,13 @@ class _Rewrite:
             self.kept.append("icc-profile")
         elif chunk.type == b"eXIf" and not self.exif_seen:
             self.exif_seen = True
-            self.exif = self._minimal_exif(strip_exif_prefix(chunk.data))
+            tiff = strip_exif_prefix(chunk.data)
+            self.exif, kept = minimal_exif(tiff, self.options, self.removed)
+            self.kept += kept
         elif chunk.type[:1].isupper():
             raise ScrubRefused(f"png: unknown critical chunk {chunk.type!r}")
         else:
             count(self.removed, chunk.type.decode("ascii"))
-
-    def _minimal_exif(self, tiff: bytes) -> bytes | None:
-        layout = read_tiff(tiff)
-        orientation, date = kept_values(layout, self.options)
-        for name in removed_tags(layout, orientation, date):
-            count(self.removed, name)
-        self.kept += ["orientation"] * bool(orientation) + ["DateTimeOriginal"] * bool(date)
-        return build_exif(orientation, date)
 
     def head(self) -> bytes:
         """The kept chunks before the first image data, and the minimal eXIf (which must

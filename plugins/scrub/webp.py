@@ -28,14 +28,7 @@ from plugins.scrub.base import (
     count,
 )
 from plugins.scrub.bmff import fourcc_name
-from plugins.scrub.exif import (
-    build_exif,
-    exif_residue,
-    kept_values,
-    read_tiff,
-    removed_tags,
-    strip_exif_prefix,
-)
+from plugins.scrub.exif import exif_residue, minimal_exif, strip_exif_prefix
 from plugins.scrub.icc import profile_residue, sanitize_profile
 
 _BITSTREAMS = (b"VP8 ", b"VP8L", b"ALPH")
@@ -137,7 +130,9 @@ class _Rewrite:
             self.body.insert(0, Chunk(b"ICCP", clean.data))
             self.kept.append("icc-profile")
         elif chunk.fourcc == b"EXIF" and self.exif is None:
-            self.exif = self._minimal_exif(strip_exif_prefix(chunk.data)) or b""
+            exif, kept = minimal_exif(strip_exif_prefix(chunk.data), self.options, self.removed)
+            self.exif = exif or b""  # read once: any later EXIF chunk is dropped
+            self.kept += kept
         else:
             count(self.removed, fourcc_name(chunk.fourcc).strip())
 
@@ -152,14 +147,6 @@ class _Rewrite:
             else:
                 count(self.removed, "ANMF/" + fourcc_name(sub.fourcc).strip())
         return Chunk(b"ANMF", chunk.data[:16] + b"".join(kept))
-
-    def _minimal_exif(self, tiff: bytes) -> bytes | None:
-        layout = read_tiff(tiff)
-        orientation, date = kept_values(layout, self.options)
-        for name in removed_tags(layout, orientation, date):
-            count(self.removed, name)
-        self.kept += ["orientation"] * bool(orientation) + ["DateTimeOriginal"] * bool(date)
-        return build_exif(orientation, date)
 
     def chunks(self, canvas: bytes) -> list[Chunk]:
         flags = self.flags & (_ALPHA_FLAG | _ANIM_FLAG)

@@ -225,30 +225,26 @@ def test_user_add_list_remove(instance: Instance) -> None:
     # The account works against the gateway, and not once removed.  (A running
     # gateway caches successful logins for up to a minute, by design: the
     # removal is checked against a freshly started one.)
-    gw = start_in_process(instance)
-    try:
-        bob = gw.session("bob")
-        assert (
-            bob.request("PROPFIND", f"{gw.url}/documents/", headers={"Depth": "0"}).status_code
-            == 207
-        )
-    finally:
-        gw.stop()
+    assert _fresh_gateway_status(instance, "bob") == 207
     removed = run_cli("user", "remove", "bob", config=instance.config, check=False)
     assert removed.returncode == 0, removed.stderr
     assert "bob" not in run_cli("user", "list", config=instance.config).stdout
-    gw = start_in_process(instance)
-    try:
-        again = gw.session("bob")
-        assert (
-            again.request("PROPFIND", f"{gw.url}/documents/", headers={"Depth": "0"}).status_code
-            == 401
-        )
-    finally:
-        gw.stop()
+    assert _fresh_gateway_status(instance, "bob") == 401
 
     gone = run_cli("user", "remove", "bob", config=instance.config, check=False)
     assert gone.returncode == 1 and "bob" in gone.stderr, gone.stderr
+
+
+def _fresh_gateway_status(instance: Instance, user: str) -> int:
+    """What a freshly started gateway answers ``user``'s PROPFIND of a share (no login cache)."""
+    gw = start_in_process(instance)
+    try:
+        answer = gw.session(user).request(
+            "PROPFIND", f"{gw.url}/documents/", headers={"Depth": "0"}
+        )
+    finally:
+        gw.stop()
+    return answer.status_code
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Gateway
-from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
+from tests.integration.test_dav_methods import LOCK_BODY, explorer_probes, small_jpeg
 
 PATIENT = "9434765919"
 WIN32_PROPPATCH = (
@@ -59,13 +59,7 @@ def test_explorer_folder_copy_with_thumbs_and_desktop_ini(gateway: Gateway) -> N
     assert s.get(f"{folder}/Thumbs.db").status_code == 404
     assert len(files_under(gateway.instance.share_dir("clinical"))) == 1
     # Explorer's probes of a share's root are answered 404.
-    for probe in ("desktop.ini", "folder.jpg", "AutoRun.inf"):
-        assert (
-            s.request(
-                "PROPFIND", f"{gateway.url}/clinical/{probe}", headers={"Depth": "0"}
-            ).status_code
-            == 404
-        )
+    assert explorer_probes(s, f"{gateway.url}/clinical") == [404, 404, 404]
 
 
 def test_finder_copy_with_appledouble_and_ds_store(gateway: Gateway) -> None:

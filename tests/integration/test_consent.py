@@ -35,6 +35,12 @@ def consent(instance: Instance, *extra: str, patient: str = PATIENT) -> dict:
     return json.loads(out)
 
 
+def written_consent(instance: Instance, *scopes: str, form: str, patient: str = PATIENT) -> dict:
+    """Written consent on the form ``form`` (teaching needs one) for ``scopes``."""
+    scope_args = [arg for scope in scopes for arg in ("--scope", scope)]
+    return consent(instance, *scope_args, "--method", "written", "--form", form, patient=patient)
+
+
 def set_consent_stage(instance: Instance, share: str, **options: object) -> None:
     path = instance.folder / "policy.yaml"
     policy = yaml.safe_load(path.read_text())
@@ -136,19 +142,7 @@ def test_sharing_and_teaching_copies(gateway: Gateway) -> None:
         "dr-a",
         config=gateway.instance.config,
     )
-    consent(
-        gateway.instance,
-        "--scope",
-        "record",
-        "--scope",
-        "share",
-        "--scope",
-        "teaching",
-        "--method",
-        "written",
-        "--form",
-        "forms/2026/77.pdf",
-    )
+    written_consent(gateway.instance, "record", "share", "teaching", form="forms/2026/77.pdf")
     assert copy(f"{gateway.url}/referrals/wound-{PATIENT}.jpg").status_code == 201
     named = copy(f"{gateway.url}/teaching/{PATIENT}-wound.jpg")
     assert named.status_code == 403 and named.headers["X-Clindav-Error"] == "patient-id-in-path"

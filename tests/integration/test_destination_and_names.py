@@ -29,9 +29,9 @@ from tests.conftest import (
     _env,
     make_instance,
     read_answer,
-    run_cli,
     start_in_process,
 )
+from tests.integration.test_consent import consent
 from tests.integration.test_dav_methods import LOCK_BODY, small_jpeg
 
 PATIENT, OTHER, HELD = "9434765919", "4010232137", "9434765870"
@@ -43,22 +43,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     instance = make_instance(tmp_path_factory.mktemp("destination-and-names"))
     instance.add_user("bob", "clinicians")
     for patient, extra in ((PATIENT, ()), (OTHER, ("--intimate",))):
-        run_cli(
-            "consent",
-            "add",
-            "--patient",
-            patient,
-            "--scope",
-            "record",
-            "--given-by",
-            "patient",
-            "--method",
-            "verbal",
-            "--recorded-by",
-            "dr-a",
-            *extra,
-            config=instance.config,
-        )
+        consent(instance, "--scope", "record", *extra, patient=patient)
     gateway = start_in_process(instance)
     yield gateway
     gateway.stop()

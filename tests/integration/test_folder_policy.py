@@ -3,29 +3,15 @@ every operation on a parent that would reach it."""
 
 from __future__ import annotations
 
-from tests.conftest import Gateway, run_cli
+from tests.conftest import Gateway
+from tests.integration.test_consent import consent
 from tests.integration.test_dav_methods import small_jpeg
 
 PATIENT = "9434765919"
 
 
 def test_intimate_folder_is_guarded_at_every_level(gateway: Gateway) -> None:
-    run_cli(
-        "consent",
-        "add",
-        "--patient",
-        PATIENT,
-        "--scope",
-        "record",
-        "--given-by",
-        "patient",
-        "--method",
-        "verbal",
-        "--intimate",
-        "--recorded-by",
-        "dr-ivy",
-        config=gateway.instance.config,
-    )
+    consent(gateway.instance, "--scope", "record", "--intimate", patient=PATIENT)
     ivy, alice = gateway.session("ivy"), gateway.session("alice")
     folder = f"{gateway.url}/clinical/{PATIENT}"
     assert ivy.request("MKCOL", folder).status_code == 201

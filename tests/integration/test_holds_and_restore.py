@@ -11,7 +11,7 @@ import sqlalchemy
 
 from gateway.db import AuditEvent, DataKey, TrashItem
 from tests.conftest import Gateway, Instance, InstanceClock, run_cli, start_in_process
-from tests.integration.test_consent import OTHER, PATIENT, consent
+from tests.integration.test_consent import OTHER, PATIENT, consent, written_consent
 from tests.integration.test_dav_methods import small_jpeg
 from tests.integration.test_trash import engine_for, set_policy, set_sweep, trash_list
 
@@ -108,19 +108,7 @@ def test_overwrite_of_an_unheld_file_still_destroys_the_old_key(gateway: Gateway
 
 def test_restore_refuses_what_todays_consent_does_not_cover(gateway: Gateway) -> None:
     inst, s = gateway.instance, gateway.session()
-    record = consent(
-        inst,
-        "--scope",
-        "record",
-        "--scope",
-        "share",
-        "--scope",
-        "teaching",
-        "--method",
-        "written",
-        "--form",
-        "forms/2026/77.pdf",
-    )
+    record = written_consent(inst, "record", "share", "teaching", form="forms/2026/77.pdf")
     folder = f"{gateway.url}/clinical/{PATIENT}"
     assert s.request("MKCOL", folder).status_code == 201
     assert s.put(f"{folder}/wound.jpg", data=small_jpeg()).status_code == 201
@@ -164,17 +152,7 @@ def test_restore_refuses_what_todays_consent_does_not_cover(gateway: Gateway) ->
     assert s.get(f"{folder}/wound.jpg").status_code == 200
 
     # Once teaching consent is recorded again, the teaching copy may come back.
-    consent(
-        inst,
-        "--scope",
-        "record",
-        "--scope",
-        "teaching",
-        "--method",
-        "written",
-        "--form",
-        "forms/2026/90.pdf",
-    )
+    written_consent(inst, "record", "teaching", form="forms/2026/90.pdf")
     run_cli("trash", "restore", teaching["id"], config=inst.config)
     assert s.get(f"{gateway.url}/teaching/case-2026-014.jpg").status_code == 200
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import Gateway, run_cli
-from tests.integration.test_consent import consent
+from tests.integration.test_consent import written_consent
 from tests.integration.test_dav_methods import small_jpeg
 
 PATIENT, OTHER = "9434765919", "4010232137"
@@ -23,11 +23,7 @@ PATIENT, OTHER = "9434765919", "4010232137"
 @pytest.mark.parametrize("instance", ["sqlite", "postgres"], indirect=True)
 def test_the_patient_report_holds_every_access(gateway: Gateway) -> None:
     instance = gateway.instance
-    consent(
-        instance,
-        "--scope", "record", "--scope", "share", "--scope", "teaching",
-        "--method", "written", "--form", "scans/consent/2026-077.pdf",
-    )  # fmt: skip
+    written_consent(instance, "record", "share", "teaching", form="scans/consent/2026-077.pdf")
     alice, admin = gateway.session("alice"), gateway.session("root-admin")
     clinical, teaching = f"{gateway.url}/clinical/{PATIENT}", f"{gateway.url}/teaching"
     mine: list[requests.Response] = []

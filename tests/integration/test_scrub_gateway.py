@@ -69,7 +69,8 @@ from PIL import Image
 
 from gateway.settings import load_settings
 from plugins.scrub.icc import sanitize_profile
-from tests.conftest import Gateway, Instance, make_instance, require_tool, run_cli, start_gateway
+from tests.conftest import Gateway, Instance, make_instance, require_tool, start_gateway
+from tests.integration.test_consent import written_consent
 from tests.integration.test_pipeline import audit_rows
 from tests.scrub_corpus import CAPTURE_DATE, MARKER_PREFIX, NAMES, ORIENTATION, dirty_file
 from tests.scrub_corpus_images import _mpf, _segment, icc_profile, photo, png_chunk
@@ -277,25 +278,7 @@ def test_jpeg_is_lossless_and_keeps_orientation_icc_and_date_by_policy(
     assert put.status_code == 201, diagnose(gw, put)
     if share == "teaching":
         # Teaching material arrives as a copy of a recorded image, with written consent.
-        run_cli(
-            "consent",
-            "add",
-            "--patient",
-            number,
-            "--scope",
-            "record",
-            "--scope",
-            "teaching",
-            "--given-by",
-            "patient",
-            "--method",
-            "written",
-            "--form",
-            "forms/t-1.pdf",
-            "--recorded-by",
-            "dr-a",
-            config=gw.instance.config,
-        )
+        written_consent(gw.instance, "record", "teaching", form="forms/t-1.pdf", patient=number)
         teaching = f"{gw.url}/teaching/case-{number[-4:]}.jpg"
         copied = s.request("COPY", url, headers={"Destination": teaching})
         assert copied.status_code == 201, diagnose(gw, copied)

@@ -17,7 +17,7 @@ from PIL import Image, ImageCms
 
 from tests.conftest import Gateway
 from tests.icc_planted import name_hits, planted_profile
-from tests.integration.test_consent import consent
+from tests.integration.test_consent import written_consent
 from tests.unit.scrub.conftest import exiftool_json
 from tests.unit.scrub.test_icc import FORMATS, converted, embedded_profile, image_with
 
@@ -48,17 +48,7 @@ def test_stored_images_keep_no_text_from_their_profile(
 
 
 def test_clinical_image_and_its_teaching_copy(gateway: Gateway) -> None:
-    consent(
-        gateway.instance,
-        "--scope",
-        "record",
-        "--scope",
-        "teaching",
-        "--method",
-        "written",
-        "--form",
-        "forms/2026/12.pdf",
-    )
+    written_consent(gateway.instance, "record", "teaching", form="forms/2026/12.pdf")
     s = gateway.session()
     folder = f"{gateway.url}/clinical/{PATIENT}"
     assert s.request("MKCOL", folder).status_code == 201

@@ -43,6 +43,30 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     assert [(p.file, p.key) for p in err.value.problems] == [(str(path), key)]
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "least", "shorter"),
+    [
+        ("console", "idle_timeout", "10s", "9s"),
+        ("console", "max_session", "10s", "9s"),
+        ("nextcloud", "login_flow_timeout", "1m", "59s"),
+        ("nextcloud", "upload_expiry", "1m", "59s"),
+        ("trash", "max_clock_jump", "2h", "119m"),
+    ],
+)
+def test_durations_below_their_bound_are_refused_naming_it(
+    tmp_path: Path, section: str, key: str, least: str, shorter: str
+) -> None:
+    path = tmp_path / "clindav.yaml"
+    path.write_text(MINIMAL + f"{section}: {{{key}: {least}}}\n")
+    load_settings(path)
+    path.write_text(MINIMAL + f"{section}: {{{key}: {shorter}}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    (problem,) = err.value.problems
+    assert problem.key == f"{section}.{key}"
+    assert str(err.value).endswith(f"at least {least}")
+
+
 def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "clindav.yaml"
     path.write_text("shares: [unclosed\n")

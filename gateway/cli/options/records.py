@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gateway.cli.spec import Command, Group, Needs, actor_arg, date, json_arg, when
+from gateway.cli.spec import Command, Group, Needs, actor_arg, date, json_arg, scheme_arg, when
 from gateway.records.consent_terms import GIVEN_BY, METHODS, SCOPES
 
 
@@ -176,14 +176,6 @@ HOLD = Group(
 )
 
 
-def _scheme_and_json(parser: argparse.ArgumentParser) -> None:
-    # Every command that takes a patient id reads it as `consent add` does.
-    parser.add_argument(
-        "--scheme", default="nhs-number", help="patient id scheme (default nhs-number)"
-    )
-    json_arg(parser)
-
-
 def _consent_add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient", required=True, help="NHS number (spaces allowed) or MRN")
     parser.add_argument(
@@ -202,7 +194,8 @@ def _consent_add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-until", type=date, help="YYYY-MM-DD (default: no end)")
     parser.add_argument("--recorded-by", required=True, help="the clinician recording it")
     parser.add_argument("--note", default="")
-    _scheme_and_json(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _consent_withdraw(parser: argparse.ArgumentParser) -> None:
@@ -211,12 +204,14 @@ def _consent_withdraw(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scope", action="append", required=True, choices=SCOPES)
     parser.add_argument("--by", required=True, help="who records the withdrawal")
     parser.add_argument("--note", default="")
-    _scheme_and_json(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _consent_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient", help="NHS number (spaces allowed) or MRN")
-    _scheme_and_json(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _consent_show(parser: argparse.ArgumentParser) -> None:

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.cli.spec import Command, Group, Needs, actor_arg, date, json_arg, positive
-
-
-def _scheme(parser: argparse.ArgumentParser) -> None:
-    # The patient id is read as `consent add` reads it.
-    parser.add_argument(
-        "--scheme", default="nhs-number", help="patient id scheme (default nhs-number)"
-    )
-    json_arg(parser)
+from gateway.cli.spec import Command, Group, Needs, actor_arg, date, json_arg, positive, scheme_arg
 
 
 def _create(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +21,8 @@ def _create(parser: argparse.ArgumentParser) -> None:
         "--intimate", action="store_true", help="intimate images are asked for (intimate folder)"
     )
     actor_arg(parser)
-    _scheme(parser)
+    scheme_arg(parser)
+    json_arg(parser)
 
 
 def _list(parser: argparse.ArgumentParser) -> None:
