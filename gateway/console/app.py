@@ -51,6 +51,7 @@ from gateway.errors import (
     PayloadTooLarge,
     from_os_error,
 )
+from gateway.records.audit import recorded_answer
 from gateway.server.responses import request_id
 from gateway.services import Services
 
@@ -165,12 +166,7 @@ def error_page(refusal: ClindavError) -> ErrorPage:
     """The error page for ``refusal``, audited (503 if the refusal cannot be recorded)."""
     if refusal.status >= 500:
         log.error("request %s: %s %s", g.get("request_id"), refusal.code, refusal.detail)
-    try:
-        audit_refusal(refusal)
-    except ClindavError as failure:
-        refusal = failure if refusal.status < 500 else refusal
-    except SQLAlchemyError as exc:
-        refusal = DatabaseUnavailable(f"audit: {type(exc).__name__}")
+    refusal = recorded_answer(refusal, lambda: audit_refusal(refusal))
     page = render_template("error.html", refusal=refusal, request_id=g.get("request_id", "-"))
     return page, refusal.status, {"X-Clindav-Error": refusal.code}
 

@@ -247,6 +247,22 @@ class ChainKeyNotLoaded(ClindavError):
     )
 
 
+def recorded_answer(refusal: ClindavError, record: Callable[[], object]) -> ClindavError:
+    """What to answer for ``refusal`` once ``record`` has written its event.
+
+    When the event cannot be written the answer is the audit's own failure
+    (503): an unrecorded refusal must not look like a recorded one.  A
+    refusal that is already a server error is answered as it is.
+    """
+    try:
+        record()
+    except ClindavError as failure:
+        return failure if refusal.status < 500 else refusal
+    except SQLAlchemyError as exc:
+        return DatabaseUnavailable(f"audit: {type(exc).__name__}")
+    return refusal
+
+
 class AuditLog:
     """The chain.  Without ``chain_key`` (an auditor's commands) it reads, and never
     appends or checks a MAC: reading events needs database access alone."""
@@ -340,14 +356,11 @@ class AuditLog:
     def record_refusal(
         self, request: RequestInfo, refusal: ClindavError, *, action: str, path: str | None
     ) -> ClindavError:
-        """Record a refusal made outside any share; what to answer once it is recorded.
-
-        When the event cannot be written the answer is the audit's own failure
-        (503): an unrecorded refusal must not look like a recorded one.  A
-        refusal that is already a server error is answered as it is.
-        """
-        try:
-            self.record(
+        """Record a refusal made outside any share; what to answer once it is
+        recorded (:func:`recorded_answer`)."""
+        return recorded_answer(
+            refusal,
+            lambda: self.record(
                 request,
                 action=action,
                 share=None,
@@ -355,12 +368,8 @@ class AuditLog:
                 status=refusal.status,
                 code=refusal.code,
                 reason=refusal.detail or refusal.public_message,
-            )
-        except ClindavError as failure:
-            return failure if refusal.status < 500 else refusal
-        except SQLAlchemyError as exc:
-            return DatabaseUnavailable(f"audit: {type(exc).__name__}")
-        return refusal
+            ),
+        )
 
     def head(self) -> tuple[int, str]:
         with self._sessions() as session:
