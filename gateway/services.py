@@ -22,6 +22,7 @@ from gateway.db import DataKey
 from gateway.policy import Policy
 from gateway.records.audit import AuditLog
 from gateway.records.trash import Trash
+from gateway.server.forwarding import ProxyTrust
 from gateway.settings import Settings
 from gateway.storage.backing import BackingStore
 from gateway.storage.content import Sealed
@@ -69,6 +70,11 @@ class Services:
     # Each share's marker, checked per request (gateway/storage/marker.py); none in
     # services that only read (e.g. `clindav migrate --dry-run`).
     markers: dict[str, MarkerWatch] = field(default_factory=dict)
+
+    @cached_property
+    def proxies(self) -> ProxyTrust:
+        """Whose forwarding headers count (``server.trusted_proxies``), for every door."""
+        return ProxyTrust(self.settings.server.trusted_proxies)
 
     @cached_property
     def trash(self) -> Trash:

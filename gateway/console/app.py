@@ -42,7 +42,6 @@ from gateway.console import (
 )
 from gateway.console.context import EXTENSION, ConsoleState, audit_refusal
 from gateway.console.layout import age, layout
-from gateway.dav.middleware import apply_forwarding
 from gateway.errors import (
     BadRequest,
     ClindavError,
@@ -106,11 +105,10 @@ def create_console(
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.context_processor(layout)
     app.jinja_env.filters["age"] = age
-    trusted = services.settings.server.trusted_proxies
     flask_app = app.wsgi_app
 
     def console(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        apply_forwarding(environ, trusted)  # the address the audit trail names
+        services.proxies.apply(environ)  # the address the audit trail names
         return flask_app(environ, start_response)
 
     return console

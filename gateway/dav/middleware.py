@@ -69,7 +69,7 @@ class GatewayMiddleware(BaseMiddleware):
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         begin_request(environ.get("REQUEST_METHOD", "") in ("GET", "HEAD", "PROPFIND", "OPTIONS"))
-        apply_forwarding(environ, self.services.settings.server.trusted_proxies)
+        self.services.proxies.apply(environ)
         outcome = Outcome(request_info(environ, None))
         body: str | bytes
         try:
@@ -228,22 +228,6 @@ class GatewayMiddleware(BaseMiddleware):
             environ[AUDITED] = False  # the event went with the change
             raise
         environ[AUDITED] = True
-
-
-def apply_forwarding(environ: dict[str, Any], trusted: list[str]) -> None:
-    """Forwarding headers count only from a trusted proxy; from anyone else they go.
-
-    A client-sent X-Forwarded-Host would otherwise pass WsgiDAV's COPY/MOVE
-    host check, and X-Forwarded-For would put a lie in the audit trail.
-    """
-    if environ.get("REMOTE_ADDR") in trusted:
-        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded_for:
-            # The last hop is the one our proxy saw; earlier ones are the client's say.
-            environ["REMOTE_ADDR"] = forwarded_for.split(",")[-1].strip()[:64]
-        return
-    for key in [k for k in environ if k.startswith("HTTP_X_FORWARDED") or k == "HTTP_FORWARDED"]:
-        del environ[key]
 
 
 def parse_basic(header: str) -> tuple[str | None, str | None]:

@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.auth.apppasswords import AppPasswords, is_app_password
 from gateway.auth.base import Principal
 from gateway.console.headers import MOUNT
-from gateway.dav.middleware import apply_forwarding, parse_basic
+from gateway.dav.middleware import parse_basic
 from gateway.errors import (
     AuthenticationRequired,
     BadRequest,
@@ -145,7 +145,7 @@ class NextcloudMount:
         route = self._route(path, environ.get("REQUEST_METHOD", "GET").upper())
         if route is None:
             return self.app(environ, start_response)
-        apply_forwarding(environ, self.services.settings.server.trusted_proxies)
+        self.services.proxies.apply(environ)
         request = NextcloudRequest(environ, self.services)
         try:
             status, body, ctype = route(request)
@@ -168,7 +168,7 @@ class NextcloudMount:
         if environ.get("REQUEST_METHOD", "").upper() == "PUT" and (
             environ.get("HTTP_OC_CHUNKED") or _LEGACY_CHUNK.search(environ["PATH_INFO"])
         ):
-            apply_forwarding(environ, self.services.settings.server.trusted_proxies)
+            self.services.proxies.apply(environ)
             refusal = LegacyChunking(f"legacy chunk {environ['PATH_INFO'][-80:]!r}")
             return self._refuse(NextcloudRequest(environ, self.services), refusal, start_response)
         login, _password = parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
@@ -186,7 +186,7 @@ class NextcloudMount:
 
     def _uploads(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Chunked upload v2 (gateway/nextcloud/uploads.py); the final MOVE becomes a PUT."""
-        apply_forwarding(environ, self.services.settings.server.trusted_proxies)
+        self.services.proxies.apply(environ)
         request = NextcloudRequest(environ, self.services)
         try:
             upload = uploads.UploadRequest(environ)

@@ -28,7 +28,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gateway.dav.middleware import apply_forwarding
 from gateway.db import AuditHead
 from gateway.server import metrics
 from gateway.server.responses import is_https, secured
@@ -89,12 +88,12 @@ class Operations:
         A request forwarded by a proxy that is not trusted comes from someone
         unknown, whatever the proxy's own address: refused.
         """
-        trusted = self.services.settings.server.trusted_proxies
+        proxies = self.services.proxies
         forwarded = "HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
-        if forwarded and environ.get("REMOTE_ADDR") not in trusted:
+        if forwarded and environ.get("REMOTE_ADDR") not in proxies.trusted:
             return False
         seen = dict(environ)
-        apply_forwarding(seen, trusted)
+        proxies.apply(seen)
         try:
             client = ipaddress.ip_address(seen.get("REMOTE_ADDR", ""))
         except ValueError:

@@ -37,7 +37,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from gateway.dav.limits import LengthRequired
-from gateway.dav.middleware import apply_forwarding
 from gateway.db import UploadRequest
 from gateway.errors import (
     BadRequest,
@@ -152,11 +151,10 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
     app.register_error_handler(SQLAlchemyError, _database_failed)
     app.register_error_handler(OSError, _storage_failed)
     app.register_error_handler(HTTPException, _http_error)
-    trusted = services.settings.server.trusted_proxies
     flask_app = app.wsgi_app
 
     def uploads(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        apply_forwarding(environ, trusted)  # the address the limits and the audit trail use
+        services.proxies.apply(environ)  # the address the limits and the audit trail use
         return flask_app(environ, start_response)
 
     return uploads
