@@ -32,7 +32,6 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway import decoding
-from gateway.auth.apppasswords import AppPasswords
 from gateway.auth.base import Authenticator, LocalAuthenticator
 from gateway.change import ChangeSessions
 from gateway.clock import instance_clock
@@ -182,8 +181,9 @@ def build_services(settings: Settings, *, sweep_temp_files: bool = True) -> Serv
             )
     audit = AuditLog(sessions, keys.seed(AUDIT_SEED))
     authenticator = _authenticator(settings, sessions, policy)
-    authenticator.app_passwords = AppPasswords(sessions)  # the Nextcloud apps' devices
-    return _services(settings, policy, sessions, keys, shares, audit, authenticator, markers)
+    services = _services(settings, policy, sessions, keys, shares, audit, authenticator, markers)
+    authenticator.app_passwords = services.app_passwords  # the Nextcloud apps' devices
+    return services
 
 
 def readonly_services(settings: Settings) -> Services:

@@ -420,6 +420,9 @@ class AppPassword(Base):
     label: Mapped[str] = mapped_column(String(128))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When it last signed a request in (None: never), to within NOTE_USE_EVERY
+    # (gateway/auth/apppasswords.py).
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LoginFlow(Base):

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from gateway.auth.apppasswords import AppPasswords
 from gateway.auth.base import Authenticator
 from gateway.change import ChangeSessions
 from gateway.clock import Clock
@@ -75,6 +76,11 @@ class Services:
     def proxies(self) -> ProxyTrust:
         """Whose forwarding headers count (``server.trusted_proxies``), for every door."""
         return ProxyTrust(self.settings.server.trusted_proxies)
+
+    @cached_property
+    def app_passwords(self) -> AppPasswords:
+        """The Nextcloud apps' devices, for every door; their use noted by this clock."""
+        return AppPasswords(self.sessions, self.clock)
 
     @cached_property
     def trash(self) -> Trash:

@@ -18,6 +18,8 @@ App passwords (gateway/auth/apppasswords.py, the Nextcloud apps' devices)
 go through the same template: a password of their shape is looked up first,
 and a backend says in :meth:`_principal_of` who the account is now (enabled,
 its current groups); a revoked one stops at the next request, cached or not.
+Each accepted one notes the device's use (:meth:`AppPasswords.note_use`, at
+most once per few minutes; a failure to note it is logged, not a refusal).
 """
 
 from __future__ import annotations
@@ -232,14 +234,23 @@ class Authenticator(ABC):
         """The account behind a device's app password, as it is now; None: not one."""
         if self.app_passwords is None or not is_app_password(password):
             return None
-        uid = self.app_passwords.owner(user, password)
-        return None if uid is None else self._principal_of(uid)
+        device = self.app_passwords.find(user, password)
+        if device is None:
+            return None
+        principal = self._principal_of(device.uid)
+        if principal is not None:
+            self.app_passwords.note_use(device)
+        return principal
 
     def _app_password_stands(self, user: str, password: str) -> bool:
-        """False once the app password a cached login used is revoked."""
+        """False once the app password a cached login used is revoked; else its use is noted."""
         if self.app_passwords is None or not is_app_password(password):
             return True
-        return self.app_passwords.owner(user, password) is not None
+        device = self.app_passwords.find(user, password)
+        if device is None:
+            return False
+        self.app_passwords.note_use(device)
+        return True
 
     def account(self, uid: str) -> Principal | None:
         """The enabled account ``uid`` as an app password would sign it in, or None."""

@@ -8,7 +8,7 @@ import getpass
 import sys
 
 from gateway.app import load_checked_policy
-from gateway.auth.apppasswords import AppPasswords
+from gateway.auth.apppasswords import DevicePassword
 from gateway.auth.users import UserStore, policy_groups
 from gateway.cli.actor import cli_request
 from gateway.cli.context import CommandContext
@@ -108,8 +108,8 @@ def app_password(ctx: CommandContext, args: argparse.Namespace) -> int:
     """``user app-password NAME``: issue one (printed once), ``--list`` or ``--revoke ID``."""
     services = ctx.services
     if args.list:
-        for device in AppPasswords(services.sessions).list(args.name):
-            print(f"{device.id}\t{device.created_at:%Y-%m-%d %H:%M}\t{device.label}")
+        for device in services.app_passwords.list(args.name):
+            print("\t".join(_device_columns(device)))
         return 0
     request = cli_request("APP-PASSWORD", args.actor)
     if args.revoke is not None:
@@ -120,3 +120,13 @@ def app_password(ctx: CommandContext, args: argparse.Namespace) -> int:
     print(f"app password for {args.name} ({args.device}): {secret}")
     print("It is shown only now. Sign the device in with the user name and this password.")
     return 0
+
+
+def _device_columns(device: DevicePassword) -> tuple[str, ...]:
+    """One line of ``--list``: number, connected, name, last used (UTC, or ``never``).
+
+    Tab-separated, in this order for scripts: the last-used column came later,
+    so it is appended after the name (a name holds no tab: it is printable).
+    """
+    used = "never" if device.last_used_at is None else f"{device.last_used_at:%Y-%m-%d %H:%M}"
+    return (str(device.id), f"{device.created_at:%Y-%m-%d %H:%M}", device.label, used)

@@ -1,6 +1,6 @@
 """The Devices page: a user's app passwords (docs/NEXTCLOUD-APPS.md), for every signed-in user.
 
-* ``/app/devices``: the user's devices (name, created) with a Revoke button
+* ``/app/devices``: the user's devices (name, connected, last used) with a Revoke button
   each, and *Connect a phone*; admins also see every account's devices, local
   and directory (LDAP) accounts alike, which no user list covers.
 * *Connect a phone* issues an app password of the signed-in user for the named
@@ -25,7 +25,7 @@ from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, StringField
 
-from gateway.auth.apppasswords import MAX_LABEL, AppPasswords
+from gateway.auth.apppasswords import MAX_LABEL
 from gateway.console.access import require
 from gateway.console.context import (
     attempt,
@@ -59,10 +59,6 @@ class RevokeForm(ActionForm):
 def register(app: Flask) -> None:
     app.register_blueprint(pages)
     add_to_menu(app, "devices.index", "Devices", everyone)
-
-
-def _store() -> AppPasswords:
-    return AppPasswords(services().sessions)
 
 
 @pages.route("/devices", methods=["GET"])
@@ -102,7 +98,7 @@ def revoke(ident: int) -> Response:
     who = principal()
     form = RevokeForm()
     doing = attempt("APP-PASSWORD", change="revoked", id=ident)
-    found = _store().get(ident)
+    found = services().app_passwords.get(ident)
     doing.details["uid"] = found.uid
     require(found.uid == who.uid or is_admin(who), "another user's devices")
     devices.revoke(services(), request_info(), found.uid, ident, console=True)
@@ -114,8 +110,8 @@ def revoke(ident: int) -> Response:
 
 def _page(form: ConnectForm, problem: ClindavError | None = None) -> Page:
     who = principal()
-    mine = _store().list(who.uid)
-    every = _store().list_all() if is_admin(who) else None
+    mine = services().app_passwords.list(who.uid)
+    every = services().app_passwords.list_all() if is_admin(who) else None
     if problem is None:
         audit(devices=len(mine))
     page = render_template(
@@ -126,5 +122,6 @@ def _page(form: ConnectForm, problem: ClindavError | None = None) -> Page:
         revoke_form=RevokeForm(formdata=None),
         problem=problem,
         door_open=services().settings.nextcloud.enabled,
+        now=services().clock.now(),
     )
     return page, problem.status if problem else 200

@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
-from gateway.auth.apppasswords import AppPasswords
 from gateway.auth.users import Audit, UserStore, check_same, policy_groups, unused_groups
 from gateway.console.access import admins, require
 from gateway.console.admin_forms import GroupsForm, PasswordForm, UserAddForm
@@ -225,7 +224,8 @@ def _account_page(
         password_form=PasswordForm(formdata=None),
         unused=unused_groups(services().policy, groups),
         toggle_form=ActionForm(),
-        devices=AppPasswords(services().sessions).list(name),
+        devices=services().app_passwords.list(name),
+        now=services().clock.now(),
         revoke_form=RevokeForm(formdata=None, back="user"),
         problem=problem,
         me=principal().uid,

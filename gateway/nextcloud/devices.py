@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.auth.apppasswords import AppPasswords
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.nextcloud.records import chained_event
 from gateway.pipeline import RequestInfo
@@ -52,7 +51,7 @@ def issue(services: Services, request: RequestInfo, uid: str, device: str, **det
     event = chained_event(
         services, request, "APP-PASSWORD", change="issued", uid=uid, device=device, **details
     )
-    return AppPasswords(services.sessions).create(uid, device, event)
+    return services.app_passwords.create(uid, device, event)
 
 
 def revoke(services: Services, request: RequestInfo, uid: str, ident: int, **details: Any) -> None:
@@ -61,7 +60,7 @@ def revoke(services: Services, request: RequestInfo, uid: str, ident: int, **det
     event = chained_event(
         services, request, "APP-PASSWORD", change="revoked", uid=uid, id=ident, **details
     )
-    AppPasswords(services.sessions).revoke(uid, ident, event)
+    services.app_passwords.revoke(uid, ident, event)
 
 
 def server_address(environ: dict[str, Any]) -> str:

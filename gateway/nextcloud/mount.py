@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.auth.apppasswords import AppPasswords, is_app_password
+from gateway.auth.apppasswords import is_app_password
 from gateway.auth.base import Principal
 from gateway.console.headers import MOUNT
 from gateway.dav.middleware import parse_basic
@@ -127,7 +127,6 @@ class NextcloudMount:
         self.app = app
         self.services = services
         self.flows = LoginFlows(services)
-        self.app_passwords = AppPasswords(services.sessions)
         self.replies = Replies(services)
         inbox = services.settings.nextcloud.inbox_share
         self.inbox_url = services.shares[inbox].url if inbox else None
@@ -285,7 +284,7 @@ class NextcloudMount:
         event = chained_event(
             self.services, request_info(request.environ, who), "APP-PASSWORD", change="revoked"
         )
-        if not self.app_passwords.revoke_secret(secret, event):
+        if not self.services.app_passwords.revoke_secret(secret, event):
             raise NotFound("app password already revoked")
         return []
 

@@ -10,6 +10,7 @@ files to the same users with the audit chain intact.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import secrets
@@ -17,10 +18,13 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
 import requests
 from PIL import Image
+from sqlalchemy import Engine, insert, inspect, text
 
-from gateway.db import schema_state
+from gateway.auth.apppasswords import new_secret, secret_hash
+from gateway.db import AppPassword, _alembic_config, make_engine, schema_state
 from gateway.settings import load_settings
 from tests.conftest import (
     CLINDAV,
@@ -31,6 +35,7 @@ from tests.conftest import (
     _read_url,
     run_cli,
     start_gateway,
+    start_in_process,
 )
 from tests.integration.test_dav_methods import small_jpeg
 from tests.integration.test_instance_integrity import serve_refused
@@ -205,3 +210,56 @@ def test_an_instance_of_the_previous_release_is_upgraded_in_place(tmp_path: Path
     assert "audit chain intact" in verify.stdout
     export = run_cli("audit", "export", config=config).stdout
     assert '"code": "upgraded"' in export and "schema 0001 -> " in export
+
+
+@pytest.mark.parametrize("instance", ["sqlite", "postgres"], indirect=True)
+def test_an_instance_at_0005_gets_its_devices_last_use(instance: Instance) -> None:
+    """0006: the app passwords of devices connected before gain a last-used time, unset
+    until their next request; the instance is taken back to 0005 by the migration's own
+    downgrade, as its previous release left it."""
+    from alembic import command
+
+    url = load_settings(instance.config).sqlalchemy_url()
+    command.downgrade(_alembic_config(url), "0005")
+    assert schema_state(url).current == "0005"
+    secret = new_secret()
+    engine = make_engine(url)
+    try:
+        assert "last_used_at" not in app_password_columns(engine)
+        with engine.begin() as conn:
+            conn.execute(  # only the columns 0005 has
+                insert(AppPassword.__table__).values(
+                    uid="alice",
+                    label="ward phone 3",
+                    secret_hash=secret_hash(secret),
+                    created_at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+        upgraded = run_cli("upgrade", "--yes", config=instance.config)
+        assert "0006 when each app password was last used" in upgraded.stdout
+        assert schema_state(url).current == "0006" == schema_state(url).head
+        assert "last_used_at" in app_password_columns(engine)
+        assert last_use(engine) == [("ward phone 3", None)]
+
+        gw = start_in_process(instance)
+        try:
+            phone = gw.session("alice", secret)
+            answer = phone.request("PROPFIND", f"{gw.url}/clinical/", headers={"Depth": "0"})
+            assert answer.status_code == 207
+        finally:
+            gw.stop()
+        [(label, used)] = last_use(engine)
+        assert label == "ward phone 3" and used is not None
+    finally:
+        engine.dispose()
+
+
+def app_password_columns(engine: Engine) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns("app_password")}
+
+
+def last_use(engine: Engine) -> list[tuple[str, dt.datetime | None]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT label, last_used_at FROM app_password"))
+        return [(label, used) for label, used in rows]

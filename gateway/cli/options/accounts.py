@@ -49,7 +49,12 @@ def _user_app_password(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--device", default="set up by hand", help="what the device is, e.g. 'ward phone 3'"
     )
-    what.add_argument("--list", action="store_true", help="list the user's app passwords")
+    what.add_argument(
+        "--list",
+        action="store_true",
+        help="list the user's app passwords, one a line: number, connected, device, "
+        "last used (UTC, or never), tab-separated",
+    )
     what.add_argument("--revoke", type=int, metavar="ID", help="revoke app password ID")
     actor_arg(parser)
 
