@@ -28,6 +28,7 @@ from gateway.server.http import (
     LISTEN_BACKLOG,
     Server,
     check_listen,
+    check_port_free,
     make_server,
     run_until_signalled,
 )
@@ -52,6 +53,7 @@ def serve(ctx: CommandContext, args: argparse.Namespace) -> int:
     port = settings.server.port if args.port is None else args.port
     tls = not args.no_tls
     check_listen(settings, host=host, tls=tls)  # before any socket is bound
+    check_port_free(host, port)
     # Checks, migrations and the temp-file sweep run once, before any worker serves.
     services = build_services(settings)
     workers = settings.process_count()

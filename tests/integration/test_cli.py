@@ -15,6 +15,7 @@ import re
 import selectors
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -198,6 +199,22 @@ def test_no_tls_is_refused_off_loopback(instance: Instance) -> None:
     assert result.returncode != 0
     assert "loopback" in result.stderr, result.stderr
     assert "clindav serving" not in result.stdout
+
+
+def test_serve_refuses_a_port_a_running_gateway_holds(instance: Instance) -> None:
+    """A listener as a running gateway's workers hold one (``SO_REUSEPORT``): a second
+    ``clindav serve`` on its port must refuse, not join it and take part of its connections."""
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = _serve_refused(instance, "--port", str(port), "--workers", "2")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert f"127.0.0.1:{port}" in result.stderr and "server.port" in result.stderr, result.stderr
+    assert "a clindav serve already running?" in result.stderr, result.stderr
+    assert "clindav serving" not in result.stdout
+    assert "Traceback" not in result.stderr
 
 
 # --- users -------------------------------------------------------------------------
