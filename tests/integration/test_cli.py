@@ -217,6 +217,24 @@ def test_serve_refuses_a_port_a_running_gateway_holds(instance: Instance) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_a_command_outside_the_instance_folder_says_to_name_the_settings_file(
+    tmp_path: Path,
+) -> None:
+    """Without --config, from a folder with no clindav-data/: where it looked and the way out."""
+    result = run_cli("user", "list", cwd=tmp_path, check=False)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert f"not found in {tmp_path}" in result.stderr, result.stderr
+    assert "--config FILE" in result.stderr, result.stderr
+
+
+def test_config_naming_the_instance_folder_says_which_file(instance: Instance) -> None:
+    result = run_cli("user", "list", config=instance.folder, check=False)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    expected = f"is a folder: name the settings file in it, --config {instance.config}"
+    assert expected in result.stderr, result.stderr
+    assert "YAML" not in result.stderr, result.stderr
+
+
 # --- users -------------------------------------------------------------------------
 
 
