@@ -113,6 +113,7 @@ def _announce(
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = ctx.config_path.resolve()
     print(f"clindav serving {scheme}://{shown}:{bound_port}/", flush=True)
+    print(f"staff console: {scheme}://{shown}:{bound_port}/app/", flush=True)
     print(f"shares: {', '.join(s.url + '/' for s in services.shares.values())}", flush=True)
     if workers > 1:
         print(f"worker processes: {workers}", flush=True)

@@ -29,7 +29,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import PASSWORD, REPO, Instance, run_cli, start_in_process
+from tests.conftest import PASSWORD, REPO, Instance, ProcessGateway, run_cli, start_in_process
 
 # --- check-config ----------------------------------------------------------------
 
@@ -233,6 +233,18 @@ def test_config_naming_the_instance_folder_says_which_file(instance: Instance) -
     expected = f"is a folder: name the settings file in it, --config {instance.config}"
     assert expected in result.stderr, result.stderr
     assert "YAML" not in result.stderr, result.stderr
+
+
+def test_serve_names_the_staff_console(process_gateway: ProcessGateway) -> None:
+    """What `clindav serve` prints leads to the console's sign-in page."""
+    stdout = process_gateway.process.stdout
+    assert stdout is not None
+    shown = [stdout.readline() for _ in range(2)]  # the lines after "clindav serving"
+    console = [line.split()[-1] for line in shown if line.startswith("staff console: ")]
+    assert console == [f"{process_gateway.url}/app/"], shown
+    page = requests.get(console[0], timeout=30)
+    assert page.status_code == 200 and page.url.endswith("/app/sign-in"), page.url
+    assert "Sign in" in page.text
 
 
 # --- users -------------------------------------------------------------------------
