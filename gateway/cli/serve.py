@@ -15,6 +15,7 @@ from gateway.admin.migrate import unmigrated_report
 from gateway.app import (
     build_app,
     build_services,
+    check_backing_folders,
     compare_keys_offline,
     load_checked_policy,
     load_master_keys,
@@ -155,6 +156,7 @@ def check_config(ctx: CommandContext, args: argparse.Namespace) -> int:
     settings = ctx.settings
     policy = load_checked_policy(settings)
     load_master_keys(settings)
+    check_backing_folders(settings)  # a mistyped share path, before `serve` meets it
     keys_note = compare_keys_offline(settings)  # a key that is not this instance's fails here
     if settings.auth.ldap is not None:
         from gateway.auth.ldap import LdapDirectory, group_map_warnings  # ldap3 when configured

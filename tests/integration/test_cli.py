@@ -66,6 +66,18 @@ def test_check_config_names_file_and_key_of_a_bad_setting(
     assert "Traceback" not in result.stderr
 
 
+def test_check_config_refuses_a_share_path_that_is_no_folder(instance: Instance) -> None:
+    """A mistyped backing folder is found by check-config, not first by `clindav serve`."""
+    data = instance.settings()
+    missing = instance.folder / "practice-share" / "clinical"
+    data["shares"]["clinical"]["path"] = str(missing)
+    instance.write_settings(data)
+    result = run_cli("check-config", config=instance.config, check=False)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert f"shares.clinical.path: {missing} is not a folder" in result.stderr, result.stderr
+    assert "valid" not in result.stdout
+
+
 def _edit_policy(instance: Instance, stages: list[Any]) -> Path:
     path = instance.folder / "policy.yaml"
     policy = yaml.safe_load(path.read_text())
