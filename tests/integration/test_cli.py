@@ -378,9 +378,14 @@ def test_init_writes_a_complete_instance(tmp_path: Path) -> None:
     check = run_cli("check-config", config=folder / "clindav.yaml", cwd=tmp_path, check=False)
     assert check.returncode == 0, check.stderr
 
+    key = (folder / "keys" / "master.key").read_bytes()
     again = run_cli("init", str(folder), check=False)
     assert again.returncode == 2, (again.returncode, again.stderr)
-    assert str(folder) in again.stderr and "not empty" in again.stderr
+    serve_it = (
+        f"holds an instance already: serve it with `clindav serve --config {folder}/clindav.yaml`"
+    )
+    assert serve_it in again.stderr, again.stderr
+    assert (folder / "keys" / "master.key").read_bytes() == key  # nothing rewritten
 
     busy = tmp_path / "busy"
     busy.mkdir()
