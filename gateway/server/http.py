@@ -180,7 +180,10 @@ def check_listen(settings: Settings, *, host: str, tls: bool) -> None:
     """Refuse an address and TLS choice that must not serve, before anything is bound."""
     if not tls and not is_loopback(host):
         raise ConfigError.single(
-            "settings", "server.tls", "--no-tls is allowed only on loopback addresses"
+            "settings",
+            "server.tls",
+            f"--no-tls is allowed only on loopback addresses, not {host}: drop --no-tls to "
+            "serve HTTPS, or serve on 127.0.0.1 behind a TLS proxy (docs/DEPLOY.md)",
         )
     if tls and settings.server.tls is None:
         raise ConfigError.single("settings", "server.tls", "no certificate configured")

@@ -209,7 +209,8 @@ def test_serve_refuses_an_unwritable_backing_folder(instance: Instance) -> None:
 def test_no_tls_is_refused_off_loopback(instance: Instance) -> None:
     result = _serve_refused(instance, "--host", "0.0.0.0")
     assert result.returncode != 0
-    assert "loopback" in result.stderr, result.stderr
+    assert "loopback addresses, not 0.0.0.0" in result.stderr, result.stderr
+    assert "drop --no-tls" in result.stderr and "docs/DEPLOY.md" in result.stderr
     assert "clindav serving" not in result.stdout
 
 
