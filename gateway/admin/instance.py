@@ -42,6 +42,13 @@ def init_instance(folder: Path, hostnames: Sequence[str] = ()) -> Path:
     ``hostnames``: names clients will connect to, put in the certificate.
     """
     folder = folder.resolve()
+    if (folder / CONFIG_NAME).is_file():
+        raise ConfigError.single(
+            str(folder),
+            "(folder)",
+            f"holds an instance already: serve it with `clindav serve --config "
+            f"{folder / CONFIG_NAME}`, or give init a new folder",
+        )
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError.single(str(folder), "(folder)", "exists and is not empty")
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)

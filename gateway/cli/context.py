@@ -50,6 +50,7 @@ class CommandContext:
         self._allow(Needs.SETTINGS)
         from gateway.settings import load_settings
 
+        _check_settings_path(self.config_path, given=self.args.config is not None)
         return load_settings(self.config_path)
 
     @cached_property
@@ -93,3 +94,23 @@ class CommandContext:
     def show(self, data: Any, lines: list[str]) -> None:
         """``data`` as JSON with ``--json``, else ``lines`` for people."""
         print(json.dumps(data, indent=1, default=str) if self.args.json else "\n".join(lines))
+
+
+def _check_settings_path(path: Path, *, given: bool) -> None:
+    """Refuse a folder given for the settings file, or the default one missing, saying
+    what to type instead (a missing file named with --config is the reader's to report)."""
+    from gateway.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError.single(
+            str(path),
+            "(file)",
+            f"is a folder: name the settings file in it, --config {path / DEFAULT_CONFIG.name}",
+        )
+    if not given and not path.exists():
+        raise ConfigError.single(
+            str(path),
+            "(file)",
+            f"not found in {Path.cwd()}: run the command in the folder that holds "
+            f"{DEFAULT_CONFIG.parent}/, or name the settings file with --config FILE",
+        )

@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_command(sub: argparse._SubParsersAction, spec: Command, module: str, words: str) -> None:
-    parser = sub.add_parser(spec.name, help=spec.help, description=spec.description)
+    # Without a description of its own, `--help` opens with the command's line in the list.
+    description = spec.description or spec.help[:1].upper() + spec.help[1:] + "."
+    parser = sub.add_parser(spec.name, help=spec.help, description=description)
     spec.arguments(parser)
     if spec.config:
         config_arg(parser)

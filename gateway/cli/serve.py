@@ -15,6 +15,7 @@ from gateway.admin.migrate import unmigrated_report
 from gateway.app import (
     build_app,
     build_services,
+    check_backing_folders,
     compare_keys_offline,
     load_checked_policy,
     load_master_keys,
@@ -28,6 +29,7 @@ from gateway.server.http import (
     LISTEN_BACKLOG,
     Server,
     check_listen,
+    check_port_free,
     make_server,
     run_until_signalled,
 )
@@ -52,6 +54,7 @@ def serve(ctx: CommandContext, args: argparse.Namespace) -> int:
     port = settings.server.port if args.port is None else args.port
     tls = not args.no_tls
     check_listen(settings, host=host, tls=tls)  # before any socket is bound
+    check_port_free(host, port)
     # Checks, migrations and the temp-file sweep run once, before any worker serves.
     services = build_services(settings)
     workers = settings.process_count()
@@ -111,6 +114,7 @@ def _announce(
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = ctx.config_path.resolve()
     print(f"clindav serving {scheme}://{shown}:{bound_port}/", flush=True)
+    print(f"staff console: {scheme}://{shown}:{bound_port}/app/", flush=True)
     print(f"shares: {', '.join(s.url + '/' for s in services.shares.values())}", flush=True)
     if workers > 1:
         print(f"worker processes: {workers}", flush=True)
@@ -152,6 +156,7 @@ def check_config(ctx: CommandContext, args: argparse.Namespace) -> int:
     settings = ctx.settings
     policy = load_checked_policy(settings)
     load_master_keys(settings)
+    check_backing_folders(settings)  # a mistyped share path, before `serve` meets it
     keys_note = compare_keys_offline(settings)  # a key that is not this instance's fails here
     if settings.auth.ldap is not None:
         from gateway.auth.ldap import LdapDirectory, group_map_warnings  # ldap3 when configured

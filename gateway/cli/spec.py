@@ -75,13 +75,19 @@ def config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def actor_arg(parser: argparse.ArgumentParser, *, explained: bool = True) -> None:
+def actor_arg(
+    parser: argparse.ArgumentParser,
+    *,
+    explained: bool = True,
+    meaning: str = "acting user for the audit trail",
+) -> None:
     """``--as``: the acting user an admin command records in the audit trail."""
     parser.add_argument(
         "--as",
         dest="actor",
+        metavar="USER",
         default=getpass.getuser(),
-        help="acting user for the audit trail" if explained else None,
+        help=f"{meaning} (default: %(default)s)" if explained else None,
     )
 
 

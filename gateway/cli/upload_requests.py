@@ -56,6 +56,8 @@ def create(ctx: CommandContext, args: argparse.Namespace) -> int:
     print(f"upload request #{created.id} for patient {created.patient_id}")
     print(f"link (works once, until {created.expires_at:%Y-%m-%d %H:%M} UTC): {link}")
     segno.make(link, error="m").terminal(out=sys.stdout, compact=True)
+    if issued.unreachable:
+        print(f"clindav: warning: {issued.unreachable}", file=sys.stderr)
     for channel, outcome in deliveries.items():
         line = f"{channel}: {outcome['message']}"
         print(

@@ -64,7 +64,7 @@ def _warn_about_groups(ctx: CommandContext, groups: list[str]) -> None:
     if unused:
         print(
             f"warning: the policy ({settings.policy}) names no group {', '.join(unused)}: "
-            "it gives this user nothing",
+            f"it gives this user nothing; its groups: {', '.join(sorted(named))}",
             file=sys.stderr,
         )
 

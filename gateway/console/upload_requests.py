@@ -108,6 +108,7 @@ def index() -> Response | Page:
         "upload_request_created.html",
         row=issued.row,
         link=issued.link,
+        unreachable=issued.unreachable,
         qr=qr,
         deliveries=issued.deliveries,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -179,10 +180,44 @@ def check_listen(settings: Settings, *, host: str, tls: bool) -> None:
     """Refuse an address and TLS choice that must not serve, before anything is bound."""
     if not tls and not is_loopback(host):
         raise ConfigError.single(
-            "settings", "server.tls", "--no-tls is allowed only on loopback addresses"
+            "settings",
+            "server.tls",
+            f"--no-tls is allowed only on loopback addresses, not {host}: drop --no-tls to "
+            "serve HTTPS, or serve on 127.0.0.1 behind a TLS proxy (docs/DEPLOY.md)",
         )
     if tls and settings.server.tls is None:
         raise ConfigError.single("settings", "server.tls", "no certificate configured")
+
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another program listens there (a clindav serve already running?): "
+    "stop it or choose another --port",
+    errno.EACCES: "ports below 1024 need CAP_NET_BIND_SERVICE (docs/DEPLOY.md, systemd)",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+}
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse an address this process cannot listen on, before anything is bound.
+
+    The workers bind their port with ``SO_REUSEPORT``, which would also let a
+    second gateway join a running one's port and take part of its connections
+    unnoticed.  This probe binds without it, so any listener there refuses it.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Only a listener counts, not the closed connections of a gateway just stopped.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            hint = _LISTEN_HINTS.get(exc.errno or 0, "")
+            problem = f"cannot listen on {host}:{port}: {exc.strerror}" + (
+                f"; {hint}" if hint else ""
+            )
+            raise ConfigError.single("settings", "server.port", problem) from None
 
 
 def make_server(

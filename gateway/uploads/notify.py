@@ -13,9 +13,12 @@ Personalisation of both templates: ``practice``, ``link``, ``note`` and
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from notifications_python_client.errors import APIError
@@ -26,7 +29,7 @@ from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
 from gateway.records.upload_requests import NewUploadRequest, UploadRequestService
 from gateway.services import Services
-from gateway.settings import UploadSettings
+from gateway.settings import UploadSettings, is_loopback
 from gateway.uploads.paths import link_url
 
 log = logging.getLogger("clindav.notify")
@@ -40,6 +43,7 @@ class Issued:
     row: UploadRequest
     link: str
     deliveries: dict[str, dict[str, Any]]
+    unreachable: str | None  # why a patient's phone cannot open the link, if it cannot
 
 
 def create_and_send(
@@ -56,7 +60,26 @@ def create_and_send(
     deliveries = send_link(services.settings.uploads, created.row, link)
     if deliveries:
         service.record_deliveries(created.row.id, deliveries)
-    return Issued(created.row, link, deliveries)
+    return Issued(created.row, link, deliveries, unreachable_reason(link))
+
+
+def unreachable_reason(link: str) -> str | None:
+    """Why no patient's phone can open ``link``: without ``uploads.public_url`` its host is
+    the gateway's loopback address (the console opened on the gateway host itself) or, from
+    `clindav request create`, a listening address such as 0.0.0.0."""
+    host = urlsplit(link).hostname or ""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:
+            return f"the link's address is {host}, a listening address: {_SET_PUBLIC_URL}"
+    if is_loopback(host):
+        return f"the link's address is {host}, this machine's own: {_SET_PUBLIC_URL}"
+    return None
+
+
+_SET_PUBLIC_URL = (
+    "a patient's phone cannot open it. Set uploads.public_url to the address patients reach "
+    "(docs/DEPLOY.md)."
+)
 
 
 def personalisation(settings: UploadSettings, row: UploadRequest, link: str) -> dict[str, str]:

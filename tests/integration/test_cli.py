@@ -15,6 +15,7 @@ import re
 import selectors
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import PASSWORD, REPO, Instance, run_cli, start_in_process
+from tests.conftest import PASSWORD, REPO, Instance, ProcessGateway, run_cli, start_in_process
 
 # --- check-config ----------------------------------------------------------------
 
@@ -63,6 +64,18 @@ def test_check_config_names_file_and_key_of_a_bad_setting(
     assert str(instance.config) in result.stderr, result.stderr
     assert re.search(rf"(^|\s){re.escape(key)}:", result.stderr, re.M), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_config_refuses_a_share_path_that_is_no_folder(instance: Instance) -> None:
+    """A mistyped backing folder is found by check-config, not first by `clindav serve`."""
+    data = instance.settings()
+    missing = instance.folder / "practice-share" / "clinical"
+    data["shares"]["clinical"]["path"] = str(missing)
+    instance.write_settings(data)
+    result = run_cli("check-config", config=instance.config, check=False)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert f"shares.clinical.path: {missing} is not a folder" in result.stderr, result.stderr
+    assert "valid" not in result.stdout
 
 
 def _edit_policy(instance: Instance, stages: list[Any]) -> Path:
@@ -196,8 +209,55 @@ def test_serve_refuses_an_unwritable_backing_folder(instance: Instance) -> None:
 def test_no_tls_is_refused_off_loopback(instance: Instance) -> None:
     result = _serve_refused(instance, "--host", "0.0.0.0")
     assert result.returncode != 0
-    assert "loopback" in result.stderr, result.stderr
+    assert "loopback addresses, not 0.0.0.0" in result.stderr, result.stderr
+    assert "drop --no-tls" in result.stderr and "docs/DEPLOY.md" in result.stderr
     assert "clindav serving" not in result.stdout
+
+
+def test_serve_refuses_a_port_a_running_gateway_holds(instance: Instance) -> None:
+    """A listener as a running gateway's workers hold one (``SO_REUSEPORT``): a second
+    ``clindav serve`` on its port must refuse, not join it and take part of its connections."""
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = _serve_refused(instance, "--port", str(port), "--workers", "2")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert f"127.0.0.1:{port}" in result.stderr and "server.port" in result.stderr, result.stderr
+    assert "a clindav serve already running?" in result.stderr, result.stderr
+    assert "clindav serving" not in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_command_outside_the_instance_folder_says_to_name_the_settings_file(
+    tmp_path: Path,
+) -> None:
+    """Without --config, from a folder with no clindav-data/: where it looked and the way out."""
+    result = run_cli("user", "list", cwd=tmp_path, check=False)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert f"not found in {tmp_path}" in result.stderr, result.stderr
+    assert "--config FILE" in result.stderr, result.stderr
+
+
+def test_config_naming_the_instance_folder_says_which_file(instance: Instance) -> None:
+    result = run_cli("user", "list", config=instance.folder, check=False)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    expected = f"is a folder: name the settings file in it, --config {instance.config}"
+    assert expected in result.stderr, result.stderr
+    assert "YAML" not in result.stderr, result.stderr
+
+
+def test_serve_names_the_staff_console(process_gateway: ProcessGateway) -> None:
+    """What `clindav serve` prints leads to the console's sign-in page."""
+    stdout = process_gateway.process.stdout
+    assert stdout is not None
+    shown = [stdout.readline() for _ in range(2)]  # the lines after "clindav serving"
+    console = [line.split()[-1] for line in shown if line.startswith("staff console: ")]
+    assert console == [f"{process_gateway.url}/app/"], shown
+    page = requests.get(console[0], timeout=30)
+    assert page.status_code == 200 and page.url.endswith("/app/sign-in"), page.url
+    assert "Sign in" in page.text
 
 
 # --- users -------------------------------------------------------------------------
@@ -319,9 +379,14 @@ def test_init_writes_a_complete_instance(tmp_path: Path) -> None:
     check = run_cli("check-config", config=folder / "clindav.yaml", cwd=tmp_path, check=False)
     assert check.returncode == 0, check.stderr
 
+    key = (folder / "keys" / "master.key").read_bytes()
     again = run_cli("init", str(folder), check=False)
     assert again.returncode == 2, (again.returncode, again.stderr)
-    assert str(folder) in again.stderr and "not empty" in again.stderr
+    serve_it = (
+        f"holds an instance already: serve it with `clindav serve --config {folder}/clindav.yaml`"
+    )
+    assert serve_it in again.stderr, again.stderr
+    assert (folder / "keys" / "master.key").read_bytes() == key  # nothing rewritten
 
     busy = tmp_path / "busy"
     busy.mkdir()

@@ -560,11 +560,35 @@ def test_the_console_creates_a_link_with_its_qr_code_and_shows_notifys_answer(up
     assert made.status_code == 201, made.text[:1000]
     link = re.search(r'id="upload-link"[^>]*>([^<]+)<', made.text).group(1)
     assert link.startswith("https://gp.example/upload/")
+    assert 'id="link-unreachable"' not in made.text  # uploads.public_url names the address
     assert "<svg" in made.text and 'data-ok="yes"' in made.text
     assert up.notify.received[before]["personalisation"]["link"] == link
     # The link works for the patient.
     token = link.rsplit("/", 1)[1]
     assert up.browser().get(up.page(token)).status_code == 200
+
+
+def test_a_link_no_phone_can_open_is_flagged_by_the_console_and_the_cli(gateway: Gateway) -> None:
+    """Without uploads.public_url, a link made from the gateway host carries its loopback
+    address: both doors say so, with the setting to change."""
+    made = console_create(Uploads(gateway), "alice", patient=next(_PATIENTS))
+    assert made.status_code == 201, made.text[:1000]
+    assert re.search(r'id="upload-link"[^>]*>https?://127\.0\.0\.1:', made.text)
+    warning = re.search(r'id="link-unreachable">([^<]+)<', made.text)
+    assert warning and "uploads.public_url" in warning.group(1), made.text[:2000]
+    printed = Uploads(gateway).cli(
+        "request", "create", "--patient", next(_PATIENTS), "--dob", DOB.isoformat(), "--as", "alice"
+    )  # fmt: skip
+    assert "warning: the link's address is 127.0.0.1" in printed.stderr, printed.stderr
+    assert "uploads.public_url" in printed.stderr
+    # The command writes links with server.host: served on every address, that is none.
+    data = gateway.instance.settings()
+    data["server"]["host"] = "0.0.0.0"
+    gateway.instance.write_settings(data)
+    printed = Uploads(gateway).cli(
+        "request", "create", "--patient", next(_PATIENTS), "--dob", DOB.isoformat(), "--as", "alice"
+    )  # fmt: skip
+    assert "warning: the link's address is 0.0.0.0" in printed.stderr, printed.stderr
 
 
 def test_the_console_shows_a_notify_failure(up: Uploads) -> None:

@@ -81,6 +81,9 @@ def test_user_add_warns_about_groups_and_ldap(instance: Instance) -> None:
         stdin=PASSWORD + "\n",
     )
     assert "names no group clinicans" in added.stderr
+    # The groups the policy does name, so the typo is seen at once.
+    named = added.stderr.split("its groups: ", 1)[1].split()
+    assert "clinicians" in [group.rstrip(",") for group in named], added.stderr
     fine = run_cli(
         "user",
         "add",

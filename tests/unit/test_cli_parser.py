@@ -15,7 +15,7 @@ import pytest
 from gateway.cli.context import CommandContext
 from gateway.cli.main import COMMANDS
 from gateway.cli.spec import Command, Group, Needs
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
 def leaves() -> list[tuple[list[str], Command, str]]:
@@ -53,3 +53,13 @@ def test_the_readme_lists_every_command() -> None:
         if not re.search(rf"`(clindav )?{re.escape(' '.join(words))}\b", table)
     ]
     assert not missing, f"README's command table lacks: {missing}"
+
+
+def test_every_command_help_says_what_it_does() -> None:
+    """`clindav X --help` opens with what X does (its own description, else its line in the
+    command list), not with the bare options."""
+    for words, spec, _module in leaves():
+        result = run_cli(*words, "--help")
+        text = "".join(result.stdout.split()).lower()  # argparse wraps lines, at hyphens too
+        described = "".join((spec.description or spec.help).split()).lower()
+        assert described in text, f"clindav {' '.join(words)} --help:\n{result.stdout}"

@@ -42,6 +42,9 @@ INIT = Command(
     needs=Needs.NOTHING,
     arguments=_init,
     config=False,
+    description="Writes settings (clindav.yaml), the default policy, a master key, a "
+    "self-signed certificate, a SQLite database and the share folders into FOLDER, then "
+    "prints how to add a user and serve it (docs/DEPLOY.md for production).",
 )
 
 
@@ -87,6 +90,10 @@ CHECK_CONFIG = Command(
     "validate settings, policy and stage options offline",
     run="check_config",
     needs=Needs.SETTINGS,
+    description="Validates the settings, the policy and its stage options, loads the master "
+    "keys and compares them with the database, and checks that every backing folder is a "
+    "writable folder; serves nothing. Only `clindav serve` checks the port and the shares' "
+    "markers (docs/DEPLOY.md, Share markers).",
 )
 
 

@@ -20,7 +20,7 @@ def _create(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--intimate", action="store_true", help="intimate images are asked for (intimate folder)"
     )
-    actor_arg(parser)
+    actor_arg(parser, meaning="the clinician asking: their console inbox lists what is sent")
     scheme_arg(parser)
     json_arg(parser)
 
