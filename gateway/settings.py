@@ -9,6 +9,7 @@ derives it from these settings.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import itertools
@@ -534,6 +535,19 @@ class Settings(_Strict):
         if self.database_url.startswith(prefix) and not self.database_url.startswith(prefix + "/"):
             return prefix + str(self.resolve(Path(self.database_url[len(prefix) :])))
         return self.database_url
+
+
+def unreachable_host(url: str) -> str | None:
+    """``url``'s host and why no other machine can open it (e.g. "127.0.0.1, this
+    machine's own"), or None.  Such hosts: the loopback ones and the listening
+    address 0.0.0.0, as in a link made on the gateway host itself."""
+    host = urlparse(url).hostname or ""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:
+            return f"{host}, a listening address"
+    if is_loopback(host):
+        return f"{host}, this machine's own"
+    return None
 
 
 def is_loopback(host: str) -> bool:

@@ -41,6 +41,7 @@ from gateway.console.layout import add_to_menu, everyone
 from gateway.console.qr import qr_svg
 from gateway.errors import ClindavError
 from gateway.nextcloud import devices
+from gateway.settings import unreachable_host
 
 pages = Blueprint("devices", __name__)
 Page = tuple[str, int]
@@ -85,6 +86,7 @@ def connect() -> Page:
     server = devices.server_address(request.environ)
     page = render_template(
         "device_connected.html",
+        unreachable=_unreachable(),
         device=device.strip(),
         server=server,
         password=secret,
@@ -108,6 +110,18 @@ def revoke(ident: int) -> Response:
     return redirect(url_for("devices.index"), 303)
 
 
+def _unreachable() -> str | None:
+    """Why a phone cannot reach the server address this page gives, if it cannot: the
+    console opened on the gateway host itself (the QR carries the address it was opened at)."""
+    why = unreachable_host(devices.server_address(request.environ))
+    if why is None:
+        return None
+    return (
+        f"The server address is {why}: a phone cannot reach it. Open the console under the "
+        "name the phones use (the practice's name for clindav), then connect the phone."
+    )
+
+
 def _page(form: ConnectForm, problem: ClindavError | None = None) -> Page:
     who = principal()
     mine = services().app_passwords.list(who.uid)
@@ -116,6 +130,7 @@ def _page(form: ConnectForm, problem: ClindavError | None = None) -> Page:
         audit(devices=len(mine))
     page = render_template(
         "devices.html",
+        unreachable=_unreachable(),
         mine=mine,
         every=every,
         form=form,

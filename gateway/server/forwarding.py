@@ -17,11 +17,12 @@ the setting that fixes it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
+
+from gateway.settings import is_loopback
 
 log = logging.getLogger("clindav.forwarding")
 
@@ -57,7 +58,7 @@ class ProxyTrust:
             del environ[key]
 
     def _warn_once(self, peer: str) -> None:
-        if not _is_loopback(peer):
+        if not is_loopback(peer):
             return  # a client's own header: not a proxy of ours
         with self._lock:
             if peer in self._warned:
@@ -72,10 +73,3 @@ class ProxyTrust:
             peer,
             peer,
         )
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False

@@ -13,12 +13,9 @@ Personalisation of both templates: ``practice``, ``link``, ``note`` and
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from notifications_python_client.errors import APIError
@@ -29,7 +26,7 @@ from gateway.patients import PatientScheme
 from gateway.pipeline import RequestInfo
 from gateway.records.upload_requests import NewUploadRequest, UploadRequestService
 from gateway.services import Services
-from gateway.settings import UploadSettings, is_loopback
+from gateway.settings import UploadSettings, unreachable_host
 from gateway.uploads.paths import link_url
 
 log = logging.getLogger("clindav.notify")
@@ -67,13 +64,8 @@ def unreachable_reason(link: str) -> str | None:
     """Why no patient's phone can open ``link``: without ``uploads.public_url`` its host is
     the gateway's loopback address (the console opened on the gateway host itself) or, from
     `clindav request create`, a listening address such as 0.0.0.0."""
-    host = urlsplit(link).hostname or ""
-    with contextlib.suppress(ValueError):
-        if ipaddress.ip_address(host).is_unspecified:
-            return f"the link's address is {host}, a listening address: {_SET_PUBLIC_URL}"
-    if is_loopback(host):
-        return f"the link's address is {host}, this machine's own: {_SET_PUBLIC_URL}"
-    return None
+    why = unreachable_host(link)
+    return None if why is None else f"the link's address is {why}: {_SET_PUBLIC_URL}"
 
 
 _SET_PUBLIC_URL = (

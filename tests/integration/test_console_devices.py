@@ -243,3 +243,14 @@ def test_no_phone_is_connected_while_the_apps_door_is_off(instance: Instance) ->
         assert event[:3] == ("alice", 409, "nextcloud-door-off")
     finally:
         gateway.stop()
+
+
+def test_the_page_warns_when_a_phone_cannot_reach_its_address(gateway: Gateway) -> None:
+    """Opened on the gateway host, the QR would carry 127.0.0.1: the page says so."""
+    alice = sign_in(gateway)
+    local = html.unescape(alice.get(f"{gateway.url}/app/devices").text)
+    assert 'id="server-unreachable"' in local and "127.0.0.1, this machine's own" in local
+    made = html.unescape(connect(alice, gateway, "ward phone 7").text)
+    assert 'id="server-unreachable"' in made
+    named = alice.get(f"{gateway.url}/app/devices", headers={"Host": "clindav.practice.test"})
+    assert named.status_code == 200 and 'id="server-unreachable"' not in named.text
