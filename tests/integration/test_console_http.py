@@ -18,6 +18,7 @@ import requests
 
 from tests.conftest import PASSWORD, Gateway, Instance, InstanceClock, start_in_process
 
+NEW_PASSWORD = "a-new-password-for-alice"
 CONSOLE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "frame-ancestors 'none'"
@@ -214,6 +215,27 @@ def test_a_disabled_account_is_signed_out_at_its_next_request(gateway: Gateway) 
     assert s.get(f"{gateway.url}/app/", allow_redirects=False).status_code == 200
     run_cli("user", "disable", "alice", config=gateway.instance.config)
     assert s.get(f"{gateway.url}/app/", allow_redirects=False).status_code == 303
+
+
+def test_a_new_password_signs_the_account_out_everywhere(gateway: Gateway) -> None:
+    """A password reset after a stolen session ends that session too, not only future logins."""
+    from tests.conftest import run_cli
+
+    s = sign_in(gateway)
+    assert s.get(f"{gateway.url}/app/", allow_redirects=False).status_code == 200
+    run_cli(
+        "user",
+        "passwd",
+        "alice",
+        "--password-stdin",
+        config=gateway.instance.config,
+        stdin=NEW_PASSWORD + "\n",
+    )
+    r = s.get(f"{gateway.url}/app/", allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"].endswith("/app/sign-in")
+    with database(gateway.instance) as db:
+        assert db.execute("SELECT count(*) FROM console_session").fetchone() == (0,)
+    assert sign_in(gateway, password=NEW_PASSWORD).get(f"{gateway.url}/app/").status_code == 200
 
 
 def test_over_tls_cookies_are_secure_and_hsts_is_sent(instance: Instance) -> None:
