@@ -133,7 +133,12 @@ class NextcloudMount:
         self.inbox_url = services.shares[inbox].url if inbox else None
         conf = services.settings.nextcloud
         root = services.settings.resolve(conf.upload_dir)  # made by the first upload
-        self.chunks = ChunkStore(root, services.keys.seed(SEED), conf.upload_expiry.total_seconds())
+        self.chunks = ChunkStore(
+            root,
+            services.keys.seed(SEED),
+            conf.upload_expiry.total_seconds(),
+            services.settings.limits.max_stream_bytes,
+        )
         self.chunks.sweep()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

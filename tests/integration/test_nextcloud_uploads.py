@@ -317,3 +317,43 @@ def _sync_large_file(gateway: Gateway, tmp_path: Path) -> None:
     with sqlite3.connect(gateway.instance.folder / "clindav.db") as db:
         started = db.execute("SELECT count(*) FROM audit_event WHERE action = 'UPLOAD'").fetchone()
     assert started[0] >= 1
+
+
+def test_staged_chunks_are_bounded_per_user(tmp_path: Path) -> None:
+    """Chunks are unbounded in number: without a cap one account fills the staging disk."""
+    instance = make_instance(tmp_path)
+    settings = instance.settings()
+    settings["limits"] = {"max_upload_bytes": 64 * 1024, "max_stream_bytes": 250 * 1024}
+    instance.write_settings(settings)
+    gateway = start_in_process(instance)
+    try:
+        _fill_the_staging_area(gateway)
+    finally:
+        gateway.stop()
+
+
+def _fill_the_staging_area(gateway: Gateway) -> None:
+    s = gateway.session()
+    piece = os.urandom(100 * 1024)
+    first, second = uploads(gateway) + "/first", uploads(gateway) + "/second"
+    for folder in (first, second):
+        assert s.request("MKCOL", folder).status_code == 201
+    assert s.put(first + "/1", data=piece).status_code == 201
+    assert s.put(first + "/2", data=piece).status_code == 201
+    assert s.put(first + "/2", data=piece).status_code == 201  # a resent chunk replaces its own
+    for refused in (s.put(first + "/3", data=piece), s.put(second + "/1", data=piece)):
+        assert refused.status_code == 507, refused.text
+        assert refused.headers["X-Clindav-Error"] == "upload-staging-full"
+    with sqlite3.connect(gateway.instance.folder / "clindav.db") as db:
+        audited = db.execute(
+            "SELECT count(*) FROM audit_event WHERE action = 'UPLOAD' AND status = 507 "
+            "AND code = 'upload-staging-full'"
+        ).fetchone()
+    assert audited == (2,)
+    on_disk = sum(p.stat().st_size for p in staging(gateway).rglob("*") if p.is_file())
+    assert on_disk < 250 * 1024
+    other = gateway.session("ivy")  # another account's staging is its own
+    assert other.request("MKCOL", uploads(gateway, "ivy") + "/x").status_code == 201
+    assert other.put(uploads(gateway, "ivy") + "/x/1", data=piece).status_code == 201
+    assert s.delete(first).status_code == 204  # cancelling frees the room
+    assert s.put(second + "/1", data=piece).status_code == 201
