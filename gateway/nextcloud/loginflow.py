@@ -4,7 +4,8 @@
 which only the device holds, and a login token derived from it, which goes
 into the console address the device opens in a browser.  There the user,
 signed in to the console as anywhere else (same authenticator, throttle and
-audit), grants access: a new app password is made for them
+audit), grants access, once (a flow already granted is unknown to everyone
+else who opens its address): a new app password is made for them
 (gateway/nextcloud/devices.py, as every door makes one) and kept, sealed
 (:meth:`LoginFlows.grant`), until the device's
 next poll (:meth:`LoginFlows.poll`) takes it, once.
@@ -90,9 +91,9 @@ class LoginFlows:
         return poll, login
 
     def pending_client(self, login_token: str) -> str:
-        """The device name of an open flow (for the grant page), or FlowUnknown."""
+        """The device name of an open flow not granted yet (for the grant page), or FlowUnknown."""
         with self._sessions() as session:
-            row = self._open(session.scalar(_by_login(login_token)))
+            row = self._grantable(session.scalar(_by_login(login_token)))
             return row.client
 
     def grant(self, login_token: str, uid: str, secret: str) -> None:
@@ -105,7 +106,7 @@ class LoginFlows:
         nonce = os.urandom(12)
         sealed = nonce + AESGCM(_key(login_token)).encrypt(nonce, secret.encode(), uid.encode())
         with self._sessions.begin() as session:
-            row = self._open(session.scalar(_by_login(login_token)))
+            row = self._grantable(session.scalar(_by_login(login_token).with_for_update()))
             row.uid, row.sealed = uid, sealed
 
     def poll(self, poll_token: str) -> Granted | None:
@@ -128,6 +129,14 @@ class LoginFlows:
         except InvalidTag:
             raise FlowUnknown("sealed app password does not open") from None
         return Granted(uid, secret.decode())
+
+    def _grantable(self, row: LoginFlow | None) -> LoginFlow:
+        """An open flow nobody granted yet: the first user's grant is the one the device gets
+        (anyone else who has the sign-in address cannot swap their account in)."""
+        row = self._open(row)
+        if row.sealed is not None:
+            raise FlowUnknown(f"login flow already granted to {row.uid}")
+        return row
 
     def _open(self, row: LoginFlow | None) -> LoginFlow:
         if row is None:
