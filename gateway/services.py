@@ -19,6 +19,8 @@ from gateway.change import ChangeSessions
 from gateway.clock import Clock
 from gateway.crypto.fileformat import FileEncryptor
 from gateway.db import DataKey
+from gateway.nextcloud.chunks import SEED as CHUNK_SEED
+from gateway.nextcloud.chunks import ChunkStore
 from gateway.policy import Policy
 from gateway.records.audit import AuditLog
 from gateway.records.trash import Trash
@@ -75,6 +77,17 @@ class Services:
     def proxies(self) -> ProxyTrust:
         """Whose forwarding headers count (``server.trusted_proxies``), for every door."""
         return ProxyTrust(self.settings.server.trusted_proxies)
+
+    @cached_property
+    def chunks(self) -> ChunkStore:
+        """The Nextcloud apps' chunked uploads in progress, for their door and the sweeper."""
+        conf = self.settings.nextcloud
+        return ChunkStore(
+            self.settings.resolve(conf.upload_dir),  # made by the first upload
+            self.keys.seed(CHUNK_SEED),
+            conf.upload_expiry.total_seconds(),
+            self.settings.limits.max_stream_bytes,
+        )
 
     @cached_property
     def trash(self) -> Trash:

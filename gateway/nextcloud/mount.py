@@ -48,7 +48,6 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.nextcloud import ocs, paths, uploads
-from gateway.nextcloud.chunks import SEED, ChunkStore
 from gateway.nextcloud.devices import server_address
 from gateway.nextcloud.loginflow import LoginFlows
 from gateway.nextcloud.records import chained_event
@@ -131,14 +130,7 @@ class NextcloudMount:
         self.replies = Replies(services)
         inbox = services.settings.nextcloud.inbox_share
         self.inbox_url = services.shares[inbox].url if inbox else None
-        conf = services.settings.nextcloud
-        root = services.settings.resolve(conf.upload_dir)  # made by the first upload
-        self.chunks = ChunkStore(
-            root,
-            services.keys.seed(SEED),
-            conf.upload_expiry.total_seconds(),
-            services.settings.limits.max_stream_bytes,
-        )
+        self.chunks = services.chunks
         self.chunks.sweep()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

@@ -199,6 +199,29 @@ def test_abandoned_transfers_are_swept(gateway: Gateway) -> None:
     )
 
 
+def test_abandoned_transfers_go_without_another_upload_starting(tmp_path: Path) -> None:
+    """The server's sweeper removes them: a gateway the apps stopped using keeps no chunk of
+    a patient's photo past nextcloud.upload_expiry."""
+    instance = make_instance(tmp_path)
+    settings = instance.settings()
+    settings["trash"] = {"sweep_interval": 1}
+    instance.write_settings(settings)
+    gateway = start_in_process(instance)
+    try:
+        s = gateway.session()
+        s.request("MKCOL", uploads(gateway) + "/old")
+        s.put(uploads(gateway) + "/old/1", data=b"left behind")
+        [old] = list(staging(gateway).glob("*/*"))
+        long_ago = time.time() - 2 * 86400
+        os.utime(old, (long_ago, long_ago))
+        deadline = time.monotonic() + 30
+        while old.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not old.exists()
+    finally:
+        gateway.stop()
+
+
 class SlowChunk:
     """A chunk body that arrives in 64 KiB pieces with pauses (requests reads it by length)."""
 
