@@ -142,7 +142,6 @@ class NextcloudMount:
         route = self._route(path, environ.get("REQUEST_METHOD", "GET").upper())
         if route is None:
             return self.app(environ, start_response)
-        self.services.proxies.apply(environ)
         request = NextcloudRequest(environ, self.services)
         try:
             status, body, ctype = route(request)
@@ -165,7 +164,6 @@ class NextcloudMount:
         if environ.get("REQUEST_METHOD", "").upper() == "PUT" and (
             environ.get("HTTP_OC_CHUNKED") or _LEGACY_CHUNK.search(environ["PATH_INFO"])
         ):
-            self.services.proxies.apply(environ)
             refusal = LegacyChunking(f"legacy chunk {environ['PATH_INFO'][-80:]!r}")
             return self._refuse(NextcloudRequest(environ, self.services), refusal, start_response)
         login, _password = parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
@@ -183,7 +181,6 @@ class NextcloudMount:
 
     def _uploads(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Chunked upload v2 (gateway/nextcloud/uploads.py); the final MOVE becomes a PUT."""
-        self.services.proxies.apply(environ)
         request = NextcloudRequest(environ, self.services)
         try:
             upload = uploads.UploadRequest(environ)

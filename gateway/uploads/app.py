@@ -151,13 +151,7 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
     app.register_error_handler(SQLAlchemyError, _database_failed)
     app.register_error_handler(OSError, _storage_failed)
     app.register_error_handler(HTTPException, _http_error)
-    flask_app = app.wsgi_app
-
-    def uploads(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        services.proxies.apply(environ)  # the address the limits and the audit trail use
-        return flask_app(environ, start_response)
-
-    return uploads
+    return app.wsgi_app
 
 
 def body_limit(max_files: int, max_file_bytes: int) -> int:

@@ -241,22 +241,46 @@ def test_a_new_password_signs_the_account_out_everywhere(gateway: Gateway) -> No
 def test_over_tls_cookies_are_secure_and_hsts_is_sent(instance: Instance) -> None:
     gw = start_in_process(instance, tls=True)
     try:
-        s = browser_session(gw)
-        page = s.get(f"{gw.url}/app/sign-in")
-        assert "Secure" in page.headers["Set-Cookie"]
-        assert page.headers["Strict-Transport-Security"].startswith("max-age=")
-        r = s.post(
-            f"{gw.url}/app/sign-in",
-            data={"csrf_token": form_token(page.text), "user": "alice", "password": PASSWORD},
-            allow_redirects=False,
-        )
-        assert r.status_code == 303
-        cookie = next(
-            c for c in r.raw.headers.getlist("Set-Cookie") if c.startswith("clindav-session=")
-        )
-        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        _signs_in_with_secure_cookies_and_hsts(gw, browser_session(gw))
     finally:
         gw.stop()
+
+
+def test_behind_a_trusted_tls_proxy_cookies_are_secure_and_hsts_is_sent(
+    instance: Instance,
+) -> None:
+    """nginx with TLS before ``clindav serve --no-tls``: the browser is on HTTPS, so its
+    session cookie must never go out over plain HTTP (an http:// link, a redirecting port 80)."""
+    settings = instance.settings()
+    settings["server"]["trusted_proxies"] = ["127.0.0.1"]
+    instance.write_settings(settings)
+    gw = start_in_process(instance)
+    try:
+        s = browser_session(gw)
+        s.headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.7"})
+        _signs_in_with_secure_cookies_and_hsts(gw, s)
+        assert events(instance, "LOGIN")[-1][:3] == ("alice", 200, "signed-in")
+    finally:
+        gw.stop()
+
+
+def _signs_in_with_secure_cookies_and_hsts(gw: Gateway, s: requests.Session) -> None:
+    page = s.get(f"{gw.url}/app/sign-in")
+    assert "Secure" in page.headers["Set-Cookie"]
+    assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+    for kept in s.cookies:  # behind the proxy this client speaks plain HTTP, as nginx does
+        kept.secure = False
+    r = s.post(
+        f"{gw.url}/app/sign-in",
+        data={"csrf_token": form_token(page.text), "user": "alice", "password": PASSWORD},
+        allow_redirects=False,
+    )
+    assert r.status_code == 303
+    cookie = next(
+        c for c in r.raw.headers.getlist("Set-Cookie") if c.startswith("clindav-session=")
+    )
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 def test_the_audit_trail_refusing_writes_makes_sign_in_a_503(gateway: Gateway) -> None:
