@@ -10,6 +10,11 @@ else who opens its address): a new app password is made for them
 (:meth:`LoginFlows.grant`), until the device's
 next poll (:meth:`LoginFlows.poll`) takes it, once.
 
+Starting a flow needs no account and writes a row, so each client address
+may start ``nextcloud.login_flow_rate`` flows in a sliding 10 minutes
+(gateway/records/rates.py, counted for every process together); more are
+429 ``login-flow-rate-limited``.
+
 The database holds only hashes of both tokens, and the sealed password under
 a key derived from the login token: a copy of the table reveals no password
 and cannot complete a flow.  A flow not completed within
@@ -30,7 +35,8 @@ from sqlalchemy import Select, delete, select
 
 from gateway.clock import aware
 from gateway.db import LoginFlow
-from gateway.errors import NotFound
+from gateway.errors import ClindavError, NotFound
+from gateway.records.rates import RateWindow
 from gateway.services import Services
 
 MAX_CLIENT = 128
@@ -39,6 +45,12 @@ MAX_CLIENT = 128
 class FlowUnknown(NotFound):
     code = "login-flow-unknown"
     message = "This sign-in request is unknown or has expired; start again on the device."
+
+
+class FlowsRateLimited(ClindavError):
+    status = 429
+    code = "login-flow-rate-limited"
+    message = "Too many sign-ins started from this address; wait a few minutes and try again."
 
 
 @dataclass(frozen=True)
@@ -69,12 +81,17 @@ class LoginFlows:
         self._services = services
         self._sessions = services.sessions
         self._timeout = services.settings.nextcloud.login_flow_timeout
+        self._rate = services.settings.nextcloud.login_flow_rate
+        self._window = RateWindow(services.sessions, services.clock)
 
     def _now(self) -> dt.datetime:
         return self._services.clock.now()
 
-    def start(self, client: str) -> tuple[str, str]:
-        """(poll token, login token) of a new flow for the device named ``client``."""
+    def start(self, client: str, address: str) -> tuple[str, str]:
+        """(poll token, login token) of a new flow for the device named ``client``, started
+        from ``address``; FlowsRateLimited past ``nextcloud.login_flow_rate``."""
+        if not self._window.allows("login-flow-address", address, self._rate):
+            raise FlowsRateLimited(f"address {address} over nextcloud.login_flow_rate")
         poll = secrets.token_urlsafe(48)
         login = login_token_of(poll)
         now = self._now()

@@ -285,7 +285,7 @@ class NextcloudMount:
 
     def _login_start(self, request: NextcloudRequest) -> Answer:
         client = request.environ.get("HTTP_USER_AGENT", "")
-        poll, login = self.flows.start(client)
+        poll, login = self.flows.start(client, request.environ.get("REMOTE_ADDR", "-"))
         base = request.base_url
         document = {
             "poll": {"token": poll, "endpoint": base + "/index.php/login/v2/poll"},

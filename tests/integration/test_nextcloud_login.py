@@ -204,6 +204,36 @@ def test_a_flow_is_granted_once_by_its_first_user(gateway: Gateway) -> None:
     assert [row[1] for row in table(gateway.instance, "app_password")] == ["alice"]
 
 
+def test_flows_started_per_address_are_limited(instance: Instance) -> None:
+    """Starting a flow needs no account and writes a row: without a limit, one client fills
+    the database for as long as nextcloud.login_flow_timeout keeps the rows."""
+    settings = instance.settings()
+    settings["server"]["trusted_proxies"] = ["127.0.0.1"]
+    settings["nextcloud"] = {**settings.get("nextcloud", {}), "login_flow_rate": 3}
+    instance.write_settings(settings)
+    gw = start_in_process(instance)
+    try:
+        starts = [_start_from(gw, "192.0.2.9").status_code for _ in range(5)]
+        assert starts == [200, 200, 200, 429, 429]
+        refused = _start_from(gw, "192.0.2.9")
+        assert refused.headers["X-Clindav-Error"] == "login-flow-rate-limited"
+        assert len(table(instance, "login_flow")) == 3
+        assert _start_from(gw, "198.51.100.4").status_code == 200  # another address
+        with sqlite3.connect(instance.folder / "clindav.db") as db:
+            audited = db.execute(
+                "SELECT client, status FROM audit_event WHERE code = 'login-flow-rate-limited'"
+            ).fetchall()
+        assert audited == [("192.0.2.9", 429)] * 3
+    finally:
+        gw.stop()
+
+
+def _start_from(gw: Gateway, address: str) -> requests.Response:
+    return gw.session(user=None).post(
+        gw.url + "/index.php/login/v2", headers={"User-Agent": UA, "X-Forwarded-For": address}
+    )
+
+
 def test_the_account_password_cannot_be_revoked_as_a_device(gateway: Gateway) -> None:
     answer = gateway.session().delete(gateway.url + "/ocs/v2.php/core/apppassword")
     assert answer.status_code == 403
