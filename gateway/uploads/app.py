@@ -264,7 +264,7 @@ def _send_form(token: str, row: UploadRequest, secret: str, status: int, error: 
 
 def _send(token: str) -> Page:
     service = _service()
-    row = _access().passed(token, request.form.get("pass", ""), _info())
+    row = _access().passed(token, lambda: request.form.get("pass", ""), _info())
     answer = _consent_answer()
     photos = [_photo(f) for f in request.files.getlist("photos") if f.filename]
     problem = _form_problem(answer, photos, row)
