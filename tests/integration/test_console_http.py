@@ -238,6 +238,40 @@ def test_a_new_password_signs_the_account_out_everywhere(gateway: Gateway) -> No
     assert sign_in(gateway, password=NEW_PASSWORD).get(f"{gateway.url}/app/").status_code == 200
 
 
+def test_a_devices_app_password_does_not_sign_in_to_the_console(gateway: Gateway) -> None:
+    """A lost phone's app password reaches files until revoked; it must not open the console,
+    where it could mint devices of its own that outlive its revocation (or, an admin's, reset
+    passwords)."""
+    from tests.conftest import run_cli
+
+    made = run_cli("user", "app-password", "alice", config=gateway.instance.config)
+    secret = made.stdout.splitlines()[0].rsplit(" ", 1)[1]
+    assert _lists_documents(gateway, secret)
+    s = browser_session(gateway)
+    page = s.get(f"{gateway.url}/app/sign-in")
+    r = s.post(
+        f"{gateway.url}/app/sign-in",
+        data={"csrf_token": form_token(page.text), "user": "alice", "password": secret},
+        allow_redirects=False,
+    )
+    assert r.status_code == 401, r.text
+    assert "clindav-session" not in s.cookies
+    assert events(gateway.instance, "LOGIN")[-1] == (
+        "-",
+        401,
+        "authentication-required",
+        "login failed for 'alice'",
+    )
+    # The account's own password still signs in; the device still reaches files afterwards.
+    assert sign_in(gateway).get(f"{gateway.url}/app/").status_code == 200
+    assert _lists_documents(gateway, secret)
+
+
+def _lists_documents(gateway: Gateway, password: str) -> bool:
+    device = gateway.session("alice", password)
+    return device.request("PROPFIND", f"{gateway.url}/documents/", headers={"Depth": "0"}).ok
+
+
 def test_over_tls_cookies_are_secure_and_hsts_is_sent(instance: Instance) -> None:
     gw = start_in_process(instance, tls=True)
     try:
