@@ -33,6 +33,7 @@ from tests.conftest import (
     start_in_process,
 )
 from tests.integration.test_nextcloud_files import dav, listing, nextcloudcmd
+from tests.integration.test_nextcloud_inbox import inbox_gateway  # noqa: F401 - a fixture
 from tests.scrub_corpus_bmff import heif_from_pillow_heif, heif_from_pillow_heif_markers
 
 
@@ -185,13 +186,20 @@ def test_the_final_put_meets_the_destinations_policy(gateway: Gateway) -> None:
     assert s.head(dav(gateway) + "/teaching/tool.exe").status_code == 404
 
 
-def test_abandoned_transfers_are_swept(gateway: Gateway) -> None:
+def abandoned_transfer(gateway: Gateway) -> Path:
+    """A transfer with a chunk, untouched for two days: its staging folder."""
     s = gateway.session()
     s.request("MKCOL", uploads(gateway) + "/old")
     s.put(uploads(gateway) + "/old/1", data=b"left behind")
     [old] = list(staging(gateway).glob("*/*"))
     long_ago = time.time() - 2 * 86400
     os.utime(old, (long_ago, long_ago))
+    return old
+
+
+def test_abandoned_transfers_are_swept(gateway: Gateway) -> None:
+    s = gateway.session()
+    old = abandoned_transfer(gateway)
     s.request("MKCOL", uploads(gateway) + "/new")
     assert not old.exists()
     assert (
@@ -199,27 +207,16 @@ def test_abandoned_transfers_are_swept(gateway: Gateway) -> None:
     )
 
 
-def test_abandoned_transfers_go_without_another_upload_starting(tmp_path: Path) -> None:
+def test_abandoned_transfers_go_without_another_upload_starting(
+    inbox_gateway: Gateway,  # noqa: F811 - the fixture (its sweeper runs every second)
+) -> None:
     """The server's sweeper removes them: a gateway the apps stopped using keeps no chunk of
     a patient's photo past nextcloud.upload_expiry."""
-    instance = make_instance(tmp_path)
-    settings = instance.settings()
-    settings["trash"] = {"sweep_interval": 1}
-    instance.write_settings(settings)
-    gateway = start_in_process(instance)
-    try:
-        s = gateway.session()
-        s.request("MKCOL", uploads(gateway) + "/old")
-        s.put(uploads(gateway) + "/old/1", data=b"left behind")
-        [old] = list(staging(gateway).glob("*/*"))
-        long_ago = time.time() - 2 * 86400
-        os.utime(old, (long_ago, long_ago))
-        deadline = time.monotonic() + 30
-        while old.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not old.exists()
-    finally:
-        gateway.stop()
+    old = abandoned_transfer(inbox_gateway)
+    deadline = time.monotonic() + 30
+    while old.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not old.exists()
 
 
 class SlowChunk:
