@@ -20,6 +20,8 @@ from gateway.change import ChangeSessions
 from gateway.clock import Clock
 from gateway.crypto.fileformat import FileEncryptor
 from gateway.db import DataKey
+from gateway.nextcloud.chunks import SEED as CHUNK_SEED
+from gateway.nextcloud.chunks import ChunkStore
 from gateway.policy import Policy
 from gateway.records.audit import AuditLog
 from gateway.records.trash import Trash
@@ -81,6 +83,17 @@ class Services:
     def app_passwords(self) -> AppPasswords:
         """The Nextcloud apps' devices, for every door; their use noted by this clock."""
         return AppPasswords(self.sessions, self.clock)
+
+    @cached_property
+    def chunks(self) -> ChunkStore:
+        """The Nextcloud apps' chunked uploads in progress, for their door and the sweeper."""
+        conf = self.settings.nextcloud
+        return ChunkStore(
+            self.settings.resolve(conf.upload_dir),  # made by the first upload
+            self.keys.seed(CHUNK_SEED),
+            conf.upload_expiry.total_seconds(),
+            self.settings.limits.max_stream_bytes,
+        )
 
     @cached_property
     def trash(self) -> Trash:

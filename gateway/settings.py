@@ -426,6 +426,9 @@ class NextcloudSettings(_Strict):
         dt.timedelta(minutes=20),
         description="A Login Flow v2 not completed this long after it began is void (e.g. 20m).",
     )
+    login_flow_rate: Annotated[int, Field(ge=1)] = Field(
+        30, description="Login Flow v2 starts one client address may make per 10 minutes."
+    )
 
     inbox_share: str | None = Field(
         None,

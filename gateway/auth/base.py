@@ -171,11 +171,16 @@ class Authenticator(ABC):
         self._cache_lock = threading.Lock()
         self._flights = [threading.Lock() for _ in range(64)]
 
-    def login(self, user: str, password: str, client: str = "-") -> Principal | None:
+    def login(
+        self, user: str, password: str, client: str = "-", *, devices: bool = True
+    ) -> Principal | None:
         """The principal for these credentials, or None (after a fixed delay).
 
-        ``client`` is the peer address, for the throttle.  Raises LoginThrottled
-        or ServiceUnavailable (see the module contract).
+        ``client`` is the peer address, for the throttle.  ``devices``: whether
+        a device's app password counts (WebDAV and the Nextcloud apps); the
+        console's sign-in takes the account's own password only, so a lost
+        phone's app password cannot mint devices or use admin pages there.
+        Raises LoginThrottled or ServiceUnavailable (see the module contract).
         """
         if not user or not password or len(user) > 255 or len(password) > 1024:
             # An empty password is an anonymous bind on many directories.
@@ -184,7 +189,9 @@ class Authenticator(ABC):
         if self.throttle is not None:
             # Before the cache: a cache hit must not become a guessing oracle.
             self.throttle.check(user, client)
-        key = hashlib.sha256(self._salt + user.encode() + b"\0" + password.encode()).digest()
+        # The kind of login is part of the key: a device's cached login opens no console.
+        kind = b"d" if devices else b"a"
+        key = hashlib.sha256(self._salt + kind + user.encode() + b"\0" + password.encode()).digest()
         cached = self._cached(key)
         if cached is not None and not (
             self._is_current(cached) and self._app_password_stands(user, password)
@@ -200,13 +207,15 @@ class Authenticator(ABC):
             cached = self._cached(key)
             if cached is not None:
                 return cached
-            return self._check(key, user, password, client)
+            return self._check(key, user, password, client, devices)
 
     def _flight(self, key: bytes) -> threading.Lock:
         return self._flights[key[0] % len(self._flights)]
 
-    def _check(self, key: bytes, user: str, password: str, client: str) -> Principal | None:
-        principal = self._app_login(user, password)
+    def _check(
+        self, key: bytes, user: str, password: str, client: str, devices: bool
+    ) -> Principal | None:
+        principal = self._app_login(user, password) if devices else None
         if principal is None:
             principal = self._login(user, password)
         if principal is None:

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth.base import hash_password
-from gateway.db import LocalUser
+from gateway.db import ConsoleSession, LocalUser
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.policy import Policy
 
@@ -60,9 +60,12 @@ class UserStore:
             session.delete(_user(session, name))
 
     def set_password(self, name: str, password: str, audit: Audit | None = None) -> None:
+        """The new password, and every console session of the account ended with it: a reset
+        after a stolen password must not leave the thief signed in."""
         _check_password(password)
         with self._change(audit) as session:
             _user(session, name).password_hash = hash_password(password)
+            session.execute(delete(ConsoleSession).where(ConsoleSession.uid == name))
 
     def set_groups(self, name: str, groups: list[str], audit: Audit | None = None) -> None:
         _check_groups(groups)

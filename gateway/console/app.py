@@ -105,13 +105,7 @@ def create_console(
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.context_processor(layout)
     app.jinja_env.filters["age"] = age
-    flask_app = app.wsgi_app
-
-    def console(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        services.proxies.apply(environ)  # the address the audit trail names
-        return flask_app(environ, start_response)
-
-    return console
+    return app.wsgi_app
 
 
 def _register_pages(app: Flask) -> None:

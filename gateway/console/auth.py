@@ -54,7 +54,7 @@ def _sign_in(*, expired: bool) -> Response | tuple[str, int]:
     user = (form.user.data or "").strip()
     try:
         who = services().authenticator.login(
-            user, form.password.data or "", client=request.remote_addr or "-"
+            user, form.password.data or "", client=request.remote_addr or "-", devices=False
         )
         if who is None:
             raise AuthenticationRequired(

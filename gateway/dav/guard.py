@@ -56,6 +56,7 @@ class PathGuard:
         self.services = services
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        self.services.proxies.apply(environ)  # first: the scheme and address every layer reads
         https = is_https(environ)
         raw = environ.get("PATH_INFO", "")
         problem = path_problem(raw)

@@ -1,7 +1,7 @@
 """The gateway's own WSGI layer, in front of WsgiDAV's request server.
 
 For every request, in this order: its request id (gateway/server/responses.py);
-removal of forwarding headers (no proxy is trusted unless configured);
+(forwarding headers were judged by the path guard, gateway/dav/guard.py);
 authentication (Basic only, 401 challenge, 400 for a malformed header, 503
 when the account store is down); the policy gate (gateway/dav/gate.py), which
 decides before any body byte is read; then the handler that answers
@@ -69,7 +69,6 @@ class GatewayMiddleware(BaseMiddleware):
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         begin_request(environ.get("REQUEST_METHOD", "") in ("GET", "HEAD", "PROPFIND", "OPTIONS"))
-        self.services.proxies.apply(environ)
         outcome = Outcome(request_info(environ, None))
         body: str | bytes
         try:

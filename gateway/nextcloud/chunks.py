@@ -19,6 +19,13 @@ plaintext, a block at a time (never the whole file in memory); the final MOVE
 feeds it to the ordinary PUT (gateway/nextcloud/uploads.py).  Transfers whose
 folder has not changed for ``nextcloud.upload_expiry`` are removed by
 :meth:`ChunkStore.sweep`.
+
+A chunk may be as large as the largest upload, and a transfer may have any
+number of them, so each user's staged chunks (every open transfer together)
+are bounded by that largest upload (``limits.max_stream_bytes``, what one
+assembled file may be): a chunk that would take them over is refused, 507
+``upload-staging-full``, before any byte of it is read.  Without that one
+account could fill the staging disk (and every other account's uploads with it).
 """
 
 from __future__ import annotations
@@ -35,8 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.crypto.fileformat import EncryptedFileReader, FileEncryptor, read_header
-from gateway.errors import BadRequest, IncompleteBody, NotFound
+from gateway.crypto.fileformat import (
+    DEFAULT_CHUNK_SIZE,
+    EncryptedFileReader,
+    FileEncryptor,
+    FileHeader,
+    plaintext_size_for,
+    read_header,
+)
+from gateway.errors import BadRequest, ClindavError, IncompleteBody, NotFound
 from gateway.storage.backing import TempFile, replace_into
 
 SEED = "@nextcloud-uploads"
@@ -45,6 +59,9 @@ _KEY_ID = "nextcloud-chunk"
 _CHUNK_NAME = re.compile(r"^[0-9]{1,20}$")
 _TRANSFER = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 BLOCK = 1024 * 1024
+# Every chunk file's header has this size (one key id, one chunk size): what the
+# staged bytes are counted with, from file sizes alone.
+_HEADER = FileHeader.create(uuid.UUID(int=0), _KEY_ID, DEFAULT_CHUNK_SIZE)
 
 
 class InvalidChunkName(BadRequest):
@@ -55,6 +72,15 @@ class InvalidChunkName(BadRequest):
 class TransferSizeMismatch(BadRequest):
     code = "upload-size-mismatch"
     message = "The chunks received do not add up to the announced size; nothing was stored."
+
+
+class StagingFull(ClindavError):
+    status = 507
+    code = "upload-staging-full"
+    message = (
+        "Your unfinished uploads already hold as much as one upload may; "
+        "let them finish or cancel one, then try again."
+    )
 
 
 @dataclass(frozen=True)
@@ -68,10 +94,12 @@ def _hex(text: str) -> str:
 
 
 class ChunkStore:
-    def __init__(self, root: Path, seed: bytes, expiry: float) -> None:
+    def __init__(self, root: Path, seed: bytes, expiry: float, room: int) -> None:
+        """``room``: the most plaintext bytes one user's chunks may hold, all transfers together."""
         self.root = root
         self._seed = seed
         self._expiry = expiry
+        self._room = room
 
     def folder(self, uid: str, transfer: str) -> Path:
         if not _TRANSFER.match(transfer):
@@ -103,6 +131,11 @@ class ChunkStore:
         folder = self.folder(uid, transfer)
         if not folder.is_dir():
             raise NotFound(f"no transfer {transfer!r} of {uid}")
+        staged = self.staged(uid, but=folder / name)
+        if staged + length > self._room:
+            raise StagingFull(
+                f"{uid}: {staged} bytes staged, a chunk of {length}, {self._room} room"
+            )
         file_id = uuid.uuid4()
         encryptor = FileEncryptor(self._key(uid, transfer, name, file_id), file_id, _KEY_ID)
         temp = TempFile(folder)
@@ -122,6 +155,22 @@ class ChunkStore:
             raise
         os.utime(folder)  # the transfer is alive: not swept
         return length
+
+    def staged(self, uid: str, but: Path) -> int:
+        """Plaintext bytes of ``uid``'s complete chunks in every transfer, but the file ``but``
+        (the chunk a resend replaces).  Chunks still arriving (temp files) are not counted."""
+        user = self.root / _hex(uid)
+        if not user.is_dir():
+            return 0
+        total = 0
+        for transfer in os.scandir(user):
+            if not transfer.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(transfer.path):
+                if _CHUNK_NAME.match(entry.name) and entry.path != str(but):
+                    size = entry.stat(follow_symlinks=False).st_size
+                    total += plaintext_size_for(size, _HEADER)
+        return total
 
     def chunks(self, uid: str, transfer: str) -> list[Chunk]:
         """The transfer's complete chunks in assembly order (numerically)."""

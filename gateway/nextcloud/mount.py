@@ -48,7 +48,6 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.nextcloud import ocs, paths, uploads
-from gateway.nextcloud.chunks import SEED, ChunkStore
 from gateway.nextcloud.devices import server_address
 from gateway.nextcloud.loginflow import LoginFlows
 from gateway.nextcloud.records import chained_event
@@ -130,9 +129,7 @@ class NextcloudMount:
         self.replies = Replies(services)
         inbox = services.settings.nextcloud.inbox_share
         self.inbox_url = services.shares[inbox].url if inbox else None
-        conf = services.settings.nextcloud
-        root = services.settings.resolve(conf.upload_dir)  # made by the first upload
-        self.chunks = ChunkStore(root, services.keys.seed(SEED), conf.upload_expiry.total_seconds())
+        self.chunks = services.chunks
         self.chunks.sweep()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -144,7 +141,6 @@ class NextcloudMount:
         route = self._route(path, environ.get("REQUEST_METHOD", "GET").upper())
         if route is None:
             return self.app(environ, start_response)
-        self.services.proxies.apply(environ)
         request = NextcloudRequest(environ, self.services)
         try:
             status, body, ctype = route(request)
@@ -167,7 +163,6 @@ class NextcloudMount:
         if environ.get("REQUEST_METHOD", "").upper() == "PUT" and (
             environ.get("HTTP_OC_CHUNKED") or _LEGACY_CHUNK.search(environ["PATH_INFO"])
         ):
-            self.services.proxies.apply(environ)
             refusal = LegacyChunking(f"legacy chunk {environ['PATH_INFO'][-80:]!r}")
             return self._refuse(NextcloudRequest(environ, self.services), refusal, start_response)
         login, _password = parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
@@ -185,7 +180,6 @@ class NextcloudMount:
 
     def _uploads(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Chunked upload v2 (gateway/nextcloud/uploads.py); the final MOVE becomes a PUT."""
-        self.services.proxies.apply(environ)
         request = NextcloudRequest(environ, self.services)
         try:
             upload = uploads.UploadRequest(environ)
@@ -290,7 +284,7 @@ class NextcloudMount:
 
     def _login_start(self, request: NextcloudRequest) -> Answer:
         client = request.environ.get("HTTP_USER_AGENT", "")
-        poll, login = self.flows.start(client)
+        poll, login = self.flows.start(client, request.environ.get("REMOTE_ADDR", "-"))
         base = request.base_url
         document = {
             "poll": {"token": poll, "endpoint": base + "/index.php/login/v2/poll"},

@@ -3,10 +3,12 @@ images held for consent that never came, placeholders whose upload never
 came, and anchoring the audit chain.
 
 A daemon thread runs :meth:`gateway.records.trash.Trash.purge_due`,
-:meth:`gateway.records.consent.ConsentService.expire_held` and
+:meth:`gateway.records.consent.ConsentService.expire_held`,
 :func:`sweep_placeholders` (0-byte placeholders older than
-``trash.placeholder_max_age``) once at start (a server that was down catches
-up) and then every ``trash.sweep_interval`` seconds.  A failing sweep is
+``trash.placeholder_max_age``) and the Nextcloud apps' abandoned chunked
+uploads (:meth:`gateway.nextcloud.chunks.ChunkStore.sweep`) once at start
+(a server that was down catches up) and then every ``trash.sweep_interval``
+seconds.  A failing sweep is
 logged and retried at the next interval; it never stops the server.  With
 several gateway processes each sweeps; the purge itself re-checks an item's
 state under the audit chain's lock, so an item is purged once.
@@ -163,6 +165,10 @@ class TrashSweeper(threading.Thread):
         swept = sweep_placeholders(self._services, system_actor("PURGE"))
         if swept:
             log.info("removed %d placeholders whose upload never came", len(swept))
+        if self._services.settings.nextcloud.enabled:
+            abandoned = self._services.chunks.sweep()
+            if abandoned:
+                log.info("removed %d chunked uploads abandoned by the apps", abandoned)
         if at_stake and (remembered is None or now - remembered >= RECORD_EVERY):
             record_sweep(self._services, system_actor(SWEEP), now)
         self._last = now

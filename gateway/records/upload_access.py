@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -179,9 +180,15 @@ class LinkAccess:
             public=f"{DobMismatch.message} {left} {'try' if left == 1 else 'tries'} left.",
         )
 
-    def passed(self, token: str, secret: str, request: RequestInfo) -> UploadRequest:
-        """The request, if ``secret`` is the pass its date of birth earned, still fresh."""
+    def passed(
+        self, token: str, read_pass: Callable[[], str], request: RequestInfo
+    ) -> UploadRequest:
+        """The request, if the pass ``read_pass`` gives is the one its date of birth earned,
+        still fresh.  The pass comes with the photos: ``read_pass`` (which reads the body) is
+        called only once the link is known to work, so a guessed or dead link has no body read.
+        """
         row = self.usable(token, request, "UPLOAD-SUBMIT")
+        secret = read_pass()
         now = self.services.clock.now()
         fresh = row.verified_at is not None and (
             now - aware(row.verified_at) <= self.settings.pass_lifetime

@@ -1,8 +1,11 @@
 """Whose forwarding headers count: the proxies in ``server.trusted_proxies``.
 
 From a trusted proxy the last ``X-Forwarded-For`` entry (the address the proxy
-saw; earlier ones are the client's say) becomes the client address, and
-``X-Forwarded-Host``/``-Proto`` stay for the doors that read them.  From
+saw; earlier ones are the client's say) becomes the client address, the last
+``X-Forwarded-Proto`` entry the request's scheme (``wsgi.url_scheme``: a TLS
+proxy before ``clindav serve --no-tls`` makes the console's cookies ``Secure``
+and adds HSTS, as clindav's own TLS does), and ``X-Forwarded-Host`` stays for
+the doors that read it.  From
 anyone else every ``X-Forwarded-*`` and ``Forwarded`` header goes before
 anything reads it: a client-sent ``X-Forwarded-Host`` would otherwise pass
 WsgiDAV's COPY/MOVE host check, and ``X-Forwarded-For`` would put a lie in
@@ -13,6 +16,9 @@ A proxy on this host that is not trusted is the usual deployment mistake
 log and to the per-address limits alike.  A loopback peer that sends
 ``X-Forwarded-For`` is therefore logged, once per address and instance, with
 the setting that fixes it.
+
+The path guard (gateway/dav/guard.py), the first layer every door's request
+passes, judges them before anything else reads the request.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ class ProxyTrust:
             forwarded_for = environ.get("HTTP_X_FORWARDED_FOR", "")
             if forwarded_for:
                 environ["REMOTE_ADDR"] = forwarded_for.split(",")[-1].strip()[:64]
+            scheme = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[-1].strip().lower()
+            if scheme in ("http", "https"):
+                environ["wsgi.url_scheme"] = scheme
             return
         if "HTTP_X_FORWARDED_FOR" in environ:
             self._warn_once(peer)

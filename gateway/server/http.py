@@ -55,17 +55,24 @@ class _Request(HTTPRequest):
             self.conn.count_bytes()
 
     def send_headers(self) -> None:
-        """Close the connection after a request whose body framing cannot be trusted.
+        """Close the connection after a request whose body framing cannot be trusted, or
+        whose unread body is too large to drain.
 
         RFC 9112 section 6.3: after a request with both ``Transfer-Encoding``
         and ``Content-Length`` the server MUST close the connection.  And
         cheroot drains an unread Content-Length body but not an unread chunked
         one: without closing, the rest of a refused chunked body would be read
-        as the next request on this connection.
+        as the next request on this connection.  cheroot's drain waits for the
+        whole rest of the body before the answer leaves and holds it in memory
+        at once: a stranger's PUT of gigabytes to a 401 was buffered whole.
+        Past :data:`MAX_DRAIN` the answer goes at once and the connection
+        closes (as cheroot does after a 413; RFC 9112 section 9.6 allows it).
         """
         if self.chunked_read and (
             b"Content-Length" in self.inheaders or not getattr(self.rfile, "closed", True)
         ):
+            self.close_connection = True
+        if not self.chunked_read and getattr(self.rfile, "remaining", 0) > MAX_DRAIN:
             self.close_connection = True
         super().send_headers()
 
@@ -134,6 +141,8 @@ class _BlockReader(StreamReader):
         return bytes(block)
 
 
+# The most of a refused request's unread body drained to keep its connection open.
+MAX_DRAIN = 64 * 1024
 # Reads of these sizes go straight into their block: a body's blocks (server.block_size
 # is at most 16 MiB), never headers.
 _LARGE_READ = 64 * 1024

@@ -151,13 +151,7 @@ def create_uploads(services: Services) -> Callable[..., Iterable[bytes]]:
     app.register_error_handler(SQLAlchemyError, _database_failed)
     app.register_error_handler(OSError, _storage_failed)
     app.register_error_handler(HTTPException, _http_error)
-    flask_app = app.wsgi_app
-
-    def uploads(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        services.proxies.apply(environ)  # the address the limits and the audit trail use
-        return flask_app(environ, start_response)
-
-    return uploads
+    return app.wsgi_app
 
 
 def body_limit(max_files: int, max_file_bytes: int) -> int:
@@ -270,7 +264,7 @@ def _send_form(token: str, row: UploadRequest, secret: str, status: int, error: 
 
 def _send(token: str) -> Page:
     service = _service()
-    row = _access().passed(token, request.form.get("pass", ""), _info())
+    row = _access().passed(token, lambda: request.form.get("pass", ""), _info())
     answer = _consent_answer()
     photos = [_photo(f) for f in request.files.getlist("photos") if f.filename]
     problem = _form_problem(answer, photos, row)

@@ -18,6 +18,7 @@ import requests
 
 from tests.conftest import PASSWORD, Gateway, Instance, InstanceClock, start_in_process
 
+NEW_PASSWORD = "a-new-password-for-alice"
 CONSOLE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "frame-ancestors 'none'"
@@ -216,25 +217,104 @@ def test_a_disabled_account_is_signed_out_at_its_next_request(gateway: Gateway) 
     assert s.get(f"{gateway.url}/app/", allow_redirects=False).status_code == 303
 
 
+def test_a_new_password_signs_the_account_out_everywhere(gateway: Gateway) -> None:
+    """A password reset after a stolen session ends that session too, not only future logins."""
+    from tests.conftest import run_cli
+
+    s = sign_in(gateway)
+    assert s.get(f"{gateway.url}/app/", allow_redirects=False).status_code == 200
+    run_cli(
+        "user",
+        "passwd",
+        "alice",
+        "--password-stdin",
+        config=gateway.instance.config,
+        stdin=NEW_PASSWORD + "\n",
+    )
+    r = s.get(f"{gateway.url}/app/", allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"].endswith("/app/sign-in")
+    with database(gateway.instance) as db:
+        assert db.execute("SELECT count(*) FROM console_session").fetchone() == (0,)
+    assert sign_in(gateway, password=NEW_PASSWORD).get(f"{gateway.url}/app/").status_code == 200
+
+
+def test_a_devices_app_password_does_not_sign_in_to_the_console(gateway: Gateway) -> None:
+    """A lost phone's app password reaches files until revoked; it must not open the console,
+    where it could mint devices of its own that outlive its revocation (or, an admin's, reset
+    passwords)."""
+    from tests.conftest import run_cli
+
+    made = run_cli("user", "app-password", "alice", config=gateway.instance.config)
+    secret = made.stdout.splitlines()[0].rsplit(" ", 1)[1]
+    assert _lists_documents(gateway, secret)
+    s = browser_session(gateway)
+    page = s.get(f"{gateway.url}/app/sign-in")
+    r = s.post(
+        f"{gateway.url}/app/sign-in",
+        data={"csrf_token": form_token(page.text), "user": "alice", "password": secret},
+        allow_redirects=False,
+    )
+    assert r.status_code == 401, r.text
+    assert "clindav-session" not in s.cookies
+    assert events(gateway.instance, "LOGIN")[-1] == (
+        "-",
+        401,
+        "authentication-required",
+        "login failed for 'alice'",
+    )
+    # The account's own password still signs in; the device still reaches files afterwards.
+    assert sign_in(gateway).get(f"{gateway.url}/app/").status_code == 200
+    assert _lists_documents(gateway, secret)
+
+
+def _lists_documents(gateway: Gateway, password: str) -> bool:
+    device = gateway.session("alice", password)
+    return device.request("PROPFIND", f"{gateway.url}/documents/", headers={"Depth": "0"}).ok
+
+
 def test_over_tls_cookies_are_secure_and_hsts_is_sent(instance: Instance) -> None:
     gw = start_in_process(instance, tls=True)
     try:
-        s = browser_session(gw)
-        page = s.get(f"{gw.url}/app/sign-in")
-        assert "Secure" in page.headers["Set-Cookie"]
-        assert page.headers["Strict-Transport-Security"].startswith("max-age=")
-        r = s.post(
-            f"{gw.url}/app/sign-in",
-            data={"csrf_token": form_token(page.text), "user": "alice", "password": PASSWORD},
-            allow_redirects=False,
-        )
-        assert r.status_code == 303
-        cookie = next(
-            c for c in r.raw.headers.getlist("Set-Cookie") if c.startswith("clindav-session=")
-        )
-        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        _signs_in_with_secure_cookies_and_hsts(gw, browser_session(gw))
     finally:
         gw.stop()
+
+
+def test_behind_a_trusted_tls_proxy_cookies_are_secure_and_hsts_is_sent(
+    instance: Instance,
+) -> None:
+    """nginx with TLS before ``clindav serve --no-tls``: the browser is on HTTPS, so its
+    session cookie must never go out over plain HTTP (an http:// link, a redirecting port 80)."""
+    settings = instance.settings()
+    settings["server"]["trusted_proxies"] = ["127.0.0.1"]
+    instance.write_settings(settings)
+    gw = start_in_process(instance)
+    try:
+        s = browser_session(gw)
+        s.headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.7"})
+        _signs_in_with_secure_cookies_and_hsts(gw, s)
+        assert events(instance, "LOGIN")[-1][:3] == ("alice", 200, "signed-in")
+    finally:
+        gw.stop()
+
+
+def _signs_in_with_secure_cookies_and_hsts(gw: Gateway, s: requests.Session) -> None:
+    page = s.get(f"{gw.url}/app/sign-in")
+    assert "Secure" in page.headers["Set-Cookie"]
+    assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+    for kept in s.cookies:  # behind the proxy this client speaks plain HTTP, as nginx does
+        kept.secure = False
+    r = s.post(
+        f"{gw.url}/app/sign-in",
+        data={"csrf_token": form_token(page.text), "user": "alice", "password": PASSWORD},
+        allow_redirects=False,
+    )
+    assert r.status_code == 303
+    cookie = next(
+        c for c in r.raw.headers.getlist("Set-Cookie") if c.startswith("clindav-session=")
+    )
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 def test_the_audit_trail_refusing_writes_makes_sign_in_a_503(gateway: Gateway) -> None:

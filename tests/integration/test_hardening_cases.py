@@ -482,6 +482,22 @@ def test_a_refused_chunked_body_is_never_read_as_the_next_request(gw: Gateway) -
     serves(gw)
 
 
+def test_a_refused_large_body_is_never_waited_for_nor_read(gw: Gateway) -> None:
+    """cheroot drained an unread body before answering, holding all of it in memory: any
+    stranger's PUT of gigabytes to a 401 or 403 was buffered whole.  Past 64 KiB the
+    answer comes at once and the connection closes."""
+    serves(gw)
+    big = str(2 * 1024**3)  # declared, never sent
+    for headers, status, code in (
+        ({"Content-Length": big}, 401, "authentication-required"),
+        ({"Authorization": auth("audrey"), "Content-Length": big}, 403, "policy-denied"),
+    ):
+        answers, closed = send_raw(gw, raw_request("PUT", "/clinical/x.jpg", headers))
+        assert closed and [a.status for a in answers] == [status], answers
+        assert answers[0].headers["x-clindav-error"] == code
+    serves(gw)
+
+
 def test_content_encoding_on_put_is_refused(gw: Gateway) -> None:
     for encoding in ("gzip", "br", "identity, gzip"):
         path = f"/documents/{unique('encoded')}.txt"

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 import requests
 
 from tests.conftest import PASSWORD, Gateway, Instance, run_cli, start_in_process
-from tests.integration.test_console_http import browser_session, form_token
+from tests.integration.test_console_http import browser_session, form_token, sign_in
 
 OCS = {"OCS-APIREQUEST": "true"}
 UA = "Mozilla/5.0 (Android) Nextcloud-android/3.30.1"
@@ -183,6 +183,55 @@ def test_a_flow_for_a_token_never_issued_is_refused(gateway: Gateway) -> None:
     assert forged.status_code == 404
     assert forged.headers["X-Clindav-Error"] == "login-flow-unknown"
     assert poll(gateway, gateway.url + "/index.php/login/v2/poll", "nope").status_code == 404
+
+
+def test_a_flow_is_granted_once_by_its_first_user(gateway: Gateway) -> None:
+    """Whoever else opens the device's sign-in address later (a shared computer's history, a
+    look over the shoulder) cannot put their own account on the device instead."""
+    token, endpoint, login = start_flow(gateway)
+    alice, ivy = sign_in(gateway, "alice"), sign_in(gateway, "ivy")
+    pages = [who.get(login) for who in (alice, ivy)]
+    assert [page.status_code for page in pages] == [200, 200]
+    granted = alice.post(login, data={"csrf_token": form_token(pages[0].text)})
+    assert granted.status_code == 200
+    again = ivy.post(login, data={"csrf_token": form_token(pages[1].text)})
+    assert again.status_code == 404 and again.headers["X-Clindav-Error"] == "login-flow-unknown"
+    assert ivy.get(login).status_code == 404  # a granted flow is no longer offered
+    assert poll(gateway, endpoint, token).json()["loginName"] == "alice"
+    refused = [e for e in events(gateway.instance, "APP-PASSWORD") if e[2] == "login-flow-unknown"]
+    assert [(actor, status) for actor, status, _code, _details in refused] == [("ivy", 404)]
+    # Only alice's device password was issued: none of ivy's waits unused.
+    assert [row[1] for row in table(gateway.instance, "app_password")] == ["alice"]
+
+
+def test_flows_started_per_address_are_limited(instance: Instance) -> None:
+    """Starting a flow needs no account and writes a row: without a limit, one client fills
+    the database for as long as nextcloud.login_flow_timeout keeps the rows."""
+    settings = instance.settings()
+    settings["server"]["trusted_proxies"] = ["127.0.0.1"]
+    settings["nextcloud"] = {**settings.get("nextcloud", {}), "login_flow_rate": 3}
+    instance.write_settings(settings)
+    gw = start_in_process(instance)
+    try:
+        starts = [_start_from(gw, "192.0.2.9").status_code for _ in range(5)]
+        assert starts == [200, 200, 200, 429, 429]
+        refused = _start_from(gw, "192.0.2.9")
+        assert refused.headers["X-Clindav-Error"] == "login-flow-rate-limited"
+        assert len(table(instance, "login_flow")) == 3
+        assert _start_from(gw, "198.51.100.4").status_code == 200  # another address
+        with sqlite3.connect(instance.folder / "clindav.db") as db:
+            audited = db.execute(
+                "SELECT client, status FROM audit_event WHERE code = 'login-flow-rate-limited'"
+            ).fetchall()
+        assert audited == [("192.0.2.9", 429)] * 3
+    finally:
+        gw.stop()
+
+
+def _start_from(gw: Gateway, address: str) -> requests.Response:
+    return gw.session(user=None).post(
+        gw.url + "/index.php/login/v2", headers={"User-Agent": UA, "X-Forwarded-For": address}
+    )
 
 
 def test_the_account_password_cannot_be_revoked_as_a_device(gateway: Gateway) -> None:

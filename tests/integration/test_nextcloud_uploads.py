@@ -33,6 +33,7 @@ from tests.conftest import (
     start_in_process,
 )
 from tests.integration.test_nextcloud_files import dav, listing, nextcloudcmd
+from tests.integration.test_nextcloud_inbox import inbox_gateway  # noqa: F401 - a fixture
 from tests.scrub_corpus_bmff import heif_from_pillow_heif, heif_from_pillow_heif_markers
 
 
@@ -185,18 +186,37 @@ def test_the_final_put_meets_the_destinations_policy(gateway: Gateway) -> None:
     assert s.head(dav(gateway) + "/teaching/tool.exe").status_code == 404
 
 
-def test_abandoned_transfers_are_swept(gateway: Gateway) -> None:
+def abandoned_transfer(gateway: Gateway) -> Path:
+    """A transfer with a chunk, untouched for two days: its staging folder."""
     s = gateway.session()
     s.request("MKCOL", uploads(gateway) + "/old")
     s.put(uploads(gateway) + "/old/1", data=b"left behind")
     [old] = list(staging(gateway).glob("*/*"))
     long_ago = time.time() - 2 * 86400
     os.utime(old, (long_ago, long_ago))
+    return old
+
+
+def test_abandoned_transfers_are_swept(gateway: Gateway) -> None:
+    s = gateway.session()
+    old = abandoned_transfer(gateway)
     s.request("MKCOL", uploads(gateway) + "/new")
     assert not old.exists()
     assert (
         s.request("PROPFIND", uploads(gateway) + "/old", headers={"Depth": "0"}).status_code == 404
     )
+
+
+def test_abandoned_transfers_go_without_another_upload_starting(
+    inbox_gateway: Gateway,  # noqa: F811 - the fixture (its sweeper runs every second)
+) -> None:
+    """The server's sweeper removes them: a gateway the apps stopped using keeps no chunk of
+    a patient's photo past nextcloud.upload_expiry."""
+    old = abandoned_transfer(inbox_gateway)
+    deadline = time.monotonic() + 30
+    while old.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not old.exists()
 
 
 class SlowChunk:
@@ -317,3 +337,43 @@ def _sync_large_file(gateway: Gateway, tmp_path: Path) -> None:
     with sqlite3.connect(gateway.instance.folder / "clindav.db") as db:
         started = db.execute("SELECT count(*) FROM audit_event WHERE action = 'UPLOAD'").fetchone()
     assert started[0] >= 1
+
+
+def test_staged_chunks_are_bounded_per_user(tmp_path: Path) -> None:
+    """Chunks are unbounded in number: without a cap one account fills the staging disk."""
+    instance = make_instance(tmp_path)
+    settings = instance.settings()
+    settings["limits"] = {"max_upload_bytes": 64 * 1024, "max_stream_bytes": 250 * 1024}
+    instance.write_settings(settings)
+    gateway = start_in_process(instance)
+    try:
+        _fill_the_staging_area(gateway)
+    finally:
+        gateway.stop()
+
+
+def _fill_the_staging_area(gateway: Gateway) -> None:
+    s = gateway.session()
+    piece = os.urandom(100 * 1024)
+    first, second = uploads(gateway) + "/first", uploads(gateway) + "/second"
+    for folder in (first, second):
+        assert s.request("MKCOL", folder).status_code == 201
+    assert s.put(first + "/1", data=piece).status_code == 201
+    assert s.put(first + "/2", data=piece).status_code == 201
+    assert s.put(first + "/2", data=piece).status_code == 201  # a resent chunk replaces its own
+    for refused in (s.put(first + "/3", data=piece), s.put(second + "/1", data=piece)):
+        assert refused.status_code == 507, refused.text
+        assert refused.headers["X-Clindav-Error"] == "upload-staging-full"
+    with sqlite3.connect(gateway.instance.folder / "clindav.db") as db:
+        audited = db.execute(
+            "SELECT count(*) FROM audit_event WHERE action = 'UPLOAD' AND status = 507 "
+            "AND code = 'upload-staging-full'"
+        ).fetchone()
+    assert audited == (2,)
+    on_disk = sum(p.stat().st_size for p in staging(gateway).rglob("*") if p.is_file())
+    assert on_disk < 250 * 1024
+    other = gateway.session("ivy")  # another account's staging is its own
+    assert other.request("MKCOL", uploads(gateway, "ivy") + "/x").status_code == 201
+    assert other.put(uploads(gateway, "ivy") + "/x/1", data=piece).status_code == 201
+    assert s.delete(first).status_code == 204  # cancelling frees the room
+    assert s.put(second + "/1", data=piece).status_code == 201

@@ -370,6 +370,18 @@ def test_a_body_over_the_links_limit_is_refused_before_it_is_read(up: Uploads) -
     assert answer.startswith(b"HTTP/1.1 413") and b"upload-too-large" in answer
 
 
+def test_a_send_to_a_link_that_does_not_work_is_refused_before_its_body_is_read(
+    up: Uploads,
+) -> None:
+    """A stranger's guessed address must not have a body of photos read into memory first."""
+    request_id, cancelled, _ = up.create(next(_PATIENTS))
+    up.cli("request", "cancel", str(request_id), "--as", "alice")
+    for token in ("a-token-never-issued", cancelled):
+        answer = declare_body(up, token, 20 * 1024 * 1024)
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:300]
+        assert b"upload-link-unusable" in answer
+
+
 def test_a_pdf_renamed_jpg_is_refused_by_the_shares_file_check(up: Uploads) -> None:
     patient = next(_PATIENTS)
     _id, token, _ = up.create(patient)

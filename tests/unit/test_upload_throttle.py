@@ -1,4 +1,4 @@
-"""The patient upload pages' request limits (gateway/uploads/throttle.py), counted in a
+"""The patient upload pages' request limits (gateway/uploads/throttle.py, gateway/records/rates.py), counted in a
 real SQLite database as the gateway's are."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.db import UploadRate, make_engine, make_sessions, prepare_database
-from gateway.uploads.throttle import WINDOW, RateLimited, UploadThrottle
+from gateway.records.rates import WINDOW
+from gateway.uploads.throttle import RateLimited, UploadThrottle
 
 
 class StepClock:
@@ -75,7 +76,7 @@ def test_the_window_slides_and_old_counts_go(database: str) -> None:
     limits.check("192.0.2.1", "link")
     clock.offset = dt.timedelta(seconds=WINDOW * 5)
     limits.check("192.0.2.1", "link")
-    sessions = limits.sessions
+    sessions = limits.window.sessions
     with sessions() as session:
         periods = set(session.scalars(select(UploadRate.period)))
         keys = session.scalar(select(func.count(func.distinct(UploadRate.key))))
