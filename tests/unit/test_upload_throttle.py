@@ -1,9 +1,10 @@
 """The patient upload pages' request limits (gateway/uploads/throttle.py, gateway/records/rates.py), counted in a
-real SQLite database as the gateway's are."""
+real SQLite database and on the PostgreSQL server, as the gateway's are."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 from gateway.db import UploadRate, make_engine, make_sessions, prepare_database
 from gateway.records.rates import WINDOW
 from gateway.uploads.throttle import RateLimited, UploadThrottle
+from tests.conftest import _drop_postgres_database, _postgres_database
 
 
 class StepClock:
@@ -24,11 +26,19 @@ class StepClock:
         return dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC) + self.offset
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'clindav.db'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each database's own upsert counts (gateway/records/rates.py picks it by dialect)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'clindav.db'}"
+        prepare_database(url)
+        yield url
+        return
+    name = _postgres_database()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     prepare_database(url)
-    return url
+    yield url
+    _drop_postgres_database(name)
 
 
 def throttle(url: str, clock: StepClock, per_address: int, per_link: int) -> UploadThrottle:
